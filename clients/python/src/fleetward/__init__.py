@@ -1,0 +1,1 @@
+"""Fleetward: client library and generated gRPC stubs for the Fleetward control plane."""

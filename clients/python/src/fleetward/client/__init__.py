@@ -1,0 +1,1 @@
+"""The hand-written Fleetward client: config, channel, errors, sync/async clients and the CLI."""

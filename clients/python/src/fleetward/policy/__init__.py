@@ -1,0 +1,1 @@
+"""Fleetward protobuf package (generated modules live beside this file)."""

@@ -1,0 +1,1 @@
+"""Fleetward services: the action service and the policy service."""

@@ -1,0 +1,1 @@
+"""The action service: Execute, Rollback and the reads around them."""

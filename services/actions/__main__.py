@@ -1,0 +1,50 @@
+"""``python -m services.actions``: serve | migrate | seed-demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from services.common.settings import SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run one command."""
+    parser = argparse.ArgumentParser(prog="python -m services.actions")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run the ActionService")
+    sub.add_parser("migrate", help="apply pending migrations (safe to run concurrently)")
+    sub.add_parser("seed-demo", help="create the demo workspace acme")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from services.actions.settings import ActionSettings
+
+    try:
+        settings = ActionSettings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.cmd == "migrate":
+        from services.actions.migrate import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {n}" for n in applied))
+        return 0
+    if args.cmd == "seed-demo":
+        from services.actions.demo import seed_demo
+
+        workspace = asyncio.run(seed_demo(settings.database_url))
+        print(f"demo workspace acme: {workspace}")
+        return 0
+    from services.actions.server import serve
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

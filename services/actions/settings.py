@@ -1,0 +1,57 @@
+"""Frozen settings of the action service, from FLEETWARD_* variables (ARCHITECTURE §9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.server import TlsConfig
+from services.common.settings import (
+    SettingsError,
+    env_int,
+    env_path,
+    env_str,
+    process_env,
+    tls_from_env,
+)
+
+
+@dataclass(frozen=True)
+class ActionSettings:
+    """Everything the action service reads from its environment."""
+
+    database_url: str
+    listen_addr: str = "127.0.0.1:50051"
+    policy_target: str = "127.0.0.1:50052"
+    policy_timeout_ms: int = 200
+    jwt_secret: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_audience: str | None = None
+    service_jwt_secret: str = ""
+    tls: TlsConfig | None = None
+    policy_tls_ca: Path | None = None
+    metrics_port: int = 9464
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
+        """Read and check the environment; raise SettingsError naming what is wrong."""
+        env = process_env() if env is None else env
+        database_url = env_str(env, "DATABASE_URL")
+        if not database_url:
+            raise SettingsError("DATABASE_URL is unset (make run starts an embedded server)")
+        return cls(
+            database_url=database_url,
+            listen_addr=env_str(env, "FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051"),
+            policy_target=env_str(env, "FLEETWARD_POLICY_TARGET", "127.0.0.1:50052"),
+            policy_timeout_ms=env_int(env, "FLEETWARD_POLICY_TIMEOUT_MS", 200),
+            jwt_secret=env_str(env, "FLEETWARD_JWT_SECRET") or None,
+            jwt_jwks_file=env_path(env, "FLEETWARD_JWT_JWKS_FILE"),
+            jwt_audience=env_str(env, "FLEETWARD_JWT_AUDIENCE") or None,
+            service_jwt_secret=env_str(env, "FLEETWARD_SERVICE_JWT_SECRET"),
+            tls=tls_from_env(env),
+            policy_tls_ca=env_path(env, "FLEETWARD_POLICY_TLS_CA"),
+            metrics_port=env_int(env, "FLEETWARD_METRICS_PORT", 9464),
+            log_level=env_str(env, "FLEETWARD_LOG_LEVEL", "INFO"),
+        )

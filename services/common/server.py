@@ -1,0 +1,99 @@
+"""What both gRPC servers share: message limits, health, reflection, TLS, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+# Imported so that server reflection can resolve the error-detail types of our statuses
+# (grpcurl -format-error decodes ErrorInfo, BadRequest, PreconditionFailure through it).
+ERROR_DETAIL_TYPES = (error_details_pb2.DESCRIPTOR.name,)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Server certificate and key, and optionally a CA whose client certificates are required."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Build the server credentials (mTLS when a client CA is set)."""
+        root = self.client_ca_file.read_bytes() if self.client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(self.key_file.read_bytes(), self.cert_file.read_bytes())],
+            root_certificates=root,
+            require_client_auth=root is not None,
+        )
+
+
+def new_server(
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> grpc.aio.Server:
+    """An unstarted ``grpc.aio`` server with Fleetward's options."""
+    return grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> health.aio.HealthServicer:
+    """Register grpc.health.v1 (every service starts NOT_SERVING) and server reflection."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return servicer
+
+
+async def set_serving(
+    servicer: health.aio.HealthServicer, service_names: Sequence[str], serving: bool
+) -> None:
+    """Set the overall status ("") and each named service's status."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *service_names):
+        await servicer.set(name, status)
+
+
+def bind(server: grpc.aio.Server, address: str, tls: TlsConfig | None) -> int:
+    """Bind ``address`` (port 0 picks a free port); return the bound port."""
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.credentials())
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    return port
+
+
+async def wait_for_termination_signal() -> None:
+    """Return on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)

@@ -1,0 +1,143 @@
+"""Minting and verifying the JWTs of ARCHITECTURE §8.
+
+User tokens: HS256 with ``FLEETWARD_JWT_SECRET``, or RS256/ES256 with keys from a JWKS
+file (chosen by ``kid``). Service tokens (``sub = svc:<name>``, audience
+``fleetward-policy``) are HS256 with the separate ``FLEETWARD_SERVICE_JWT_SECRET``, so the
+user-token key can never mint a service identity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from services.common.status import FleetwardError, unauthenticated
+
+SERVICE_AUDIENCE = "fleetward-policy"
+SERVICE_PREFIX = "svc:"
+RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
+_ASYMMETRIC = ["RS256", "ES256"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    subject: str
+    claims: Mapping[str, Any]
+
+
+def mint_user_token(
+    secret: str, subject: str, *, audience: str | None = None, ttl_s: int = 12 * 3600
+) -> str:
+    """Sign an HS256 user token (dev and tests; production tokens come from the IdP)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + ttl_s}
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def mint_service_token(secret: str, name: str, *, ttl_s: int = 300) -> str:
+    """Sign a service token for ``svc:<name>`` (``name`` may already carry the prefix)."""
+    subject = name if name.startswith(SERVICE_PREFIX) else SERVICE_PREFIX + name
+    now = int(time.time())
+    claims = {"sub": subject, "aud": SERVICE_AUDIENCE, "iat": now, "nbf": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def bearer_token(metadata: Any) -> str:
+    """Return the token of an ``authorization: Bearer …`` header or raise UNAUTHENTICATED."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise unauthenticated("authorization header must be 'Bearer <JWT>'")
+            return token.strip()
+    raise unauthenticated("missing authorization header ('Bearer <JWT>')")
+
+
+class UserTokenVerifier:
+    """Verifies user tokens: HS256 with a secret and/or RS256/ES256 with a JWKS file."""
+
+    def __init__(
+        self, *, secret: str | None, jwks_file: Path | None = None, audience: str | None = None
+    ) -> None:
+        if not secret and jwks_file is None:
+            raise ValueError("set FLEETWARD_JWT_SECRET or FLEETWARD_JWT_JWKS_FILE")
+        self._secret = secret
+        self._audience = audience
+        self._keys: dict[str, jwt.PyJWK] = {}
+        if jwks_file is not None:
+            jwks = jwt.PyJWKSet.from_json(Path(jwks_file).read_text())
+            self._keys = {k.key_id: k for k in jwks.keys if k.key_id}
+
+    def verify(self, token: str) -> Principal:
+        """Return the principal or raise UNAUTHENTICATED."""
+        try:
+            header = jwt.get_unverified_header(token)
+            alg = header.get("alg")
+            options: jwt.types.Options = {
+                "require": ["exp", "sub"],
+                "verify_aud": self._audience is not None,
+            }
+            if alg == "HS256" and self._secret:
+                key: Any = self._secret
+                algorithms = ["HS256"]
+            elif alg in _ASYMMETRIC and self._keys:
+                kid = header.get("kid")
+                if not isinstance(kid, str) or kid not in self._keys:
+                    raise unauthenticated("token signed with an unknown key id")
+                key = self._keys[kid]
+                algorithms = [alg]
+            else:
+                raise unauthenticated(f"token algorithm {alg!r} is not accepted")
+            claims = jwt.decode(
+                token, key, algorithms=algorithms, audience=self._audience, options=options
+            )
+        except FleetwardError:
+            raise
+        except jwt.ExpiredSignatureError as exc:
+            raise unauthenticated("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise unauthenticated(f"invalid token: {exc}") from exc
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise unauthenticated("token has no subject")
+        if subject.startswith(RESERVED_PREFIXES):
+            raise unauthenticated("user tokens may not carry a reserved subject (svc:, system:)")
+        return Principal(subject=subject, claims=claims)
+
+
+class ServiceTokenVerifier:
+    """Verifies service tokens: HS256 with the service secret, ``aud`` fleetward-policy."""
+
+    def __init__(self, *, secret: str) -> None:
+        if not secret:
+            raise ValueError("set FLEETWARD_SERVICE_JWT_SECRET")
+        self._secret = secret
+
+    def verify(self, token: str) -> Principal:
+        """Return the service principal or raise UNAUTHENTICATED."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                audience=SERVICE_AUDIENCE,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise unauthenticated("service token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise unauthenticated(f"invalid service token: {exc}") from exc
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.startswith(SERVICE_PREFIX):
+            raise unauthenticated("service tokens must have subject svc:<name>")
+        return Principal(subject=subject, claims=claims)

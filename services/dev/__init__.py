@@ -1,0 +1,1 @@
+"""Developer tooling: embedded PostgreSQL, dev secrets and tokens, code generation, make run."""

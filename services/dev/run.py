@@ -1,0 +1,152 @@
+"""``make run``: embedded PostgreSQL (unless DATABASE_URL), migrate, seed, both services, READY."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.tokens import mint_service_token, mint_user_token
+from services.dev.database import embedded_postgres
+from services.dev.secrets import apply_to_env
+
+DEMO_WORKSPACE_ID = "ac3e0000-0000-4000-8000-000000000001"
+_PY = sys.executable
+
+
+@contextlib.contextmanager
+def database_url(env: MutableMapping[str, str]) -> Iterator[str]:
+    """Use DATABASE_URL when set, else an embedded server for the duration."""
+    if env.get("DATABASE_URL"):
+        yield env["DATABASE_URL"]
+        return
+    with embedded_postgres() as dsn:
+        env["DATABASE_URL"] = dsn
+        yield dsn
+
+
+def _wait_serving(target: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    end = time.monotonic() + deadline_s
+    with grpc.insecure_channel(target) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub lists no methods
+        while time.monotonic() < end:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise SystemExit(
+                        f"a service exited with code {proc.returncode}; see its log above"
+                    )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"{target} did not become SERVING within {deadline_s:.0f}s")
+
+
+def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> str:
+    grpcurl = os.path.join(os.path.dirname(_PY), "grpcurl")
+    secret = env["FLEETWARD_JWT_SECRET"]
+    aud = env.get("FLEETWARD_JWT_AUDIENCE") or None
+    bob = mint_user_token(secret, "bob", audience=aud)
+    carol = mint_user_token(secret, "carol", audience=aud)
+    svc = mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], "debug", ttl_s=12 * 3600)
+    ws = DEMO_WORKSPACE_ID
+    agent = "fleet/departments/engineering/agents/eng-code-1"
+    pause = (
+        f'{{"workspace_id":"{ws}","scope":"SCOPE_AGENT","target_id":"eng-code-1",'
+        f'"reason":"investigating cost spike","request_id":"demo-1",'
+        f'"pause_agent":{{"duration_minutes":30}}}}'
+    )
+    check_bob = (
+        f'{{"subject":"bob","workspace_id":"{ws}","action":"actions:pause_agent",'
+        f'"resource":"{agent}","explain":true}}'
+    )
+    check_carol = check_bob.replace('"bob"', '"carol"')
+    return "\n".join(
+        [
+            f"workspace id (acme): {ws}",
+            "",
+            "# bob (operator) and carol (viewer), user tokens valid 12 h:",
+            f"export BOB='{bob}'",
+            f"export CAROL='{carol}'",
+            f"export SVC='{svc}'",
+            "",
+            f"{grpcurl} -plaintext {actions} list",
+            f"{grpcurl} -plaintext -H \"authorization: Bearer $BOB\" -d '{pause}' "
+            f"{actions} fleetward.actions.v1.ActionService/Execute",
+            f'{grpcurl} -plaintext -format-error -H "authorization: Bearer $CAROL" '
+            f"-d '{pause.replace('demo-1', 'demo-2')}' "
+            f"{actions} fleetward.actions.v1.ActionService/Execute",
+            f'{grpcurl} -plaintext -H "authorization: Bearer $BOB" '
+            f'-d \'{{"workspace_id":"{ws}"}}\' '
+            f"{actions} fleetward.actions.v1.ActionService/ListActions",
+            f"{grpcurl} -plaintext {policy} list",
+            f"{grpcurl} -plaintext -H \"authorization: Bearer $SVC\" -d '{check_bob}' "
+            f"{policy} fleetward.policy.v1.PolicyService/Check",
+            f"{grpcurl} -plaintext -H \"authorization: Bearer $SVC\" -d '{check_carol}' "
+            f"{policy} fleetward.policy.v1.PolicyService/Check",
+        ]
+    )
+
+
+def _connect_target(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if host in ("0.0.0.0", "[::]", ""):  # noqa: S104 - only rewriting for the client side
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def main() -> int:
+    """Run the whole local setup until Ctrl-C."""
+    env: dict[str, str] = dict(os.environ)
+    apply_to_env(env)
+    env.setdefault("FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051")
+    env.setdefault("FLEETWARD_POLICY_ADDR", "127.0.0.1:50052")
+    env.setdefault("FLEETWARD_POLICY_TARGET", _connect_target(env["FLEETWARD_POLICY_ADDR"]))
+    actions = _connect_target(env["FLEETWARD_ACTIONS_ADDR"])
+    policy = _connect_target(env["FLEETWARD_POLICY_ADDR"])
+    procs: list[subprocess.Popen[bytes]] = []
+    with database_url(env):
+        try:
+            subprocess.run([_PY, "-m", "services.actions", "migrate"], env=env, check=True)
+            subprocess.run([_PY, "-m", "services.actions", "seed-demo"], env=env, check=True)
+            procs.append(subprocess.Popen([_PY, "-m", "services.policy", "serve"], env=env))
+            procs.append(subprocess.Popen([_PY, "-m", "services.actions", "serve"], env=env))
+            _wait_serving(policy, 60, procs)
+            _wait_serving(actions, 60, procs)
+            print(_grpcurl_lines(env, actions, policy), flush=True)
+            print("READY", flush=True)
+            _block_until_signal_or_exit(procs)
+        except subprocess.CalledProcessError as exc:
+            print(f"setup step failed: {' '.join(map(str, exc.cmd))}", file=sys.stderr)
+            return 1
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+def _block_until_signal_or_exit(procs: list[subprocess.Popen[bytes]]) -> None:
+    # Blocked only after the children started, so they keep their own signal handling.
+    signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    while all(p.poll() is None for p in procs):
+        if signal.sigtimedwait(signals, 1.0) is not None:
+            return
+    print("a service exited; stopping", file=sys.stderr)

@@ -1,0 +1,40 @@
+"""Dev secrets: generated once into ``.data/dev-secrets.json`` when the env leaves them unset."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import MutableMapping
+from pathlib import Path
+
+DATA_DIR = Path(".data")
+_FILE = "dev-secrets.json"
+_VARS = ("FLEETWARD_JWT_SECRET", "FLEETWARD_SERVICE_JWT_SECRET")
+
+
+def load_or_create(data_dir: Path = DATA_DIR) -> dict[str, str]:
+    """Return the dev secrets, creating them (mode 0600) on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / _FILE
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        if all(stored.get(v) for v in _VARS):
+            return stored
+    fresh = {v: secrets.token_urlsafe(48) for v in _VARS}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(fresh, fh, indent=2)
+    return fresh
+
+
+def apply_to_env(env: MutableMapping[str, str], data_dir: Path = DATA_DIR) -> None:
+    """Fill the secret variables that ``env`` leaves unset from the dev secrets."""
+    if all(env.get(v) for v in _VARS):
+        return
+    dev = load_or_create(data_dir)
+    for var in _VARS:
+        if not env.get(var) and not (
+            var == "FLEETWARD_JWT_SECRET" and env.get("FLEETWARD_JWT_JWKS_FILE")
+        ):
+            env[var] = dev[var]

@@ -1,0 +1,22 @@
+"""``make token SUB=…``: print a dev token for the local setup."""
+
+from __future__ import annotations
+
+import os
+
+from services.common.tokens import SERVICE_PREFIX, mint_service_token, mint_user_token
+from services.dev.secrets import apply_to_env
+
+
+def token_for(subject: str) -> str:
+    """A user token for ``subject``, or a service token when it starts with ``svc:``."""
+    env = dict(os.environ)
+    apply_to_env(env)
+    if subject.startswith(SERVICE_PREFIX):
+        return mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], subject)
+    secret = env.get("FLEETWARD_JWT_SECRET")
+    if not secret:
+        raise SystemExit(
+            "FLEETWARD_JWT_SECRET is unset (with a JWKS file, tokens come from your IdP)"
+        )
+    return mint_user_token(secret, subject, audience=env.get("FLEETWARD_JWT_AUDIENCE") or None)

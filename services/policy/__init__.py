@@ -1,0 +1,1 @@
+"""The policy service: a Casbin decision point (Check, BatchCheck, GetPolicyInfo)."""

@@ -1,0 +1,24 @@
+"""``python -m services.policy``: serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and run one command."""
+    parser = argparse.ArgumentParser(prog="python -m services.policy")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run the PolicyService")
+    parser.parse_args(argv)
+    from services.policy.server import serve
+    from services.policy.settings import PolicySettings
+
+    asyncio.run(serve(PolicySettings.from_env()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
