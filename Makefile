@@ -5,22 +5,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN_OUT := clients/python/src
-PROTOS := $(shell find protos -name '*.proto' | sort)
 PYTEST_ARGS ?=
-QUICK ?= 0
 
-.PHONY: help run test test-reliability lint proto check-proto buf-lint token lock bench clean
+.PHONY: help venv run test lint proto check-proto buf-lint token lock clean
 
 help:
 	@echo "make run               start embedded PostgreSQL (unless DATABASE_URL), migrate, seed demo, serve"
 	@echo "make test              set up and run the test suite"
-	@echo "make test-reliability  the long reliability/security suites"
 	@echo "make lint              ruff + mypy strict"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
 	@echo "make check-proto       fail when make proto would change the committed code"
 	@echo "make buf-lint          buf lint (buf from the npm package @bufbuild/buf)"
 	@echo "make token SUB=bob     print a dev token (SUB=svc:NAME for a service token)"
-	@echo "make bench [QUICK=1]   performance run, writes bench/results.json"
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,9 +31,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest $(PYTEST_ARGS)
-
-test-reliability: $(STAMP)
-	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
@@ -62,9 +55,6 @@ token: $(STAMP)
 lock: $(STAMP)
 	@(echo "# Pinned versions for a reproducible install (regenerate: make lock)"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -vi '^fleetward') > constraints.txt
-
-bench: $(STAMP)
-	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
