@@ -1,4 +1,4 @@
-"""``python -m services.policy``: serve."""
+"""``python -m services.policy``: serve | validate | test | explain."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.policy")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run the PolicyService")
-    parser.parse_args(argv)
+    from services.policy import cli
+
+    cli.add_commands(sub)
+    args = parser.parse_args(argv)
+    if args.cmd != "serve":
+        return cli.run(args)
     from services.policy.server import serve
     from services.policy.settings import PolicySettings
 

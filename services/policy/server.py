@@ -1,45 +1,93 @@
-"""Build the policy service's gRPC server (unstarted)."""
+"""Build and run the policy service's gRPC server.
+
+``build_server`` returns an unstarted server; ``PolicyServer.start`` starts it, does the
+first load and only then reports SERVING (a failed first load stays NOT_SERVING, Check
+answers UNAVAILABLE, and the watcher keeps trying).
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 from grpc_health.v1 import health
 
+from services.common import logs
 from services.common import server as common
+from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.policy import decision_log
+from services.policy.auth import CallerAuthenticator
+from services.policy.loader import PolicySnapshot
+from services.policy.reload import Reloader
+from services.policy.servicer import PolicyServicer
 from services.policy.settings import PolicySettings
 
 SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PolicyServer:
-    """The server, its health servicer and the port it bound."""
+    """The server, its health servicer, the port it bound and the policy reloader."""
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
+    reloader: Reloader
+    settings: PolicySettings
+
+    async def start(self) -> bool:
+        """Start serving, load the policy, then report SERVING; returns whether it loaded."""
+        await self.server.start()
+        loaded = await self.reloader.reload()
+        if self.settings.watch:
+            self.reloader.start_watching()
+        return loaded
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, stop reloading, let in-flight RPCs finish within ``grace``."""
+        await common.set_serving(self.health, [SERVICE_NAME], False)
+        await self.reloader.stop()
+        await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
 
 
 async def build_server(settings: PolicySettings) -> PolicyServer:
-    """Create the server with health, reflection and the PolicyService bound to its address."""
-    server = common.new_server()
-    policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-        policy_pb2_grpc.PolicyServiceServicer(),  # type: ignore[abstract]
-        server,
-    )
+    """Create the server with health, reflection and the PolicyService bound to its address.
+
+    Raises:
+        ValueError: When no caller could ever authenticate (no service secret, no mTLS).
+    """
+    mtls = settings.tls is not None and settings.tls.client_ca_file is not None
+    authenticator = CallerAuthenticator(service_jwt_secret=settings.service_jwt_secret, mtls=mtls)
+    server = common.new_server([MetricsInterceptor()])
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
+    await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load
+
+    async def on_loaded(snapshot: PolicySnapshot) -> None:
+        await common.set_serving(health_servicer, [SERVICE_NAME], True)
+
+    reloader = Reloader(
+        settings.policy_dir, debounce_ms=settings.reload_debounce_ms, on_loaded=on_loaded
+    )
+    policy_pb2_grpc.add_PolicyServiceServicer_to_server(
+        PolicyServicer(reloader.state, authenticator), server
+    )
     port = common.bind(server, settings.listen_addr, settings.tls)
-    return PolicyServer(server, health_servicer, port)
+    return PolicyServer(server, health_servicer, port, reloader, settings)
 
 
 async def serve(settings: PolicySettings) -> None:
-    """Run until SIGTERM/SIGINT, then stop gracefully."""
+    """Run until SIGTERM/SIGINT, then stop gracefully; SIGHUP reloads the policy."""
+    logs.configure("policy", settings.log_level)
+    decision_log.configure(settings.decision_log)
     built = await build_server(settings)
-    await built.server.start()
-    await common.set_serving(built.health, [SERVICE_NAME], True)
+    start_metrics_server(settings.metrics_port)
+    built.reloader.install_sighup()
+    if not await built.start():
+        log.error("no policy loaded; NOT_SERVING until the files are fixed")
+    log.info("policy service listening on port %d", built.port)
     await common.wait_for_termination_signal()
-    await common.set_serving(built.health, [SERVICE_NAME], False)
-    await built.server.stop(grace=10)
+    log.info("shutting down")
+    await built.stop()

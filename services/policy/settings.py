@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import TlsConfig
-from services.common.settings import env_int, env_str, process_env, tls_from_env
+from services.common.settings import (
+    SettingsError,
+    env_int,
+    env_str,
+    process_env,
+    tls_from_env,
+)
 
 
 @dataclass(frozen=True)
@@ -20,11 +26,20 @@ class PolicySettings:
     tls: TlsConfig | None = None
     metrics_port: int = 9465
     log_level: str = "INFO"
+    # Where decision lines go: stderr, stdout, off, or a file path.
+    decision_log: str = "stderr"
+    # Watch policy_dir and reload when files change (SIGHUP reloads either way).
+    watch: bool = True
+    reload_debounce_ms: int = 300
+    shutdown_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicySettings:
         """Read and check the environment."""
         env = process_env() if env is None else env
+        watch = env_str(env, "FLEETWARD_POLICY_WATCH", "1").lower()
+        if watch not in ("1", "0", "true", "false"):
+            raise SettingsError(f"FLEETWARD_POLICY_WATCH must be 1 or 0, got {watch!r}")
         return cls(
             listen_addr=env_str(env, "FLEETWARD_POLICY_ADDR", "127.0.0.1:50052"),
             policy_dir=Path(env_str(env, "FLEETWARD_POLICY_DIR", "policies")),
@@ -32,4 +47,7 @@ class PolicySettings:
             tls=tls_from_env(env),
             metrics_port=env_int(env, "FLEETWARD_METRICS_PORT", 9465),
             log_level=env_str(env, "FLEETWARD_LOG_LEVEL", "INFO"),
+            decision_log=env_str(env, "FLEETWARD_POLICY_DECISION_LOG", "stderr"),
+            watch=watch in ("1", "true"),
+            reload_debounce_ms=env_int(env, "FLEETWARD_POLICY_RELOAD_DEBOUNCE_MS", 300),
         )

@@ -1,0 +1,81 @@
+"""Who may ask the policy service: service callers only (ARCHITECTURE §8).
+
+A caller proves it is a service with a service JWT (``sub`` ``svc:<name>``, audience
+``fleetward-policy``, signed with ``FLEETWARD_SERVICE_JWT_SECRET``) or, when the server
+requires client certificates, with its verified mTLS certificate. A user token, even one
+with a forged ``svc:`` subject, fails the signature check: the secrets differ.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import grpc
+
+from services.common.status import unauthenticated
+from services.common.tokens import ServiceTokenVerifier, bearer_token
+
+_CACHE_SIZE = 1024
+
+
+def _has_authorization(metadata: Any) -> bool:
+    return any(key.lower() == "authorization" for key, _ in metadata or ())
+
+
+def _peer_certificate_name(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    auth = context.auth_context()
+    for key in ("x509_common_name", "x509_subject_alternative_name"):
+        for value in auth.get(key, ()):
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+class CallerAuthenticator:
+    """Authenticates a call and names the caller (``svc:<name>`` or ``mtls:<cert name>``)."""
+
+    def __init__(self, *, service_jwt_secret: str, mtls: bool) -> None:
+        """Create the authenticator.
+
+        Args:
+            service_jwt_secret: The service-token secret; empty disables tokens.
+            mtls: The server verifies client certificates (``FLEETWARD_TLS_CLIENT_CA``).
+
+        Raises:
+            ValueError: When neither tokens nor mTLS are configured (nobody could call).
+        """
+        if not service_jwt_secret and not mtls:
+            raise ValueError(
+                "the policy service needs FLEETWARD_SERVICE_JWT_SECRET or "
+                "FLEETWARD_TLS_CLIENT_CA to authenticate its callers"
+            )
+        self._verifier = (
+            ServiceTokenVerifier(secret=service_jwt_secret) if service_jwt_secret else None
+        )
+        self._mtls = mtls
+        # token -> (subject, exp): services reuse one token for many calls, and checking
+        # an HS256 signature costs more than the rest of a Check but the decision.
+        self._verified: dict[str, tuple[str, float]] = {}
+
+    def _verify(self, token: str) -> str:
+        assert self._verifier is not None
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal = self._verifier.verify(token)  # raises UNAUTHENTICATED
+        if len(self._verified) >= _CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal.subject, float(principal.claims["exp"]))
+        return principal.subject
+
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """Return the caller's name or raise UNAUTHENTICATED (a ``FleetwardError``)."""
+        metadata = context.invocation_metadata()
+        if _has_authorization(metadata) or not self._mtls:
+            if self._verifier is None:
+                raise unauthenticated("this policy service accepts mTLS client certificates only")
+            return self._verify(bearer_token(metadata))
+        name = _peer_certificate_name(context)
+        if name is None:
+            raise unauthenticated("a service token or a client certificate is required")
+        return f"mtls:{name}"

@@ -1,0 +1,205 @@
+"""The decision point: a ``Decider`` answers one question against one loaded policy.
+
+``CasbinDecider`` wraps a ``casbin.Enforcer`` that is never modified after it was built
+(reloads build a new one, see ``reload.py``). The ``Decider`` protocol is the seam for a
+faster decision path: anything with ``decide`` can replace the enforcer.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import casbin
+from casbin.persist.adapter import Adapter
+from casbin.util.expression import SimpleEval
+
+from services.policy import names
+from services.policy.files import PolicyFiles
+from services.policy.validate import PolicyLine
+
+log = logging.getLogger(__name__)
+# pycasbin logs the whole model and policy on every load (before its own "disable") and
+# every denied request at WARNING; the decision log covers decisions, so keep it quiet.
+for _name in ("casbin", "casbin.policy", "casbin.enforcer", "casbin.role"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+class Reason(enum.Enum):
+    """Why a decision came out as it did (``DecisionReason`` without its prefix)."""
+
+    ALLOWED = "ALLOWED"
+    NO_MATCHING_RULE = "NO_MATCHING_RULE"
+    EXPLICIT_DENY = "EXPLICIT_DENY"
+    UNKNOWN_WORKSPACE = "UNKNOWN_WORKSPACE"
+    EVALUATION_ERROR = "EVALUATION_ERROR"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One answer: allowed, why, the subject's roles and the deciding policy line."""
+
+    allowed: bool
+    reason: Reason
+    roles: tuple[str, ...] = ()
+    matched_rule: str = ""
+    matched_line: int = 0  # the rule's line in policy.csv; 0 when no rule decided
+
+
+EVALUATION_ERROR = Decision(False, Reason.EVALUATION_ERROR)
+UNLISTED_WORKSPACE = ""
+
+
+class Decider(Protocol):
+    """Answers permission questions against one immutable policy."""
+
+    def decide(
+        self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
+    ) -> Decision:
+        """Decide; may raise (callers use ``decide_safely``)."""
+
+
+def decide_safely(
+    decider: Decider, subject: str, workspace: str, action: str, resource: str, *, explain: bool
+) -> Decision:
+    """Fail closed: any exception while deciding is a deny with EVALUATION_ERROR."""
+    try:
+        return decider.decide(subject, workspace, action, resource, explain=explain)
+    except Exception:
+        log.exception(
+            "policy evaluation failed; denying",
+            extra={"subject": subject, "workspace_id": workspace},
+        )
+        return EVALUATION_ERROR
+
+
+def workspace_matches(requested: str, bound: str) -> bool:
+    """Domain matching for ``g``: a binding in ``*`` holds in every workspace."""
+    return bound == names.ANY_WORKSPACE or requested == bound
+
+
+class _LinesAdapter(Adapter):  # type: ignore[misc]
+    """Feeds already validated lines to pycasbin (so it never reads the files itself)."""
+
+    def __init__(self, lines: Iterable[PolicyLine]) -> None:
+        self._lines = list(lines)
+
+    def load_policy(self, model: Any) -> None:
+        for line in self._lines:
+            model.model[line.ptype[0]][line.ptype].policy.append(list(line.fields))
+
+
+class _ParsedOnceEnforcer(casbin.Enforcer):  # type: ignore[misc]
+    """An enforcer that parses its matcher once instead of on every ``enforce``.
+
+    pycasbin calls ``ast.parse`` per enforce. On CPython 3.11 ``ast.parse`` in two threads
+    at once can fail ("AST constructor recursion depth mismatch"), which a reload building
+    its enforcer in a worker thread would turn into spurious EVALUATION_ERROR denies on
+    the event loop. Parsing once (during the probe, before publication) removes that race
+    and the per-call parsing cost.
+    """
+
+    def _get_expression(self, expr: str, functions: Any = None) -> Any:
+        cache: dict[str, Any] = self.__dict__.setdefault("_parsed_matchers", {})
+        prepared = re.sub(r"!(?!=)", "not ", expr.replace("&&", "and").replace("||", "or"))
+        tree = cache.get(prepared)
+        if tree is None:
+            statement = ast.parse(prepared.strip()).body[0]
+            if not isinstance(statement, ast.Expr):
+                raise ValueError(f"the matcher is not an expression: {expr!r}")
+            tree = cache[prepared] = statement.value
+        evaluator = SimpleEval("", functions)
+        evaluator.expr = prepared
+        evaluator.ast_parsed_value = tree
+        return evaluator
+
+
+def build_enforcer(files: PolicyFiles, lines: Iterable[PolicyLine]) -> Any:
+    """A new ``casbin.Enforcer`` from the model text and validated lines, with ``*`` domains."""
+    model = casbin.Enforcer.new_model(text=files.model_text)
+    enforcer = _ParsedOnceEnforcer(model, _LinesAdapter(lines))
+    if "g" in enforcer.get_model().model and "g" in enforcer.rm_map:
+        enforcer.add_named_domain_matching_func("g", workspace_matches)
+    return enforcer
+
+
+class CasbinDecider:
+    """Decides with plain ``enforce_ex`` on an enforcer nobody modifies any more."""
+
+    def __init__(self, enforcer: Any, lines: Iterable[PolicyLine] = ()) -> None:
+        lines = list(lines)
+        self._enforcer = enforcer
+        self._line_numbers = {(line.ptype, *line.fields): line.number for line in lines}
+        # Casbin's g() holds for a name and itself, so a subject called "admin" would get
+        # every grant of the role admin without any binding. Role names are never subjects.
+        self._role_names = frozenset(
+            line.fields[0] if line.ptype == "p" else line.fields[1]
+            for line in lines
+            if line.ptype in ("p", "g")
+        )
+        # pycasbin caches a role manager per workspace it is asked about, forever. Callers
+        # pass workspace ids from user requests, so any id no line names is decided as
+        # UNLISTED (no line can name it: the validator wants "*" or a UUID); the cache
+        # then holds at most one entry per workspace in the files, plus one.
+        self._workspaces = frozenset(
+            line.fields[1] if line.ptype == "p" else line.fields[2]
+            for line in lines
+            if line.ptype in ("p", "g")
+        ) - {names.ANY_WORKSPACE}
+
+    def _domain(self, workspace: str) -> str:
+        return workspace if workspace in self._workspaces else UNLISTED_WORKSPACE
+
+    def cached_workspaces(self) -> int:
+        """How many workspaces pycasbin holds role caches for (bounded by the files)."""
+        return len(self._enforcer.get_role_manager().rm_map)
+
+    def roles(self, subject: str, workspace: str) -> tuple[str, ...]:
+        """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
+        return tuple(sorted(self._enforcer.get_implicit_roles_for_user(subject, workspace)))
+
+    def decide(
+        self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
+    ) -> Decision:
+        """Decide one request; raises on an evaluation error."""
+        if subject in self._role_names:
+            log.debug("subject %r is a role name; denying", subject)
+            return Decision(False, Reason.UNKNOWN_WORKSPACE)
+        domain = self._domain(workspace)
+        allowed, rule = self._enforcer.enforce_ex(subject, domain, resource, action)
+        roles = self.roles(subject, domain)
+        rule = [str(v) for v in rule]
+        if allowed:
+            reason = Reason.ALLOWED
+        elif rule and rule[-1] == "deny":
+            reason = Reason.EXPLICIT_DENY
+        elif not roles:
+            reason = Reason.UNKNOWN_WORKSPACE
+        else:
+            reason = Reason.NO_MATCHING_RULE
+        if reason is Reason.NO_MATCHING_RULE or reason is Reason.UNKNOWN_WORKSPACE:
+            rule = []  # an indeterminate match (never for validated files) decided nothing
+        if not explain or not rule:
+            return Decision(bool(allowed), reason, roles)
+        return Decision(
+            bool(allowed),
+            reason,
+            roles,
+            ", ".join(["p", *rule]),
+            self._line_numbers.get(("p", *rule), 0),
+        )
+
+    def probe(self, subject: str, workspace: str, action: str, resource: str) -> None:
+        """Evaluate the matcher once, bypassing every shortcut; raises what pycasbin raises."""
+        self._enforcer.enforce_ex(subject, self._domain(workspace), resource, action)
+
+    def warm(self, subject: str) -> None:
+        """Build pycasbin's per-workspace role caches now, not on the first live check."""
+        for workspace in [*sorted(self._workspaces), UNLISTED_WORKSPACE]:
+            self._enforcer.get_implicit_roles_for_user(subject, workspace)
+            self._enforcer.enforce(subject, workspace, "fleet", "actions:read")

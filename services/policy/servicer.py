@@ -1,0 +1,145 @@
+"""PolicyService RPCs: authenticate, validate, decide against one snapshot, log.
+
+Translation only: decisions come from the snapshot's ``Decider`` (fail-closed through
+``decide_safely``), validation from ``queries``, caller checks from ``auth``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import grpc
+from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
+from google.protobuf import timestamp_pb2
+
+from services.common.status import FleetwardError, invalid_argument
+from services.policy import decision_log, metrics
+from services.policy.auth import CallerAuthenticator
+from services.policy.engine import decide_safely
+from services.policy.loader import PolicySnapshot
+from services.policy.queries import Query, parse_batch, parse_query
+from services.policy.reload import PolicyState
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_REASONS = {
+    name.removeprefix("DECISION_REASON_"): value
+    for name, value in policy_pb2.DecisionReason.items()
+}
+
+
+def _not_loaded(state: PolicyState) -> FleetwardError:
+    detail = f": {state.last_reload_error}" if state.last_reload_error else ""
+    return FleetwardError(
+        grpc.StatusCode.UNAVAILABLE,
+        "POLICY_NOT_LOADED",
+        f"no policy has loaded yet{detail}",
+    )
+
+
+def _timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    """Check, BatchCheck and GetPolicyInfo over the state a ``Reloader`` maintains."""
+
+    def __init__(self, state: PolicyState, authenticator: CallerAuthenticator) -> None:
+        self._state = state
+        self._auth = authenticator
+
+    def _serving(self) -> PolicySnapshot:
+        snapshot = self._state.snapshot  # read the one reference once per RPC
+        if snapshot is None:
+            raise _not_loaded(self._state)
+        return snapshot
+
+    def _decide(
+        self, snapshot: PolicySnapshot, caller: str, query: Query
+    ) -> policy_pb2.CheckResponse:
+        start = time.perf_counter()
+        decision = decide_safely(
+            snapshot.decider,
+            query.subject,
+            query.workspace,
+            query.action,
+            query.resource,
+            explain=query.explain,
+        )
+        latency_us = int((time.perf_counter() - start) * 1e6)
+        decision_id = str(uuid.uuid4())
+        metrics.DECISIONS.labels(
+            "allow" if decision.allowed else "deny", decision.reason.value
+        ).inc()
+        decision_log.record(
+            decision_id=decision_id,
+            caller=caller,
+            subject=query.subject,
+            workspace=query.workspace,
+            action=query.action,
+            resource=query.resource,
+            decision=decision,
+            policy_version=snapshot.version,
+            latency_us=latency_us,
+        )
+        return policy_pb2.CheckResponse(
+            allowed=decision.allowed,
+            reason=_REASONS[decision.reason.value],
+            roles=decision.roles,
+            policy_version=snapshot.version,
+            decision_id=decision_id,
+            matched_rule=decision.matched_rule if query.explain else "",
+        )
+
+    async def Check(
+        self, request: policy_pb2.CheckRequest, context: Context
+    ) -> policy_pb2.CheckResponse:
+        """Decide one request."""
+        try:
+            caller = self._auth.authenticate(context)
+            snapshot = self._serving()
+            query, violations = parse_query(request)
+            if query is None:
+                raise invalid_argument(violations)
+        except FleetwardError as err:
+            await context.abort_with_status(err.to_status())
+        return self._decide(snapshot, caller, query)
+
+    async def BatchCheck(
+        self, request: policy_pb2.BatchCheckRequest, context: Context
+    ) -> policy_pb2.BatchCheckResponse:
+        """Decide 1..100 requests, in order, against one snapshot."""
+        try:
+            caller = self._auth.authenticate(context)
+            snapshot = self._serving()
+            queries, violations = parse_batch(request)
+            if violations:
+                raise invalid_argument(violations)
+        except FleetwardError as err:
+            await context.abort_with_status(err.to_status())
+        results = [self._decide(snapshot, caller, query) for query in queries]
+        return policy_pb2.BatchCheckResponse(results=results, policy_version=snapshot.version)
+
+    async def GetPolicyInfo(
+        self, request: policy_pb2.GetPolicyInfoRequest, context: Context
+    ) -> policy_pb2.GetPolicyInfoResponse:
+        """Describe the served policy and the last reload (also before the first load)."""
+        try:
+            self._auth.authenticate(context)
+        except FleetwardError as err:
+            await context.abort_with_status(err.to_status())
+        state = self._state
+        snapshot = state.snapshot
+        return policy_pb2.GetPolicyInfoResponse(
+            policy_version=snapshot.version if snapshot else "",
+            loaded_at=_timestamp(snapshot.loaded_at if snapshot else None),
+            rule_count=snapshot.rule_count if snapshot else 0,
+            role_link_count=snapshot.role_link_count if snapshot else 0,
+            last_reload_error=state.last_reload_error,
+            last_reload_at=_timestamp(state.last_reload_at),
+        )
