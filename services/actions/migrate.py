@@ -16,7 +16,9 @@ import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # pg_advisory_lock key: the first 8 bytes of sha256("fleetward.migrate") as a signed bigint.
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"fleetward.migrate").digest()[:8], "big", signed=True)
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"fleetward.migrate").digest()[:8], "big", signed=True
+)
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 _CREATE_TABLE = """
@@ -67,7 +69,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     migrations = load_migrations(directory)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
             await conn.execute(_CREATE_TABLE)
             applied = {r["version"]: r["checksum"] for r in await conn.fetch(_APPLIED)}
@@ -85,6 +87,6 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                 done.append(m.name)
             return done
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     finally:
         await conn.close()

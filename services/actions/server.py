@@ -1,46 +1,110 @@
-"""Build the action service's gRPC server (unstarted)."""
+"""Build the action service's gRPC server (unstarted) with its pool and policy client."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from grpc_health.v1 import health
 
+from services.actions.auth import Authenticator
+from services.actions.db import init_connection
+from services.actions.executor import Executor
+from services.actions.lifecycle import TaskSet
+from services.actions.metrics import track_pool
+from services.actions.policy_client import PolicyClient
+from services.actions.reads import Reads
+from services.actions.recovery import recover_periodically
+from services.actions.rollback import RollbackRunner
+from services.actions.servicer import ActionServicer
 from services.actions.settings import ActionSettings
+from services.common import logs
 from services.common import server as common
+from services.common.metrics import MetricsInterceptor, start_metrics_server
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name
+POOL_MAX_SIZE = 20
+SHUTDOWN_GRACE_S = 10.0
 
 
 @dataclass
 class ActionServer:
-    """The server, its health servicer and the port it bound."""
+    """The server, its health servicer, the port it bound and what it owns."""
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     port: int
+    pool: asyncpg.Pool
+    policy: PolicyClient
+    tasks: TaskSet
+    recovery: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start serving, start crash recovery (§5.7) and report SERVING."""
+        await self.server.start()
+        self.recovery = asyncio.create_task(recover_periodically(self.pool))
+        await common.set_serving(self.health, [SERVICE_NAME], True)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        """NOT_SERVING, finish in-flight RPCs and shielded actions, close the pool."""
+        await common.set_serving(self.health, [SERVICE_NAME], False)
+        await self.server.stop(grace)
+        if self.recovery is not None:
+            self.recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.recovery
+        await self.tasks.drain()
+        await self.policy.close()
+        await self.pool.close()
+
+
+def _policy_credentials(settings: ActionSettings) -> grpc.ChannelCredentials | None:
+    if settings.policy_tls_ca is None:
+        return None
+    return grpc.ssl_channel_credentials(settings.policy_tls_ca.read_bytes())
 
 
 async def build_server(settings: ActionSettings) -> ActionServer:
     """Create the server with health, reflection and the ActionService bound to its address."""
-    server = common.new_server()
-    # Until the servicer is built every RPC answers UNIMPLEMENTED (the generated base class).
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(
-        actions_pb2_grpc.ActionServiceServicer(),  # type: ignore[abstract]
-        server,
+    # min_size=0: the service starts (and answers DATABASE_UNAVAILABLE) while PostgreSQL is down.
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=0, max_size=POOL_MAX_SIZE, init=init_connection
     )
+    policy = PolicyClient(
+        settings.policy_target,
+        settings.service_jwt_secret,
+        timeout_ms=settings.policy_timeout_ms,
+        credentials=_policy_credentials(settings),
+    )
+    track_pool(pool)
+    tasks = TaskSet()
+    servicer = ActionServicer(
+        Authenticator.from_settings(settings),
+        Executor(pool, policy, tasks),
+        RollbackRunner(pool, policy, tasks),
+        Reads(pool, policy),
+    )
+    server = common.new_server([MetricsInterceptor()])
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(servicer, server)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
     port = common.bind(server, settings.listen_addr, settings.tls)
-    return ActionServer(server, health_servicer, port)
+    return ActionServer(server, health_servicer, port, pool, policy, tasks)
 
 
 async def serve(settings: ActionSettings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
+    logs.configure("actions", settings.log_level)
     built = await build_server(settings)
-    await built.server.start()
-    await common.set_serving(built.health, [SERVICE_NAME], True)
+    start_metrics_server(settings.metrics_port)
+    await built.start()
+    log.info("action service listening on port %d", built.port)
     await common.wait_for_termination_signal()
-    await common.set_serving(built.health, [SERVICE_NAME], False)
-    await built.server.stop(grace=10)
+    log.info("shutting down")
+    await built.stop()

@@ -1,0 +1,37 @@
+"""Authenticating callers: ``authorization: Bearer <JWT>`` (ARCHITECTURE §8)."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.actions.settings import ActionSettings
+from services.common.status import unauthenticated
+from services.common.tokens import Principal, UserTokenVerifier, bearer_token
+
+MAX_SUBJECT = 256
+
+
+class Authenticator:
+    """Turns a call's metadata into a :class:`Principal` or raises UNAUTHENTICATED."""
+
+    def __init__(self, verifier: UserTokenVerifier) -> None:
+        self._verifier = verifier
+
+    @classmethod
+    def from_settings(cls, settings: ActionSettings) -> Authenticator:
+        """From FLEETWARD_JWT_SECRET / FLEETWARD_JWT_JWKS_FILE / FLEETWARD_JWT_AUDIENCE."""
+        return cls(
+            UserTokenVerifier(
+                secret=settings.jwt_secret,
+                jwks_file=settings.jwt_jwks_file,
+                audience=settings.jwt_audience,
+            )
+        )
+
+    def authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
+        """The verified caller of this RPC."""
+        principal = self._verifier.verify(bearer_token(context.invocation_metadata()))
+        # The subject is stored in the audit log and sent to the policy service as is.
+        if len(principal.subject) > MAX_SUBJECT or not principal.subject.isprintable():
+            raise unauthenticated("token subject must be 1..256 printable characters")
+        return principal

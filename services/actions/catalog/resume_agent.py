@@ -1,0 +1,76 @@
+"""``resume_agent``: paused agents in the target become ``active`` (ARCHITECTURE §2)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from fleetward.actions.v1 import actions_pb2
+
+from services.actions import errors
+from services.actions.catalog._agents import apply_status, select_agents, status_state
+from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.db import Conn
+
+
+class ResumeAgent(ActionKind):
+    """Resume the paused agents of one agent, a department or the fleet."""
+
+    name = "resume_agent"
+    description = (
+        "Resume the paused agents in the target; resuming an active agent at agent scope "
+        "is refused with ALREADY_IN_STATE"
+    )
+    params_message = actions_pb2.ResumeAgentParams
+    scopes = ("agent", "department", "fleet")
+    can_rollback = True
+
+    def params_json(self, params: Any) -> dict[str, Any]:
+        """No parameters."""
+        return {}
+
+    def precheck(self, target: Target) -> None:
+        """An active agent at agent scope is already resumed."""
+        super().precheck(target)
+        if target.scope == "agent" and target.agent_status != "paused":
+            raise errors.already_in_state(target.target_id, target.agent_status or "unknown")
+
+    async def plan(
+        self,
+        conn: Conn,
+        target: Target,
+        params: Any,
+        now: datetime,
+        *,
+        lock: bool,
+    ) -> list[Change]:
+        """Every paused agent of the target becomes active."""
+        rows = await select_agents(conn, target, lock=lock)
+        if target.scope == "agent" and not any(r["status"] == "paused" for r in rows):
+            # The agent changed between the look-up and the lock.
+            raise errors.already_in_state(target.target_id, "active")
+        return [
+            Change(
+                "agent",
+                r["agent_id"],
+                status_state(r["status"], r["paused_until"]),
+                status_state("active", None),
+            )
+            for r in rows
+            if r["status"] == "paused"
+        ]
+
+    async def apply(
+        self,
+        conn: Conn,
+        workspace_id: uuid.UUID,
+        changes: Sequence[Change],
+        action_id: uuid.UUID,
+    ) -> None:
+        """One UPDATE for all agents."""
+        await apply_status(conn, workspace_id, changes, action_id)
+
+
+ACTION = ResumeAgent()

@@ -1,0 +1,117 @@
+"""``set_budget``: set or clear the target's own monthly budget (ARCHITECTURE §2)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from fleetward.actions.v1 import actions_pb2
+
+from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.db import Conn
+from services.common.status import FieldViolation
+
+MAX_CENTS = 10**12
+
+_SELECT = """
+SELECT monthly_limit_cents FROM budgets
+WHERE workspace_id = $1 AND scope = $2 AND target_id = $3"""
+SELECT_BUDGET = _SELECT
+SELECT_BUDGET_FOR_UPDATE = _SELECT + " FOR UPDATE"
+# A cleared budget keeps its row (NULL limit) so last_action_id still names its last change.
+UPSERT_BUDGET = """
+INSERT INTO budgets (workspace_id, scope, target_id, monthly_limit_cents, last_action_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, scope, target_id) DO UPDATE
+SET monthly_limit_cents = EXCLUDED.monthly_limit_cents,
+    last_action_id = EXCLUDED.last_action_id, updated_at = now()"""
+
+
+def budget_key(scope: str, target_id: str) -> str:
+    """The ``action_targets.target_key`` of a budget."""
+    return f"{scope}:{target_id}"
+
+
+class SetBudget(ActionKind):
+    """Set or clear a monthly budget of an agent, a department or the fleet."""
+
+    name = "set_budget"
+    description = (
+        "Set (monthly_limit_cents, 0..10^12) or clear the target's own monthly budget; "
+        "an agent's effective budget is its own, else its department's, else the fleet's"
+    )
+    params_message = actions_pb2.SetBudgetParams
+    scopes = ("agent", "department", "fleet")
+    can_rollback = True
+
+    def validate(self, params: Any) -> list[FieldViolation]:
+        """Exactly one of monthly_limit_cents and clear; the limit in range."""
+        has_limit = params.HasField("monthly_limit_cents")
+        if has_limit == params.clear:
+            return [
+                FieldViolation("set_budget", "set exactly one of monthly_limit_cents and clear")
+            ]
+        if has_limit and not 0 <= params.monthly_limit_cents <= MAX_CENTS:
+            return [FieldViolation("set_budget.monthly_limit_cents", "must be 0..10^12")]
+        return []
+
+    def params_json(self, params: Any) -> dict[str, Any]:
+        """The field that was set."""
+        if params.clear:
+            return {"clear": True}
+        return {"monthly_limit_cents": params.monthly_limit_cents}
+
+    async def plan(
+        self,
+        conn: Conn,
+        target: Target,
+        params: Any,
+        now: datetime,
+        *,
+        lock: bool,
+    ) -> list[Change]:
+        """The target's budget, from its current limit (or none) to the new one."""
+        sql = SELECT_BUDGET_FOR_UPDATE if lock else SELECT_BUDGET
+        current = await conn.fetchval(sql, target.workspace_id, target.scope, target.target_id)
+        new = None if params.clear else params.monthly_limit_cents
+        key = budget_key(target.scope, target.target_id)
+        return [
+            Change("budget", key, {"monthly_limit_cents": current}, {"monthly_limit_cents": new})
+        ]
+
+    async def apply(
+        self,
+        conn: Conn,
+        workspace_id: uuid.UUID,
+        changes: Sequence[Change],
+        action_id: uuid.UUID,
+    ) -> None:
+        """Upsert the budget row."""
+        for change in changes:  # exactly one budget per action
+            scope, _, target_id = change.key.partition(":")
+            await conn.execute(
+                UPSERT_BUDGET,
+                workspace_id,
+                scope,
+                target_id,
+                change.after["monthly_limit_cents"],
+                action_id,
+            )
+
+    def summarize(self, changes: Sequence[Change]) -> dict[str, Any]:
+        """The budget from → to."""
+        budgets = [
+            {
+                "scope": c.key.partition(":")[0],
+                "target_id": c.key.partition(":")[2],
+                "previous_monthly_limit_cents": c.before["monthly_limit_cents"],
+                "new_monthly_limit_cents": c.after["monthly_limit_cents"],
+            }
+            for c in changes
+        ]
+        return {"count": len(budgets), "agents": [], "truncated": False, "budgets": budgets}
+
+
+ACTION = SetBudget()

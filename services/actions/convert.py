@@ -1,0 +1,110 @@
+"""Database rows → proto messages (Action, Agent, ActionType)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fleetward.actions.v1 import actions_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from services.actions.catalog import ActionKind
+from services.actions.db import Row
+from services.actions.validation import SCOPE_VALUES
+
+ACTION_STATUS = {
+    "pending": actions_pb2.ACTION_STATUS_PENDING,
+    "in_progress": actions_pb2.ACTION_STATUS_IN_PROGRESS,
+    "completed": actions_pb2.ACTION_STATUS_COMPLETED,
+    "failed": actions_pb2.ACTION_STATUS_FAILED,
+    "rolled_back": actions_pb2.ACTION_STATUS_ROLLED_BACK,
+    "denied": actions_pb2.ACTION_STATUS_DENIED,
+}
+ACTION_STATUS_NAMES = {v: k for k, v in ACTION_STATUS.items()}
+AGENT_STATUS = {
+    "active": actions_pb2.AGENT_STATUS_ACTIVE,
+    "paused": actions_pb2.AGENT_STATUS_PAUSED,
+    "retired": actions_pb2.AGENT_STATUS_RETIRED,
+}
+AGENT_STATUS_NAMES = {v: k for k, v in AGENT_STATUS.items()}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _struct(value: Row | None) -> struct_pb2.Struct | None:
+    if value is None:
+        return None
+    out = struct_pb2.Struct()
+    out.update(dict(value))
+    return out
+
+
+def action(row: Row) -> actions_pb2.Action:
+    """An audit row (or a validate_only preview) as an Action."""
+    msg = actions_pb2.Action(
+        action_id=str(row["action_id"] or ""),
+        workspace_id=str(row["workspace_id"]),
+        action_type=row["action_type"],
+        scope=SCOPE_VALUES[row["scope"]],
+        target_id=row["target_id"],
+        reason=row["reason"],
+        status=ACTION_STATUS[row["status"]],
+        error_message=row["error_message"] or "",
+        actor=actions_pb2.Actor(
+            subject=row["actor_user_id"],
+            roles=[r for r in (row["actor_role"] or "").split(",") if r],
+        ),
+        can_rollback=row["can_rollback"],
+        rollback_action_id=str(row["rollback_action_id"] or ""),
+        rollback_of_action_id=str(row["rollback_of_action_id"] or ""),
+        policy_version=row["policy_version"] or "",
+        decision_id=row["decision_id"] or "",
+        request_id=row["request_id"],
+    )
+    for name, value in (("params", row["action_params"]), ("result", row["result"])):
+        struct = _struct(value)
+        if struct is not None:
+            getattr(msg, name).CopyFrom(struct)
+    for name in ("created_at", "started_at", "completed_at", "rolled_back_at"):
+        ts = _timestamp(row[name])
+        if ts is not None:
+            getattr(msg, name).CopyFrom(ts)
+    return msg
+
+
+def agent(row: Row) -> actions_pb2.Agent:
+    """An agents row (joined with its budgets) as an Agent."""
+    msg = actions_pb2.Agent(
+        agent_id=row["agent_id"],
+        department_id=row["department_id"],
+        status=AGENT_STATUS[row["status"]],
+        generation=row["generation"],
+        last_action_id=str(row["last_action_id"] or ""),
+        workspace_id=str(row["workspace_id"]),
+    )
+    if row["monthly_budget_cents"] is not None:
+        msg.monthly_budget_cents = row["monthly_budget_cents"]
+    if row["effective_budget_cents"] is not None:
+        msg.effective_budget_cents = row["effective_budget_cents"]
+    for name in ("paused_until", "updated_at", "restart_requested_at"):
+        ts = _timestamp(row[name])
+        if ts is not None:
+            getattr(msg, name).CopyFrom(ts)
+    return msg
+
+
+def action_type(kind: ActionKind) -> actions_pb2.ActionType:
+    """A catalog entry."""
+    return actions_pb2.ActionType(
+        name=kind.name,
+        description=kind.description,
+        allowed_scopes=[SCOPE_VALUES[s] for s in kind.scopes],
+        can_rollback=kind.can_rollback,
+        required_permission=kind.permission,
+        params_message=kind.params_message.DESCRIPTOR.full_name,
+    )

@@ -1,0 +1,189 @@
+"""Domain errors of the action service → one gRPC status each (ARCHITECTURE §4), in one place.
+
+Every constructor returns a :class:`FleetwardError`; the servicer aborts with its status.
+Failed and denied actions store their error as JSON (``error_details``) so that an
+idempotent repeat gets the original error back (:func:`to_json` / :func:`from_json`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from services.common.status import FleetwardError, PreconditionViolation
+
+__all__ = [
+    "FleetwardError",
+    "already_in_state",
+    "database_unavailable",
+    "deadline_exceeded",
+    "execution_failed",
+    "from_json",
+    "idempotency_key_reused",
+    "internal",
+    "not_found",
+    "permission_denied",
+    "policy_unavailable",
+    "request_in_progress",
+    "rollback_refused",
+    "superseded",
+    "to_json",
+]
+
+
+def permission_denied(
+    required_permission: str, roles: Sequence[str], policy_version: str, message: str = ""
+) -> FleetwardError:
+    """PERMISSION_DENIED ``INSUFFICIENT_PERMISSIONS`` with the seed's detail."""
+    role = ",".join(roles)
+    text = message or (
+        f"permission {required_permission} denied"
+        + (f" for role(s) {role}" if role else " (no role in this workspace)")
+    )
+    return FleetwardError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INSUFFICIENT_PERMISSIONS",
+        text,
+        metadata={
+            "required_permission": required_permission,
+            "user_role": role,
+            "policy_version": policy_version,
+        },
+    )
+
+
+def not_found(kind: str, ident: str) -> FleetwardError:
+    """NOT_FOUND for an unknown agent, department, workspace or action."""
+    return FleetwardError(
+        grpc.StatusCode.NOT_FOUND,
+        "NOT_FOUND",
+        f"{kind} {ident!r} not found",
+        metadata={"kind": kind, "id": ident},
+    )
+
+
+def idempotency_key_reused(request_id: str, action_id: str) -> FleetwardError:
+    """ALREADY_EXISTS: the request_id was used for a different request."""
+    return FleetwardError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "IDEMPOTENCY_KEY_REUSED",
+        f"request_id {request_id!r} was already used for a different request",
+        metadata={"request_id": request_id, "action_id": action_id},
+    )
+
+
+def request_in_progress(request_id: str, action_id: str) -> FleetwardError:
+    """ABORTED: the first request with this request_id is still executing."""
+    return FleetwardError(
+        grpc.StatusCode.ABORTED,
+        "REQUEST_IN_PROGRESS",
+        f"request {request_id!r} is still executing; retry later",
+        metadata={"request_id": request_id, "action_id": action_id},
+    )
+
+
+def already_in_state(agent_id: str, status: str) -> FleetwardError:
+    """FAILED_PRECONDITION: the target already is as asked (resume an active agent)."""
+    return FleetwardError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ALREADY_IN_STATE",
+        f"agent {agent_id!r} is already {status}",
+        metadata={"agent_id": agent_id, "status": status},
+    )
+
+
+def rollback_refused(reason: str, action_id: str, message: str) -> FleetwardError:
+    """FAILED_PRECONDITION ``NOT_ROLLBACKABLE`` / ``ALREADY_ROLLED_BACK`` / ``NOT_COMPLETED``."""
+    return FleetwardError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason,
+        message,
+        metadata={"action_id": action_id},
+        precondition_violations=[PreconditionViolation(reason, action_id, message)],
+    )
+
+
+def superseded(action_id: str, later: Mapping[str, str]) -> FleetwardError:
+    """FAILED_PRECONDITION ``SUPERSEDED``; ``later`` maps each target key to the later action."""
+    later_ids = sorted(set(later.values()))
+    return FleetwardError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SUPERSEDED",
+        f"action {action_id} was superseded by {', '.join(later_ids)} on "
+        f"{', '.join(sorted(later))}; use skip_superseded to roll back the rest",
+        metadata={"action_id": action_id, "superseded_by": ",".join(later_ids)},
+        precondition_violations=[
+            PreconditionViolation("SUPERSEDED", later_id, f"{key} was changed later by {later_id}")
+            for key, later_id in sorted(later.items())
+        ],
+    )
+
+
+def policy_unavailable(detail: str) -> FleetwardError:
+    """UNAVAILABLE ``POLICY_UNAVAILABLE``: nothing was executed."""
+    return FleetwardError(
+        grpc.StatusCode.UNAVAILABLE,
+        "POLICY_UNAVAILABLE",
+        f"policy service unavailable ({detail}); nothing was executed",
+    )
+
+
+def database_unavailable(detail: str) -> FleetwardError:
+    """UNAVAILABLE ``DATABASE_UNAVAILABLE``."""
+    return FleetwardError(
+        grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", f"database unavailable ({detail})"
+    )
+
+
+def deadline_exceeded() -> FleetwardError:
+    """DEADLINE_EXCEEDED before anything was started."""
+    return FleetwardError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "DEADLINE_EXCEEDED",
+        "the request deadline passed before it could start; nothing was executed",
+    )
+
+
+def execution_failed(action_id: str, message: str) -> FleetwardError:
+    """INTERNAL ``ACTION_EXECUTION_FAILED``: the audit row says ``failed``."""
+    return FleetwardError(
+        grpc.StatusCode.INTERNAL,
+        "ACTION_EXECUTION_FAILED",
+        f"action {action_id} failed: {message}",
+        metadata={"action_id": action_id},
+    )
+
+
+def internal(message: str = "internal error") -> FleetwardError:
+    """INTERNAL for an unexpected exception (logged with its traceback by the servicer)."""
+    return FleetwardError(grpc.StatusCode.INTERNAL, "INTERNAL", message)
+
+
+def to_json(error: FleetwardError) -> dict[str, Any]:
+    """The error as stored in ``action_audit_log.error_details``."""
+    return {
+        "code": error.code.name,
+        "reason": error.reason,
+        "message": error.message,
+        "metadata": dict(error.metadata),
+        "precondition_violations": [
+            {"type": v.type, "subject": v.subject, "description": v.description}
+            for v in error.precondition_violations
+        ],
+    }
+
+
+def from_json(data: Mapping[str, Any]) -> FleetwardError:
+    """Rebuild a stored error (the original outcome of a failed or denied request)."""
+    violations: Iterable[Mapping[str, str]] = data.get("precondition_violations") or ()
+    return FleetwardError(
+        grpc.StatusCode[str(data["code"])],
+        str(data["reason"]),
+        str(data["message"]),
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        precondition_violations=[
+            PreconditionViolation(v["type"], v["subject"], v["description"]) for v in violations
+        ],
+    )

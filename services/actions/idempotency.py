@@ -1,0 +1,82 @@
+"""Idempotency on ``(workspace_id, actor, request_id)`` (ARCHITECTURE §5.3, §5.7).
+
+The claim itself is the atomic ``INSERT … ON CONFLICT DO NOTHING`` of the pending row
+(:mod:`services.actions.lifecycle`); this module fingerprints requests and turns an
+existing row into the original outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from services.actions import audit, errors
+from services.actions.db import Conn, one
+
+INTERRUPTED = "interrupted before completion; no changes were applied"
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    """sha256 of the canonical request (without request_id and validate_only)."""
+    return hashlib.sha256(audit.canonical(dict(request))).hexdigest()
+
+
+def lock_key(action_id: uuid.UUID) -> int:
+    """The session advisory lock key of an action: its first 8 bytes as a signed bigint."""
+    return int.from_bytes(action_id.bytes[:8], "big", signed=True)
+
+
+async def find(
+    conn: Conn | asyncpg.Pool, workspace_id: uuid.UUID, subject: str, request_id: str
+) -> asyncpg.Record | None:
+    """The row recorded under this idempotency key, if any."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        audit.SELECT_BY_KEY, workspace_id, subject, request_id
+    )
+    return row
+
+
+async def replay(conn: Conn, row: asyncpg.Record, request_fp: str) -> asyncpg.Record:
+    """The original outcome of ``row``: the row itself, or its error raised.
+
+    A pending or in-progress row whose executor is gone (its advisory lock is free) is
+    recovered here: marked ``failed`` as interrupted, and that error is returned.
+    """
+    action_id: uuid.UUID = row["action_id"]
+    if row["request_fingerprint"] != request_fp:
+        raise errors.idempotency_key_reused(row["request_id"], str(action_id))
+    if row["status"] in ("pending", "in_progress"):
+        row = await _recover_if_orphaned(conn, row)
+    if row["status"] in ("completed", "rolled_back"):
+        return row
+    details = row["error_details"]
+    if row["status"] in ("failed", "denied") and details:
+        raise errors.from_json(details)
+    raise errors.execution_failed(str(action_id), row["error_message"] or INTERRUPTED)
+
+
+async def _recover_if_orphaned(conn: Conn, row: asyncpg.Record) -> asyncpg.Record:
+    action_id: uuid.UUID = row["action_id"]
+    key = lock_key(action_id)
+    if not await conn.fetchval(TRY_LOCK, key):
+        raise errors.request_in_progress(row["request_id"], str(action_id))
+    try:
+        error = errors.execution_failed(str(action_id), INTERRUPTED)
+        failed = await audit.fail_action(
+            conn, row["workspace_id"], action_id, INTERRUPTED, errors.to_json(error)
+        )
+        if failed is not None:
+            return failed
+        # Its executor finished between our read and our lock: answer its outcome.
+        return one(
+            await conn.fetchrow(audit.SELECT_ACTION, row["workspace_id"], action_id), "action"
+        )
+    finally:
+        await conn.execute(UNLOCK, key)

@@ -1,0 +1,51 @@
+"""Opaque keyset page tokens bound to the workspace and the filters they were issued for."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from services.actions import audit
+from services.common.status import FieldViolation, invalid_argument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def page_size(requested: int) -> int:
+    """The effective page size (default 50); negative or above 500 → INVALID_ARGUMENT."""
+    if requested < 0 or requested > MAX_PAGE_SIZE:
+        raise invalid_argument([FieldViolation("page_size", f"must be 0..{MAX_PAGE_SIZE}")])
+    return requested or DEFAULT_PAGE_SIZE
+
+
+def _binding(filters: Mapping[str, Any]) -> str:
+    return hashlib.sha256(audit.canonical(dict(filters))).hexdigest()[:24]
+
+
+def encode(filters: Mapping[str, Any], cursor: list[Any]) -> str:
+    """A token for the page after ``cursor`` under ``filters`` (workspace included)."""
+    raw = audit.canonical({"f": _binding(filters), "c": cursor})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(token: str, filters: Mapping[str, Any]) -> list[Any] | None:
+    """The cursor of ``token`` (None for an empty token); INVALID_ARGUMENT when it does not fit."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        cursor = data["c"]
+        bound = data["f"]
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise invalid_argument([FieldViolation("page_token", "malformed page token")]) from exc
+    if bound != _binding(filters) or not isinstance(cursor, list):
+        raise invalid_argument(
+            [FieldViolation("page_token", "was issued for another workspace or other filters")]
+        )
+    return cursor

@@ -1,0 +1,200 @@
+"""The read RPCs: GetAction, ListActions, GetAgent, ListAgents (need ``actions:read``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from fleetward.actions.v1 import actions_pb2
+
+from services.actions import access, audit, catalog, convert, errors, paging, targets
+from services.actions.call import Call
+from services.actions.policy_client import PolicyClient
+from services.actions.validation import check_id, parse_uuid
+from services.common.status import FieldViolation, invalid_argument
+
+LIST_ACTIONS = """
+SELECT * FROM action_audit_log
+WHERE workspace_id = $1
+  AND ($2::text IS NULL OR action_type = $2)
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::text IS NULL OR actor_user_id = $4)
+  AND ($5::text IS NULL OR target_id = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+  AND ($8::timestamptz IS NULL OR (created_at, action_id) < ($8, $9::uuid))
+ORDER BY created_at DESC, action_id DESC
+LIMIT $10"""
+
+_AGENTS = """
+SELECT a.*, ab.monthly_limit_cents AS monthly_budget_cents,
+       COALESCE(ab.monthly_limit_cents, db.monthly_limit_cents, fb.monthly_limit_cents)
+           AS effective_budget_cents
+FROM agents AS a
+LEFT JOIN budgets AS ab
+    ON ab.workspace_id = a.workspace_id AND ab.scope = 'agent' AND ab.target_id = a.agent_id
+LEFT JOIN budgets AS db
+    ON db.workspace_id = a.workspace_id AND db.scope = 'department'
+   AND db.target_id = a.department_id
+LEFT JOIN budgets AS fb
+    ON fb.workspace_id = a.workspace_id AND fb.scope = 'fleet' AND fb.target_id = ''
+WHERE a.workspace_id = $1"""
+GET_AGENT = _AGENTS + " AND a.agent_id = $2"
+LIST_AGENTS = (
+    _AGENTS
+    + """
+  AND ($2::text IS NULL OR a.department_id = $2)
+  AND ($3::text IS NULL OR a.status = $3)
+  AND ($4::text IS NULL OR a.agent_id > $4)
+ORDER BY a.agent_id
+LIMIT $5"""
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Rows of one page and the token of the next (empty on the last page)."""
+
+    rows: list[asyncpg.Record]
+    next_page_token: str
+
+
+def _workspace(value: str, out: list[FieldViolation]) -> uuid.UUID:
+    return parse_uuid(value, "workspace_id", out)
+
+
+def _when(msg: actions_pb2.ListActionsRequest, name: str) -> datetime | None:
+    if not msg.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    return value
+
+
+class Reads:
+    """Read-side queries with the ``actions:read`` check on ``fleet``."""
+
+    def __init__(self, pool: asyncpg.Pool, policy: PolicyClient) -> None:
+        self._pool = pool
+        self._policy = policy
+
+    async def _require_read(self, call: Call, workspace_id: uuid.UUID) -> None:
+        call.ensure_time_left()
+        await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
+
+    async def _require_workspace(self, workspace_id: uuid.UUID) -> None:
+        if await targets.look_up(self._pool, workspace_id, "fleet", "") is None:
+            raise errors.not_found("workspace", str(workspace_id))
+
+    async def get_action(self, call: Call, request: actions_pb2.GetActionRequest) -> asyncpg.Record:
+        """One audit row."""
+        out: list[FieldViolation] = []
+        workspace_id = _workspace(request.workspace_id, out)
+        action_id = parse_uuid(request.action_id, "action_id", out)
+        if out:
+            raise invalid_argument(out)
+        await self._require_read(call, workspace_id)
+        row: asyncpg.Record | None = await self._pool.fetchrow(
+            audit.SELECT_ACTION, workspace_id, action_id
+        )
+        if row is None:
+            raise errors.not_found("action", request.action_id)
+        return row
+
+    async def list_actions(self, call: Call, request: actions_pb2.ListActionsRequest) -> Page:
+        """One page of actions, newest first."""
+        out: list[FieldViolation] = []
+        workspace_id = _workspace(request.workspace_id, out)
+        known = {*catalog.registry(), "rollback"}
+        if request.action_type and request.action_type not in known:
+            out.append(FieldViolation("action_type", f"must be one of {', '.join(sorted(known))}"))
+        if request.target_id:
+            check_id(request.target_id, "target_id", out)
+        if len(request.actor_subject) > 256:
+            out.append(FieldViolation("actor_subject", "at most 256 characters"))
+        status = convert.ACTION_STATUS_NAMES.get(request.status)
+        if request.status and status is None:
+            out.append(FieldViolation("status", "unknown status"))
+        if out:
+            raise invalid_argument(out)
+        size = paging.page_size(request.page_size)
+        after, before = _when(request, "created_after"), _when(request, "created_before")
+        filters: Mapping[str, Any] = {
+            "workspace_id": str(workspace_id),
+            "action_type": request.action_type,
+            "status": status,
+            "actor_subject": request.actor_subject,
+            "target_id": request.target_id,
+            "created_after": audit.iso(after),
+            "created_before": audit.iso(before),
+        }
+        cursor = paging.decode(request.page_token, filters)
+        await self._require_read(call, workspace_id)
+        await self._require_workspace(workspace_id)
+        try:
+            cursor_at = None if cursor is None else datetime.fromisoformat(str(cursor[0]))
+            cursor_id = None if cursor is None else uuid.UUID(str(cursor[1]))
+        except (ValueError, IndexError) as exc:
+            raise invalid_argument([FieldViolation("page_token", "malformed page token")]) from exc
+        rows = await self._pool.fetch(
+            LIST_ACTIONS,
+            workspace_id,
+            request.action_type or None,
+            status,
+            request.actor_subject or None,
+            request.target_id or None,
+            after,
+            before,
+            cursor_at,
+            cursor_id,
+            size + 1,
+        )
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = paging.encode(filters, [last["created_at"].isoformat(), str(last["action_id"])])
+        return Page(list(rows[:size]), token)
+
+    async def get_agent(self, call: Call, request: actions_pb2.GetAgentRequest) -> asyncpg.Record:
+        """One agent with its own and effective budget."""
+        out: list[FieldViolation] = []
+        workspace_id = _workspace(request.workspace_id, out)
+        check_id(request.agent_id, "agent_id", out)
+        if out:
+            raise invalid_argument(out)
+        await self._require_read(call, workspace_id)
+        row: asyncpg.Record | None = await self._pool.fetchrow(
+            GET_AGENT, workspace_id, request.agent_id
+        )
+        if row is None:
+            raise errors.not_found("agent", request.agent_id)
+        return row
+
+    async def list_agents(self, call: Call, request: actions_pb2.ListAgentsRequest) -> Page:
+        """One page of agents by agent_id."""
+        out: list[FieldViolation] = []
+        workspace_id = _workspace(request.workspace_id, out)
+        check_id(request.department_id, "department_id", out, required=False)
+        status = convert.AGENT_STATUS_NAMES.get(request.status)
+        if request.status and status is None:
+            out.append(FieldViolation("status", "unknown status"))
+        if out:
+            raise invalid_argument(out)
+        size = paging.page_size(request.page_size)
+        filters = {
+            "workspace_id": str(workspace_id),
+            "department_id": request.department_id,
+            "status": status,
+        }
+        cursor = paging.decode(request.page_token, filters)
+        await self._require_read(call, workspace_id)
+        await self._require_workspace(workspace_id)
+        after = None if cursor is None or not cursor else str(cursor[0])
+        rows = await self._pool.fetch(
+            LIST_AGENTS, workspace_id, request.department_id or None, status, after, size + 1
+        )
+        token = paging.encode(filters, [rows[size - 1]["agent_id"]]) if len(rows) > size else ""
+        return Page(list(rows[:size]), token)

@@ -1,0 +1,156 @@
+"""ActionService servicer: proto ↔ domain translation only, with one error funnel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
+
+from services.actions import catalog, convert, errors
+from services.actions.auth import Authenticator
+from services.actions.call import Call
+from services.actions.db import DATABASE_ERRORS
+from services.actions.executor import Executor
+from services.actions.reads import Reads
+from services.actions.rollback import RollbackRunner
+from services.actions.validation import validate_execute, validate_rollback
+from services.common.status import FleetwardError, unimplemented
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
+    """Authenticates, validates, delegates, converts; every failure becomes one rich status."""
+
+    def __init__(
+        self, auth: Authenticator, executor: Executor, rollbacks: RollbackRunner, reads: Reads
+    ) -> None:
+        self._auth = auth
+        self._executor = executor
+        self._rollbacks = rollbacks
+        self._reads = reads
+
+    def _call(self, context: Context) -> Call:
+        principal = self._auth.authenticate(context)
+        return Call.start(principal, context.time_remaining())
+
+    async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await work()
+        except FleetwardError as err:
+            error = err
+        except asyncio.CancelledError:
+            raise
+        except DATABASE_ERRORS as exc:
+            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+            error = errors.database_unavailable(type(exc).__name__)
+        except Exception:
+            log.exception("unexpected error")
+            error = errors.internal("internal error; see the action service log")
+        await context.abort_with_status(error.to_status())
+        raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+    async def Execute(
+        self, request: actions_pb2.ExecuteRequest, context: Context
+    ) -> actions_pb2.Action:
+        """Run one action (or preview it with validate_only)."""
+
+        async def work() -> actions_pb2.Action:
+            call = self._call(context)
+            command = validate_execute(request)
+            return convert.action(await self._executor.execute(call, command))
+
+        return await self._guard(context, work)
+
+    async def Rollback(
+        self, request: actions_pb2.RollbackRequest, context: Context
+    ) -> actions_pb2.Action:
+        """Undo a completed action through a new ``rollback`` action."""
+
+        async def work() -> actions_pb2.Action:
+            call = self._call(context)
+            command = validate_rollback(request)
+            return convert.action(await self._rollbacks.rollback(call, command))
+
+        return await self._guard(context, work)
+
+    async def GetAction(
+        self, request: actions_pb2.GetActionRequest, context: Context
+    ) -> actions_pb2.Action:
+        """One audit row."""
+
+        async def work() -> actions_pb2.Action:
+            return convert.action(await self._reads.get_action(self._call(context), request))
+
+        return await self._guard(context, work)
+
+    async def ListActions(
+        self, request: actions_pb2.ListActionsRequest, context: Context
+    ) -> actions_pb2.ListActionsResponse:
+        """A page of audit rows, newest first."""
+
+        async def work() -> actions_pb2.ListActionsResponse:
+            page = await self._reads.list_actions(self._call(context), request)
+            return actions_pb2.ListActionsResponse(
+                actions=[convert.action(r) for r in page.rows],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._guard(context, work)
+
+    async def ListActionTypes(
+        self, request: actions_pb2.ListActionTypesRequest, context: Context
+    ) -> actions_pb2.ListActionTypesResponse:
+        """The catalog, for any authenticated caller."""
+
+        async def work() -> actions_pb2.ListActionTypesResponse:
+            self._call(context)
+            kinds = sorted(catalog.registry().values(), key=lambda k: k.name)
+            return actions_pb2.ListActionTypesResponse(
+                action_types=[convert.action_type(k) for k in kinds]
+            )
+
+        return await self._guard(context, work)
+
+    async def GetAgent(
+        self, request: actions_pb2.GetAgentRequest, context: Context
+    ) -> actions_pb2.Agent:
+        """One agent's control state."""
+
+        async def work() -> actions_pb2.Agent:
+            return convert.agent(await self._reads.get_agent(self._call(context), request))
+
+        return await self._guard(context, work)
+
+    async def ListAgents(
+        self, request: actions_pb2.ListAgentsRequest, context: Context
+    ) -> actions_pb2.ListAgentsResponse:
+        """A page of agents."""
+
+        async def work() -> actions_pb2.ListAgentsResponse:
+            page = await self._reads.list_agents(self._call(context), request)
+            return actions_pb2.ListAgentsResponse(
+                agents=[convert.agent(r) for r in page.rows],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self._guard(context, work)
+
+    async def WatchActions(
+        self, request: actions_pb2.WatchActionsRequest, context: Context
+    ) -> AsyncIterator[actions_pb2.ActionEvent]:
+        """Not built yet (its own issue); the events it will stream are already written."""
+
+        async def work() -> None:
+            self._call(context)
+            raise unimplemented("WatchActions")
+
+        await self._guard(context, work)
+        return
+        yield  # an async generator, as a server-streaming method must be

@@ -1,0 +1,146 @@
+"""Request validation → ``BadRequest`` field violations (nothing is read or written before it)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fleetward.actions.v1 import actions_pb2
+
+from services.actions import catalog
+from services.actions.catalog import ActionKind
+from services.common.status import FieldViolation, invalid_argument
+
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REASON_MIN, REASON_MAX = 3, 1000
+SCOPE_NAMES = {
+    actions_pb2.SCOPE_FLEET: "fleet",
+    actions_pb2.SCOPE_DEPARTMENT: "department",
+    actions_pb2.SCOPE_AGENT: "agent",
+}
+SCOPE_VALUES = {name: value for value, name in SCOPE_NAMES.items()}
+
+
+@dataclass(frozen=True)
+class ExecuteCommand:
+    """A validated ExecuteRequest."""
+
+    workspace_id: uuid.UUID
+    scope: str
+    target_id: str
+    reason: str
+    request_id: str
+    validate_only: bool
+    kind: ActionKind
+    params: Any  # the params message of ``kind``
+
+    @property
+    def params_json(self) -> dict[str, Any]:
+        """The params as stored."""
+        return self.kind.params_json(self.params)
+
+
+@dataclass(frozen=True)
+class RollbackCommand:
+    """A validated RollbackRequest."""
+
+    workspace_id: uuid.UUID
+    action_id: uuid.UUID
+    reason: str
+    request_id: str
+    validate_only: bool
+    skip_superseded: bool
+
+
+def parse_uuid(value: str, field: str, out: list[FieldViolation]) -> uuid.UUID:
+    """A UUID field; appends a violation and returns the nil UUID when malformed."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        out.append(FieldViolation(field, "must be a UUID"))
+        return uuid.UUID(int=0)
+    if str(parsed) != value.lower():
+        out.append(FieldViolation(field, "must be a UUID in canonical form"))
+    return parsed
+
+
+def check_id(value: str, field: str, out: list[FieldViolation], *, required: bool = True) -> None:
+    """An agent or department id (``^[a-z0-9][a-z0-9._-]{0,63}$``)."""
+    if not value and not required:
+        return
+    if not ID_PATTERN.match(value):
+        out.append(FieldViolation(field, "must match ^[a-z0-9][a-z0-9._-]{0,63}$"))
+
+
+def _check_reason(reason: str, out: list[FieldViolation]) -> None:
+    if not REASON_MIN <= len(reason.strip()) <= REASON_MAX or len(reason) > REASON_MAX:
+        out.append(FieldViolation("reason", f"required, {REASON_MIN}..{REASON_MAX} characters"))
+    elif "\x00" in reason:
+        out.append(FieldViolation("reason", "must not contain NUL characters"))
+
+
+def _check_request_id(request_id: str, out: list[FieldViolation]) -> None:
+    if not REQUEST_ID_PATTERN.match(request_id):
+        out.append(FieldViolation("request_id", "required, 1..128 characters of [A-Za-z0-9._:-]"))
+
+
+def validate_execute(request: actions_pb2.ExecuteRequest) -> ExecuteCommand:
+    """Check every field; raise INVALID_ARGUMENT listing all violations."""
+    out: list[FieldViolation] = []
+    workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
+    scope = SCOPE_NAMES.get(request.scope, "")
+    if not scope:
+        out.append(FieldViolation("scope", "must be SCOPE_FLEET, SCOPE_DEPARTMENT or SCOPE_AGENT"))
+    if scope == "fleet":
+        if request.target_id:
+            out.append(FieldViolation("target_id", "must be empty at fleet scope"))
+    elif scope:
+        check_id(request.target_id, "target_id", out)
+    _check_reason(request.reason, out)
+    _check_request_id(request.request_id, out)
+    which = request.WhichOneof("params")
+    kind = catalog.get(which) if which else None
+    params: Any = None
+    if kind is None:
+        out.append(FieldViolation("params", "set exactly one action type (params oneof)"))
+    else:
+        params = getattr(request, kind.name)
+        out.extend(kind.validate(params))
+        if scope and scope not in kind.scopes:
+            out.append(
+                FieldViolation("scope", f"{kind.name} allows scopes: {', '.join(kind.scopes)}")
+            )
+    if out or kind is None:
+        raise invalid_argument(out)
+    return ExecuteCommand(
+        workspace_id=workspace_id,
+        scope=scope,
+        target_id=request.target_id,
+        reason=request.reason,
+        request_id=request.request_id,
+        validate_only=request.validate_only,
+        kind=kind,
+        params=params,
+    )
+
+
+def validate_rollback(request: actions_pb2.RollbackRequest) -> RollbackCommand:
+    """Check every field; raise INVALID_ARGUMENT listing all violations."""
+    out: list[FieldViolation] = []
+    workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
+    action_id = parse_uuid(request.action_id, "action_id", out)
+    _check_reason(request.reason, out)
+    _check_request_id(request.request_id, out)
+    if out:
+        raise invalid_argument(out)
+    return RollbackCommand(
+        workspace_id=workspace_id,
+        action_id=action_id,
+        reason=request.reason,
+        request_id=request.request_id,
+        validate_only=request.validate_only,
+        skip_superseded=request.skip_superseded,
+    )

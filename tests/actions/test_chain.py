@@ -1,0 +1,72 @@
+"""The hash chain: every event chained and verifiable; verification catches tampering."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from services.actions.audit import GENESIS_HASH, verify_chain
+from tests.actions.helpers import Api
+from tests.conftest import NewWorkspace
+
+
+async def test_chain_verifies_and_detects_tampering(
+    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    pause = await api.execute("bob", ws.id, "pause_agent", scope="department", target="support")
+    await api.rollback("bob", ws.id, pause.action_id)
+    async with pool.acquire() as conn:
+        report = await verify_chain(conn, ws.id)
+        assert report.ok
+        assert report.events == 7
+        first = await conn.fetchrow(
+            "SELECT seq, prev_hash FROM action_events WHERE workspace_id = $1 ORDER BY seq LIMIT 1",
+            ws.id,
+        )
+        assert first is not None
+        assert (first["seq"], first["prev_hash"]) == (1, GENESIS_HASH)
+
+        tx = conn.transaction()
+        await tx.start()
+        # A rewritten payload breaks its own hash (the trigger is lifted only inside this
+        # transaction, which is rolled back).
+        await conn.execute("ALTER TABLE action_events DISABLE TRIGGER action_events_no_update")
+        await conn.execute(
+            "UPDATE action_events SET payload = jsonb_set(payload, '{reason}', '\"edited\"') "
+            "WHERE workspace_id = $1 AND seq = 2",
+            ws.id,
+        )
+        broken = await verify_chain(conn, ws.id)
+        assert (broken.ok, broken.first_broken_seq) == (False, 2)
+        await tx.rollback()
+
+        tx = conn.transaction()
+        await tx.start()
+        # A deleted newest event no longer matches the chain head.
+        await conn.execute("ALTER TABLE action_events DISABLE TRIGGER action_events_no_update")
+        await conn.execute("DELETE FROM action_events WHERE workspace_id = $1 AND seq = 7", ws.id)
+        broken = await verify_chain(conn, ws.id)
+        assert (broken.ok, broken.first_broken_seq) == (False, 7)
+        await tx.rollback()
+        assert (await verify_chain(conn, ws.id)).ok
+
+
+async def test_one_notify_per_transaction(
+    api: Api, pool: asyncpg.Pool, database_dsn: str, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    got: list[str] = []
+    listener = await asyncpg.connect(database_dsn)
+    try:
+        await listener.add_listener("fleetward_events", lambda *args: got.append(args[3]))
+        await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await listener.close()
+    # Two transactions: the pending row, then effect + completion.
+    assert got == [str(ws.id), str(ws.id)]
