@@ -1,4 +1,4 @@
-"""``python -m services.actions``: serve | migrate | seed-demo."""
+"""``python -m services.actions``: serve | migrate | seed-demo | import-agents | audit verify."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from services.common.settings import SettingsError
 
@@ -17,6 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the ActionService")
     sub.add_parser("migrate", help="apply pending migrations (safe to run concurrently)")
     sub.add_parser("seed-demo", help="create the demo workspace acme")
+    imp = sub.add_parser("import-agents", help="upsert agents from an inventory CSV file")
+    imp.add_argument("file", type=Path, metavar="FILE.csv")
+    imp.add_argument("--workspace", metavar="ID", help="the workspace of a file without one")
+    imp.add_argument("--prune", action="store_true", help="retire agents the file omits")
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_cmd", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="recompute every hash chain; exit 1 naming the first broken event"
+    )
+    verify.add_argument("--workspace", metavar="ID", help="verify this workspace only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -40,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         workspace = asyncio.run(seed_demo(settings.database_url))
         print(f"demo workspace acme: {workspace}")
         return 0
+    if args.cmd == "import-agents":
+        from services.actions.inventory import run_import
+
+        return run_import(
+            settings.database_url, args.file, workspace=args.workspace, prune=args.prune
+        )
+    if args.cmd == "audit":
+        from services.actions.audit_cli import run_verify
+
+        return run_verify(settings.database_url, args.workspace)
     from services.actions.server import serve
 
     asyncio.run(serve(settings))

@@ -71,7 +71,7 @@ def check_id(value: str, field: str, out: list[FieldViolation], *, required: boo
     """An agent or department id (``^[a-z0-9][a-z0-9._-]{0,63}$``)."""
     if not value and not required:
         return
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         out.append(FieldViolation(field, "must match ^[a-z0-9][a-z0-9._-]{0,63}$"))
 
 
@@ -83,7 +83,7 @@ def _check_reason(reason: str, out: list[FieldViolation]) -> None:
 
 
 def _check_request_id(request_id: str, out: list[FieldViolation]) -> None:
-    if not REQUEST_ID_PATTERN.match(request_id):
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
         out.append(FieldViolation("request_id", "required, 1..128 characters of [A-Za-z0-9._:-]"))
 
 

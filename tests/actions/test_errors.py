@@ -35,6 +35,9 @@ INVALID = [
     ({"reason": "x" * 1001}, "reason"),
     ({"request_id": "has space"}, "request_id"),
     ({"request_id": "r" * 129}, "request_id"),
+    # A trailing newline must not slip past the id patterns (regression: `$` matched "\n").
+    ({"target": "eng-code-1\n"}, "target_id"),
+    ({"request_id": "req-1\n"}, "request_id"),
     ({"action": ""}, "params"),
     ({"params": {"duration_minutes": 0}}, "pause_agent.duration_minutes"),
     ({"params": {"duration_minutes": 10081}}, "pause_agent.duration_minutes"),

@@ -1,0 +1,178 @@
+"""``make run`` (``python -m services.dev run``): migrate, seed, serve, grpcurl lines, READY.
+
+Run against this module's own database and on free ports; the grpcurl lines it prints
+are executed as printed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.tokens import UserTokenVerifier
+from tests.foundation.conftest import PYTHON, REPO, clean_env, free_port
+
+READY_DEADLINE_S = 90.0
+JWT_SECRET = "run-test-user-secret-" + "u" * 24
+SERVICE_SECRET = "run-test-service-secret-" + "s" * 24
+
+
+def _pump(stream: Iterator[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+@pytest.fixture(scope="module")
+def run_output(isolated_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Everything ``make run`` printed up to and including READY, while it keeps running."""
+    errors = tmp_path_factory.mktemp("make-run") / "stderr.log"
+    env = clean_env(
+        {
+            "DATABASE_URL": isolated_dsn,
+            "FLEETWARD_ACTIONS_ADDR": f"127.0.0.1:{free_port()}",
+            "FLEETWARD_POLICY_ADDR": f"127.0.0.1:{free_port()}",
+            "FLEETWARD_METRICS_PORT": "0",
+            "FLEETWARD_POLICY_WATCH": "0",
+            "FLEETWARD_LOG_LEVEL": "WARNING",
+            # Given secrets: the run must not create .data/ secrets in the checkout.
+            "FLEETWARD_JWT_SECRET": JWT_SECRET,
+            "FLEETWARD_SERVICE_JWT_SECRET": SERVICE_SECRET,
+        }
+    )
+    with errors.open("w") as err:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "services.dev", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while "READY" not in seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no READY within {READY_DEADLINE_S:.0f}s:\n{errors.read_text()}")
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"make run exited with {proc.wait()}:\n{errors.read_text()}")
+            seen.append(line)
+        yield seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _grpcurl_list_lines(output: list[str]) -> list[list[str]]:
+    return [
+        shlex.split(line)
+        for line in output
+        if "grpcurl" in line and line.rstrip().endswith(" list")
+    ]
+
+
+def test_make_run_prints_the_demo_workspace_id_then_ready(run_output: list[str]) -> None:
+    assert "workspace id (acme): ac3e0000-0000-4000-8000-000000000001" in run_output
+    assert run_output[-1] == "READY"
+
+
+def test_make_run_prints_tokens_for_bob_and_carol(run_output: list[str]) -> None:
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in run_output
+        if line.startswith("export ")
+    )
+    verifier = UserTokenVerifier(secret=JWT_SECRET)
+
+    assert verifier.verify(exports["BOB"].strip("'")).subject == "bob"
+    assert verifier.verify(exports["CAROL"].strip("'")).subject == "carol"
+    assert "SVC" in exports
+
+
+def test_the_printed_grpcurl_list_lines_show_both_services(run_output: list[str]) -> None:
+    commands = _grpcurl_list_lines(run_output)
+    assert len(commands) == 2
+
+    listed: set[str] = set()
+    for command in commands:
+        assert Path(command[0]).name == "grpcurl"
+        proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        listed.update(proc.stdout.split())
+
+    assert {"fleetward.actions.v1.ActionService", "fleetward.policy.v1.PolicyService"} <= listed
+
+
+def _paste(run_output: list[str], marker: str) -> subprocess.CompletedProcess[str]:
+    """Paste the export lines and the one grpcurl line containing ``marker`` into bash."""
+    exports = [line for line in run_output if line.startswith("export ")]
+    (line,) = [line for line in run_output if "grpcurl" in line and marker in line]
+    return subprocess.run(
+        ["bash", "-c", "\n".join([*exports, line])],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_printed_execute_line_pauses_an_agent_for_bob(run_output: list[str]) -> None:
+    proc = _paste(run_output, '"request_id":"demo-1"')
+
+    assert proc.returncode == 0, proc.stderr
+    action = json.loads(proc.stdout)
+    assert action["status"] == "ACTION_STATUS_COMPLETED"
+    assert action["actor"]["subject"] == "bob"
+
+
+def test_the_printed_execute_line_for_carol_shows_the_decoded_denial(
+    run_output: list[str],
+) -> None:
+    proc = _paste(run_output, '"request_id":"demo-2"')
+
+    assert proc.returncode != 0
+    status = json.loads(proc.stderr)
+    assert status["code"] == 7  # PERMISSION_DENIED
+    # The ErrorInfo detail is decoded, which needs its type from server reflection.
+    (info,) = [d for d in status["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert (info["domain"], info["reason"]) == ("fleetward", "INSUFFICIENT_PERMISSIONS")
+    assert info["metadata"]["required_permission"] == "actions:pause_agent"
+
+
+def test_the_printed_list_actions_line_answers(run_output: list[str]) -> None:
+    proc = _paste(run_output, "ListActions")
+
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)
+
+
+def test_the_printed_check_lines_allow_bob_and_deny_carol(run_output: list[str]) -> None:
+    bob = _paste(run_output, '"subject":"bob"')
+    carol = _paste(run_output, '"subject":"carol"')
+
+    assert bob.returncode == 0, bob.stderr
+    assert carol.returncode == 0, carol.stderr
+    assert json.loads(bob.stdout)["allowed"] is True
+    assert json.loads(carol.stdout).get("allowed", False) is False
