@@ -1,0 +1,275 @@
+"""``AsyncActionsClient``: the ActionService with typed keyword-only methods."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from types import TracebackType
+
+import grpc
+
+from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
+from fleetward.client import _core
+from fleetward.client._async.transport import AsyncTransport
+from fleetward.client._core import Retry
+from fleetward.client.config import ClientConfig
+from fleetward.client.params import ActionParams, ScopeLike
+
+
+def _after(
+    request: actions_pb2.WatchActionsRequest, event: actions_pb2.ActionEvent
+) -> actions_pb2.WatchActionsRequest:
+    return actions_pb2.WatchActionsRequest(workspace_id=request.workspace_id, after_seq=event.seq)
+
+
+class AsyncActionsClient:
+    """Async client of ``fleetward.actions.v1.ActionService``.
+
+    Methods return the generated messages (``fleetward.actions.v1.actions_pb2``, typed by
+    their ``.pyi`` stubs) and raise :class:`fleetward.client.errors.FleetwardError`
+    subclasses. Use it as ``async with AsyncActionsClient(config) as client: ...``.
+
+    Args:
+        config: Target, token, TLS, default deadline and retry policy.
+        channel: An existing channel to use instead of opening one (not closed by
+            :meth:`close`).
+    """
+
+    def __init__(self, config: ClientConfig, *, channel: grpc.aio.Channel | None = None) -> None:
+        self._transport = AsyncTransport(config, channel)
+        self._stubs: actions_pb2_grpc.ActionServiceAsyncStub | None = None
+
+    @property
+    def _stub(self) -> actions_pb2_grpc.ActionServiceAsyncStub:
+        if self._stubs is None:
+            self._stubs = actions_pb2_grpc.ActionServiceStub(self._transport.channel)
+        return self._stubs
+
+    async def __aenter__(self) -> AsyncActionsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (when the client opened it)."""
+        await self._transport.close()
+
+    async def execute(
+        self,
+        *,
+        workspace_id: str,
+        scope: ScopeLike,
+        target_id: str = "",
+        reason: str,
+        params: ActionParams,
+        request_id: str | None = None,
+        validate_only: bool = False,
+        deadline: float | None = None,
+    ) -> actions_pb2.Action:
+        """Run one action (or preview it with ``validate_only``).
+
+        One ``request_id`` (a UUID unless given) is sent on every attempt, so retries
+        after UNAVAILABLE or ``REQUEST_IN_PROGRESS`` can never act twice.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            scope: ``"agent"``, ``"department"``, ``"fleet"``, a ``Scope`` or the enum.
+            target_id: The agent or department id; empty for fleet scope.
+            reason: Why (3..1000 characters); kept in the audit log.
+            params: ``PauseAgent``, ``ResumeAgent``, ``SetBudget`` or ``RestartAgent``.
+            request_id: Idempotency key; pass your own to make retries across processes
+                safe too.
+            validate_only: Validate, check policy and preview ``result``; write nothing.
+            deadline: Seconds for the whole call, retries included (default from config).
+
+        Returns:
+            The recorded action (``validate_only``: the preview, not recorded).
+        """
+        request = _core.execute_request(
+            workspace_id=workspace_id,
+            scope=scope,
+            target_id=target_id,
+            reason=reason,
+            params=params,
+            request_id=request_id,
+            validate_only=validate_only,
+        )
+        return await self._transport.unary(
+            self._stub.Execute, request, retry=Retry.MUTATION, deadline=deadline
+        )
+
+    async def rollback(
+        self,
+        *,
+        workspace_id: str,
+        action_id: str,
+        reason: str,
+        request_id: str | None = None,
+        validate_only: bool = False,
+        skip_superseded: bool = False,
+        deadline: float | None = None,
+    ) -> actions_pb2.Action:
+        """Undo a completed action through a new audited ``rollback`` action.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            action_id: The action to undo.
+            reason: Why (3..1000 characters).
+            request_id: Idempotency key of the rollback (a UUID unless given; reused
+                on every retry).
+            validate_only: Validate and preview; write nothing.
+            skip_superseded: Roll back the targets not changed since and list the
+                skipped ones, instead of refusing with ``SUPERSEDED``.
+            deadline: Seconds for the whole call, retries included.
+
+        Returns:
+            The new rollback action.
+        """
+        request = _core.rollback_request(
+            workspace_id=workspace_id,
+            action_id=action_id,
+            reason=reason,
+            request_id=request_id,
+            validate_only=validate_only,
+            skip_superseded=skip_superseded,
+        )
+        return await self._transport.unary(
+            self._stub.Rollback, request, retry=Retry.MUTATION, deadline=deadline
+        )
+
+    async def get_action(
+        self, *, workspace_id: str, action_id: str, deadline: float | None = None
+    ) -> actions_pb2.Action:
+        """Return one action (audit row)."""
+        request = actions_pb2.GetActionRequest(workspace_id=workspace_id, action_id=action_id)
+        return await self._transport.unary(
+            self._stub.GetAction, request, retry=Retry.READ, deadline=deadline
+        )
+
+    async def list_actions(
+        self,
+        *,
+        workspace_id: str,
+        action_type: str = "",
+        status: actions_pb2.ActionStatus.ValueType | str | None = None,
+        actor_subject: str = "",
+        target_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = _core.PAGE_SIZE,
+        deadline: float | None = None,
+    ) -> AsyncIterator[actions_pb2.Action]:
+        """Iterate over a workspace's actions, newest first, following page tokens.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            action_type: Only this type (e.g. ``pause_agent``).
+            status: Only this status (enum or name such as ``"completed"``).
+            actor_subject: Only actions of this subject.
+            target_id: Only actions on this target.
+            created_after: Only actions created at or after this time.
+            created_before: Only actions created before this time.
+            page_size: Actions per page (at most 500).
+            deadline: Seconds per page, retries included.
+        """
+        request = _core.list_actions_request(
+            workspace_id=workspace_id,
+            action_type=action_type,
+            status=status,
+            actor_subject=actor_subject,
+            target_id=target_id,
+            created_after=created_after,
+            created_before=created_before,
+            page_size=page_size,
+        )
+        while True:
+            page = await self._transport.unary(
+                self._stub.ListActions, request, retry=Retry.READ, deadline=deadline
+            )
+            for action in page.actions:
+                yield action
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def list_action_types(
+        self, *, deadline: float | None = None
+    ) -> list[actions_pb2.ActionType]:
+        """Return the action catalog (any authenticated caller)."""
+        response = await self._transport.unary(
+            self._stub.ListActionTypes,
+            actions_pb2.ListActionTypesRequest(),
+            retry=Retry.READ,
+            deadline=deadline,
+        )
+        return list(response.action_types)
+
+    async def get_agent(
+        self, *, workspace_id: str, agent_id: str, deadline: float | None = None
+    ) -> actions_pb2.Agent:
+        """Return one agent's control state."""
+        request = actions_pb2.GetAgentRequest(workspace_id=workspace_id, agent_id=agent_id)
+        return await self._transport.unary(
+            self._stub.GetAgent, request, retry=Retry.READ, deadline=deadline
+        )
+
+    async def list_agents(
+        self,
+        *,
+        workspace_id: str,
+        department_id: str = "",
+        status: actions_pb2.AgentStatus.ValueType | str | None = None,
+        page_size: int = _core.PAGE_SIZE,
+        deadline: float | None = None,
+    ) -> AsyncIterator[actions_pb2.Agent]:
+        """Iterate over a workspace's agents by id, following page tokens.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            department_id: Only this department.
+            status: Only this status (enum or name such as ``"paused"``).
+            page_size: Agents per page (at most 500).
+            deadline: Seconds per page, retries included.
+        """
+        request = actions_pb2.ListAgentsRequest(
+            workspace_id=workspace_id,
+            department_id=department_id,
+            status=_core.agent_status(status),
+            page_size=page_size,
+        )
+        while True:
+            page = await self._transport.unary(
+                self._stub.ListAgents, request, retry=Retry.READ, deadline=deadline
+            )
+            for agent in page.agents:
+                yield agent
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def watch_actions(
+        self, *, workspace_id: str, after_seq: int = 0, max_reconnects: int | None = None
+    ) -> AsyncIterator[actions_pb2.ActionEvent]:
+        """Iterate over the workspace's events with ``seq > after_seq``, then live ones.
+
+        When the stream breaks (UNAVAILABLE, or a clean end because the server shut
+        down) the client reconnects with backoff and resumes after the last ``seq`` it
+        yielded, so no event is skipped or repeated. There is no deadline.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            after_seq: Resume point: the last ``seq`` already processed (0 = all).
+            max_reconnects: Give up (raise ``Unavailable``) after this many reconnects
+                in a row without an event; ``None`` reconnects forever.
+        """
+        request = actions_pb2.WatchActionsRequest(workspace_id=workspace_id, after_seq=after_seq)
+        async for event in self._transport.watch(
+            self._stub.WatchActions, request, resume=_after, max_reconnects=max_reconnects
+        ):
+            yield event

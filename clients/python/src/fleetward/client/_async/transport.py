@@ -1,0 +1,111 @@
+"""The one funnel every RPC goes through: metadata, deadline, retries, error decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+import grpc
+
+from fleetward.client._core import (
+    Attempts,
+    Retry,
+    call_metadata,
+    channel_credentials,
+    channel_options,
+    is_reconnectable,
+)
+from fleetward.client.config import ClientConfig
+from fleetward.client.errors import FleetwardError, Unavailable, error_from_rpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def open_channel(config: ClientConfig) -> grpc.aio.Channel:
+    """Open a channel to ``config.target`` (TLS when ``config.tls`` is set)."""
+    credentials = channel_credentials(config)
+    if credentials is None:
+        return grpc.aio.insecure_channel(config.target, options=channel_options(config))
+    return grpc.aio.secure_channel(config.target, credentials, options=channel_options(config))
+
+
+class AsyncTransport:
+    """Owns the channel and runs calls with retries; raises only ``FleetwardError``."""
+
+    def __init__(self, config: ClientConfig, channel: grpc.aio.Channel | None = None) -> None:
+        self.config = config
+        self._owns_channel = channel is None
+        self._channel = channel
+        self._rng = random.Random()
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel, opened on first use (so a client may be built outside a loop)."""
+        if self._channel is None:
+            self._channel = open_channel(self.config)
+        return self._channel
+
+    async def close(self) -> None:
+        """Close the channel if this transport opened it."""
+        if self._owns_channel and self._channel is not None:
+            channel, self._owns_channel = self._channel, False  # close once
+            await channel.close()
+
+    async def unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        retry: Retry,
+        deadline: float | None,
+    ) -> Resp:
+        """Call ``method`` once per attempt with the same ``request`` until it succeeds,
+        fails for good, or the overall deadline is spent."""
+        attempts = Attempts(self.config, deadline, self._rng)
+        while True:
+            timeout = attempts.start()
+            try:
+                return await method(request, timeout=timeout, metadata=call_metadata(self.config))
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc)
+            delay = attempts.delay_before_retry(error, retry)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+
+    async def watch(
+        self,
+        method: grpc.aio.UnaryStreamMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        resume: Callable[[Req, Resp], Req],
+        max_reconnects: int | None,
+    ) -> AsyncIterator[Resp]:
+        """Stream ``method`` forever, reconnecting after UNAVAILABLE or a clean end.
+
+        After each item, ``resume(request, item)`` becomes the request of the next
+        connection, so a reconnect continues after the last item seen. Gives up after
+        ``max_reconnects`` consecutive reconnects without an item (``None``: never).
+        """
+        failures = 0
+        while True:
+            call = method(request, metadata=call_metadata(self.config))
+            error: FleetwardError | None = None
+            try:
+                async for item in call:
+                    failures = 0
+                    request = resume(request, item)
+                    yield item
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc)
+            finally:
+                call.cancel()
+            if error is not None and not is_reconnectable(error):
+                raise error
+            failures += 1
+            if max_reconnects is not None and failures > max_reconnects:
+                raise error or Unavailable("the stream ended and could not be resumed")
+            await asyncio.sleep(self.config.retry.backoff(failures, self._rng))

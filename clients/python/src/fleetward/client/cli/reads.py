@@ -1,0 +1,116 @@
+"""The read commands: actions, agents, watch and policy."""
+
+from __future__ import annotations
+
+import itertools
+
+from fleetward.client.cli import exit_codes
+from fleetward.client.cli.context import Context
+from fleetward.client.cli.render import (
+    action_block,
+    actions_table,
+    agents_table,
+    decision_block,
+    dumps,
+    event_line,
+    policy_info_block,
+    to_json,
+    types_table,
+)
+from fleetward.client.cli.spinner import Spinner
+
+
+def run_action_types(ctx: Context) -> int:
+    """``fleetward actions types``."""
+    with Spinner("loading…", stream=ctx.stderr):
+        types = ctx.actions().list_action_types()
+    ctx.out(dumps([to_json(t) for t in types]) if ctx.json else types_table(types))
+    return exit_codes.OK
+
+
+def run_actions_list(ctx: Context) -> int:
+    """``fleetward actions list [--type --status --actor --target --limit]``."""
+    args = ctx.args
+    with Spinner("loading…", stream=ctx.stderr):
+        listed = ctx.actions().list_actions(
+            workspace_id=ctx.workspace(),
+            action_type=args.type or "",
+            status=args.status,
+            actor_subject=args.actor or "",
+            target_id=args.target_id or "",
+            page_size=min(args.limit, 500),
+        )
+        actions = list(itertools.islice(listed, args.limit))
+    ctx.out(dumps([to_json(a) for a in actions]) if ctx.json else actions_table(actions))
+    return exit_codes.OK
+
+
+def run_action_get(ctx: Context) -> int:
+    """``fleetward actions get ID``."""
+    with Spinner("loading…", stream=ctx.stderr):
+        action = ctx.actions().get_action(workspace_id=ctx.workspace(), action_id=ctx.args.id)
+    ctx.out(dumps(to_json(action)) if ctx.json else action_block(action))
+    return exit_codes.OK
+
+
+def run_agents_list(ctx: Context) -> int:
+    """``fleetward agents list [--department --status --limit]``."""
+    args = ctx.args
+    with Spinner("loading…", stream=ctx.stderr):
+        listed = ctx.actions().list_agents(
+            workspace_id=ctx.workspace(),
+            department_id=args.department or "",
+            status=args.status,
+            page_size=min(args.limit, 500),
+        )
+        agents = list(itertools.islice(listed, args.limit))
+    ctx.out(dumps([to_json(a) for a in agents]) if ctx.json else agents_table(agents))
+    return exit_codes.OK
+
+
+def run_agent_get(ctx: Context) -> int:
+    """``fleetward agents get ID``."""
+    with Spinner("loading…", stream=ctx.stderr):
+        agent = ctx.actions().get_agent(workspace_id=ctx.workspace(), agent_id=ctx.args.id)
+    ctx.out(dumps(to_json(agent)) if ctx.json else agents_table([agent]))
+    return exit_codes.OK
+
+
+def run_watch(ctx: Context) -> int:
+    """``fleetward watch [--after-seq N]``: events as lines (NDJSON with ``--json``)."""
+    events = ctx.actions().watch_actions(workspace_id=ctx.workspace(), after_seq=ctx.args.after_seq)
+    seen = 0
+    with Spinner("watching for events…", stream=ctx.stderr) as spinner:
+        try:
+            for event in events:
+                seen += 1
+                spinner.print(
+                    dumps(to_json(event), compact=True) if ctx.json else event_line(event)
+                )
+                spinner.update(f"watching… {seen} event(s), last seq {event.seq}")
+        except KeyboardInterrupt:
+            return exit_codes.OK  # Ctrl-C is how a watch ends
+    return exit_codes.OK
+
+
+def run_policy_check(ctx: Context) -> int:
+    """``fleetward policy check --subject --action --resource``."""
+    args = ctx.args
+    with Spinner("checking…", stream=ctx.stderr):
+        decision = ctx.policy().check(
+            subject=args.subject,
+            workspace_id=ctx.workspace(),
+            action=args.action,
+            resource=args.resource,
+            explain=True,
+        )
+    ctx.out(dumps(to_json(decision)) if ctx.json else decision_block(decision))
+    return exit_codes.OK
+
+
+def run_policy_info(ctx: Context) -> int:
+    """``fleetward policy info``."""
+    with Spinner("loading…", stream=ctx.stderr):
+        info = ctx.policy().get_policy_info()
+    ctx.out(dumps(to_json(info)) if ctx.json else policy_info_block(info))
+    return exit_codes.OK

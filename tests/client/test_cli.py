@@ -1,0 +1,246 @@
+"""The ``fleetward`` console script against the real services: preview, confirm, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.client.cli_runner import FLEETWARD, fleetward
+from tests.conftest import NewWorkspace, Secrets, Workspace
+
+EnvFor = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+async def ws(new_workspace: NewWorkspace) -> Workspace:
+    """This test's own workspace."""
+    return await new_workspace()
+
+
+@pytest.fixture
+def env_for(client_action_target: str, client_policy_target: str, dev_secrets: Secrets) -> EnvFor:
+    """``env_for("bob", ws)``: FLEETWARD_* variables for a user in a workspace."""
+
+    def make(subject: str, workspace: Workspace | None = None) -> dict[str, str]:
+        env = {
+            "FLEETWARD_TARGET": client_action_target,
+            "FLEETWARD_POLICY_TARGET": client_policy_target,
+            "FLEETWARD_TOKEN": dev_secrets.user_token(subject),
+            "FLEETWARD_POLICY_TOKEN": dev_secrets.service_token("cli-tests"),
+        }
+        if workspace is not None:
+            env["FLEETWARD_WORKSPACE"] = str(workspace.id)
+        return env
+
+    return make
+
+
+async def _actions(pool: asyncpg.Pool, ws: Workspace) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT action_id::text AS id, action_type, status FROM action_audit_log "
+        "WHERE workspace_id = $1",
+        ws.id,
+    )
+
+
+PAUSE = ("execute", "pause_agent", "--agent", "eng-code-1", "--minutes", "30")
+
+
+async def test_execute_with_yes_prints_the_action_as_json(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(
+        *PAUSE, "--reason", "cli pause", "--yes", "--json", env=env_for("bob", ws)
+    )
+    assert run.code == 0, run.stderr
+    action = run.json()
+    assert action["action_type"] == "pause_agent"
+    assert action["status"] == "ACTION_STATUS_COMPLETED"
+    assert "eng-code-1" in run.stderr  # the preview went to stderr, stdout is pure JSON
+    assert [(r["id"], r["status"]) for r in await _actions(pool, ws)] == [
+        (action["action_id"], "completed")
+    ]
+
+
+async def test_without_tty_or_yes_it_previews_and_refuses(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(
+        "execute",
+        "pause_agent",
+        "--department",
+        "support",
+        "--reason",
+        "no tty",
+        env=env_for("bob", ws),
+    )
+    assert run.code == 2
+    assert "--yes" in run.stderr
+    for agent in ws.agents_in("support"):
+        assert agent in run.stdout  # the preview: which agents would change
+    assert "active" in run.stdout
+    assert "paused" in run.stdout
+    assert await _actions(pool, ws) == []
+
+
+async def test_confirming_on_a_terminal_executes(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(*PAUSE, "--reason", "typed yes", env=env_for("bob", ws), tty_answer="y\n")
+    assert run.code == 0, run.stderr
+    assert "[y/N]" in run.stderr
+    assert "completed" in run.stdout
+    assert [r["status"] for r in await _actions(pool, ws)] == ["completed"]
+
+
+async def test_declining_on_a_terminal_executes_nothing(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(*PAUSE, "--reason", "typed no", env=env_for("bob", ws), tty_answer="n\n")
+    assert run.code == 8
+    assert "nothing was executed" in run.stderr
+    assert await _actions(pool, ws) == []
+
+
+async def test_dry_run_prints_the_preview_and_writes_nothing(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(
+        "execute",
+        "set_budget",
+        "--fleet",
+        "--cents",
+        "12345",
+        "--reason",
+        "preview only",
+        "--dry-run",
+        "--json",
+        env=env_for("alice", ws),
+    )
+    assert run.code == 0, run.stderr
+    assert run.json()["action_type"] == "set_budget"
+    assert await _actions(pool, ws) == []
+
+
+async def test_rollback_and_reads(env_for: EnvFor, ws: Workspace) -> None:
+    env = env_for("alice", ws)
+    done = await fleetward(*PAUSE, "--reason", "to undo", "--yes", "--json", env=env)
+    action_id = done.json()["action_id"]
+
+    undo = await fleetward("rollback", action_id, "--reason", "undo it", "--yes", "--json", env=env)
+    assert undo.code == 0, undo.stderr
+    assert undo.json()["rollback_of_action_id"] == action_id
+
+    listed = await fleetward("actions", "list", "--type", "pause_agent", "--json", env=env)
+    assert [(a["action_id"], a["status"]) for a in listed.json()] == [
+        (action_id, "ACTION_STATUS_ROLLED_BACK")
+    ]
+    shown = await fleetward("actions", "get", action_id, env=env)
+    assert shown.code == 0
+    assert "rolled_back" in shown.stdout
+    agents = await fleetward("agents", "list", "--department", "engineering", "--json", env=env)
+    assert [a["agent_id"] for a in agents.json()] == ws.agents_in("engineering")
+    agent = await fleetward("agents", "get", "eng-code-1", env=env)
+    assert agent.code == 0
+    assert "active" in agent.stdout
+    types = await fleetward("actions", "types", env=env)
+    assert types.code == 0
+    assert "restart_agent" in types.stdout
+
+
+async def test_policy_commands(env_for: EnvFor, ws: Workspace) -> None:
+    env = env_for("alice", ws)
+    check = await fleetward(
+        "policy",
+        "check",
+        "--subject",
+        "carol",
+        "--action",
+        "actions:pause_agent",
+        "--resource",
+        "fleet",
+        "--json",
+        env=env,
+    )
+    assert check.code == 0, check.stderr
+    assert not check.json().get("allowed", False)
+    info = await fleetward("policy", "info", env=env)
+    assert info.code == 0, info.stderr
+    assert "rules" in info.stdout
+
+
+@pytest.mark.parametrize(
+    ("subject", "args", "code"),
+    [
+        ("carol", (*PAUSE, "--reason", "viewer", "--yes"), 4),
+        ("bob", ("actions", "get", str(uuid.uuid4())), 5),
+        (
+            "bob",
+            ("execute", "resume_agent", "--agent", "eng-code-1", "--reason", "active", "--yes"),
+            6,
+        ),
+        ("bob", (*PAUSE, "--reason", "x", "--yes"), 2),
+        ("bob", ("execute", "pause_agent", "--reason", "no target"), 2),
+    ],
+    ids=["permission-denied", "not-found", "precondition", "invalid-argument", "usage"],
+)
+async def test_exit_codes_by_error_class(
+    env_for: EnvFor, ws: Workspace, subject: str, args: tuple[str, ...], code: int
+) -> None:
+    run = await fleetward(*args, env=env_for(subject, ws))
+    assert run.code == code, run.stderr
+
+
+async def test_bad_token_exits_3_with_json_error(env_for: EnvFor, ws: Workspace) -> None:
+    env = {**env_for("bob", ws), "FLEETWARD_TOKEN": "not-a-jwt"}
+    run = await fleetward("actions", "types", "--json", env=env)
+    assert run.code == 3
+    assert '"reason": "UNAUTHENTICATED"' in run.stderr
+
+
+async def test_unreachable_service_exits_7(env_for: EnvFor, ws: Workspace) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    env = {**env_for("bob", ws), "FLEETWARD_TARGET": f"127.0.0.1:{free}"}
+    run = await fleetward("actions", "types", "--timeout", "1", env=env)
+    assert run.code == 7
+    assert "UNAVAILABLE" in run.stderr
+
+
+async def test_watch_streams_ndjson_until_interrupted(env_for: EnvFor, ws: Workspace) -> None:
+    env = env_for("alice", ws)
+    done = await fleetward(*PAUSE, "--reason", "before the watch", "--yes", "--json", env=env)
+    action_id = done.json()["action_id"]
+    proc = await asyncio.create_subprocess_exec(
+        str(FLEETWARD),
+        "watch",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    assert proc.stdout is not None
+    try:
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["event_type"] != "action.completed":
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            events.append(json.loads(line))
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0  # Ctrl-C is how a watch ends
+    assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
+    assert {e["action"]["action_id"] for e in events} == {action_id}
