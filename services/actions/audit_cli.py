@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 
 from services.actions import audit
-from services.actions.db import Conn, init_connection
+from services.actions.db import DATABASE_ERRORS, Conn, init_connection
 
 BATCH = 5000
 
@@ -191,7 +191,9 @@ async def verify(
 
 
 def run_verify(dsn: str, workspace: str | None) -> int:
-    """The CLI: 0 when every chain verifies, 1 naming each first broken event, 2 on bad input."""
+    """The CLI: 0 every chain verifies; 1 a chain is broken (each first break is named);
+    2 nothing could be verified (bad input, unknown workspace, database unreachable).
+    """
     ws: uuid.UUID | None = None
     if workspace is not None:
         try:
@@ -199,7 +201,11 @@ def run_verify(dsn: str, workspace: str | None) -> int:
         except ValueError:
             print(f"--workspace must be a UUID, got {workspace!r}", file=sys.stderr)
             return 2
-    report = asyncio.run(verify(dsn, ws))
+    try:
+        report = asyncio.run(verify(dsn, ws))
+    except DATABASE_ERRORS as exc:
+        print(f"cannot reach the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if ws is not None and report.workspaces == 0:
         print(f"unknown workspace {ws}", file=sys.stderr)
         return 2

@@ -12,8 +12,17 @@ ACTION_OUTCOMES = prometheus_client.Counter(
 )
 POOL_CONNECTIONS = prometheus_client.Gauge(
     "fleetward_db_pool_connections",
-    "Database pool connections of the action service, by state.",
+    "Database pool connections of the action service, by state (open, idle, max).",
     ["state"],
+)
+WATCH_STREAMS = prometheus_client.Gauge(
+    "fleetward_watch_streams_open",
+    "WatchActions streams currently open on this action service process.",
+)
+BACKGROUND_RUNS = prometheus_client.Counter(
+    "fleetward_background_job_runs_total",
+    "Runs of the background jobs (recovery, scheduler), by job and result.",
+    ["job", "result"],
 )
 
 
@@ -21,3 +30,4 @@ def track_pool(pool: asyncpg.Pool) -> None:
     """Report ``pool``'s open and idle connections on every scrape."""
     POOL_CONNECTIONS.labels("open").set_function(pool.get_size)
     POOL_CONNECTIONS.labels("idle").set_function(pool.get_idle_size)
+    POOL_CONNECTIONS.labels("max").set_function(pool.get_max_size)

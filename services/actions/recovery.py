@@ -2,13 +2,13 @@
 
 An executor holds its action's session advisory lock from before the pending row commits
 until the row is final, so a pending/in_progress row whose lock is free was interrupted;
-by §5.2 nothing of its effect was committed. Runs at start and periodically; a retry of
-the same request recovers its row inline (:mod:`services.actions.idempotency`).
+by §5.2 nothing of its effect was committed. Every process runs it at start and every
+``FLEETWARD_RECOVERY_INTERVAL_S`` (60 s; :class:`services.actions.scheduler.PeriodicJob`);
+a retry of the same request recovers its row inline (:mod:`services.actions.idempotency`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import timedelta
@@ -16,11 +16,9 @@ from datetime import timedelta
 import asyncpg
 
 from services.actions import audit, errors, idempotency
-from services.actions.db import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
-RECOVERY_INTERVAL_S = 60.0
 # Rows older than this are candidates: younger ones are most likely still running.
 SELECT_UNFINISHED = """
 SELECT action_id, workspace_id FROM action_audit_log
@@ -56,15 +54,3 @@ async def recover_orphans(pool: asyncpg.Pool, min_age_s: float = 1.0) -> list[uu
             finally:
                 await conn.execute(idempotency.UNLOCK, key)
     return recovered
-
-
-async def recover_periodically(pool: asyncpg.Pool, interval_s: float = RECOVERY_INTERVAL_S) -> None:
-    """Run :func:`recover_orphans` now and every ``interval_s`` until cancelled."""
-    while True:
-        try:
-            await recover_orphans(pool)
-        except DATABASE_ERRORS as exc:
-            log.warning("recovery skipped: database unavailable (%s)", type(exc).__name__)
-        except Exception:
-            log.exception("recovery failed")
-        await asyncio.sleep(interval_s)

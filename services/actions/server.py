@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
@@ -13,18 +11,22 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from grpc_health.v1 import health
 
 from services.actions.auth import Authenticator
-from services.actions.db import init_connection
+from services.actions.db import init_connection, reset_connection
+from services.actions.events.notifier import EventNotifier
+from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
 from services.actions.lifecycle import TaskSet
 from services.actions.metrics import track_pool
 from services.actions.policy_client import PolicyClient
 from services.actions.reads import Reads
-from services.actions.recovery import recover_periodically
+from services.actions.recovery import recover_orphans
 from services.actions.rollback import RollbackRunner
+from services.actions.scheduler import PeriodicJob, resume_expired
 from services.actions.servicer import ActionServicer
 from services.actions.settings import ActionSettings
 from services.common import logs
 from services.common import server as common
+from services.common.accesslog import AccessLogInterceptor
 from services.common.metrics import MetricsInterceptor, start_metrics_server
 
 log = logging.getLogger(__name__)
@@ -44,38 +46,58 @@ class ActionServer:
     pool: asyncpg.Pool
     policy: PolicyClient
     tasks: TaskSet
-    recovery: asyncio.Task[None] | None = None
+    notifier: EventNotifier
+    watcher: Watcher
+    jobs: list[PeriodicJob] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Start serving, start crash recovery (§5.7) and report SERVING."""
+        """Start serving, the event listener, crash recovery (§5.7) and the scheduler (§5.8)."""
+        await self.notifier.start(wait=False)
         await self.server.start()
-        self.recovery = asyncio.create_task(recover_periodically(self.pool))
+        for job in self.jobs:
+            job.start()
         await common.set_serving(self.health, [SERVICE_NAME], True)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """NOT_SERVING, finish in-flight RPCs and shielded actions, close the pool."""
+        """Graceful shutdown (§9).
+
+        NOT_SERVING; end watch streams (status OK: clients resume from their last seq);
+        stop accepting RPCs and give in-flight ones ``grace`` seconds; let background
+        jobs and shielded actions finish; close the policy channel and the pool.
+        """
         await common.set_serving(self.health, [SERVICE_NAME], False)
+        self.watcher.close()
         await self.server.stop(grace)
-        if self.recovery is not None:
-            self.recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.recovery
+        await self.notifier.close()
+        for job in self.jobs:
+            await job.stop()
         await self.tasks.drain()
         await self.policy.close()
         await self.pool.close()
 
 
 def _policy_credentials(settings: ActionSettings) -> grpc.ChannelCredentials | None:
-    if settings.policy_tls_ca is None:
+    """TLS toward the policy service (with a client certificate for mTLS), or None."""
+    if settings.policy_tls_ca is None and settings.policy_tls_cert is None:
         return None
-    return grpc.ssl_channel_credentials(settings.policy_tls_ca.read_bytes())
+    return grpc.ssl_channel_credentials(
+        root_certificates=settings.policy_tls_ca.read_bytes() if settings.policy_tls_ca else None,
+        private_key=settings.policy_tls_key.read_bytes() if settings.policy_tls_key else None,
+        certificate_chain=(
+            settings.policy_tls_cert.read_bytes() if settings.policy_tls_cert else None
+        ),
+    )
 
 
 async def build_server(settings: ActionSettings) -> ActionServer:
     """Create the server with health, reflection and the ActionService bound to its address."""
     # min_size=0: the service starts (and answers DATABASE_UNAVAILABLE) while PostgreSQL is down.
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=0, max_size=POOL_MAX_SIZE, init=init_connection
+        settings.database_url,
+        min_size=0,
+        max_size=POOL_MAX_SIZE,
+        init=init_connection,
+        reset=reset_connection,
     )
     policy = PolicyClient(
         settings.policy_target,
@@ -85,17 +107,24 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     )
     track_pool(pool)
     tasks = TaskSet()
+    notifier = EventNotifier(settings.database_url)
+    watcher = Watcher(pool, policy, notifier)
     servicer = ActionServicer(
         Authenticator.from_settings(settings),
         Executor(pool, policy, tasks),
         RollbackRunner(pool, policy, tasks),
         Reads(pool, policy),
+        watcher,
     )
-    server = common.new_server([MetricsInterceptor()])
+    server = common.new_server([MetricsInterceptor(), AccessLogInterceptor()])
     actions_pb2_grpc.add_ActionServiceServicer_to_server(servicer, server)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
     port = common.bind(server, settings.listen_addr, settings.tls)
-    return ActionServer(server, health_servicer, port, pool, policy, tasks)
+    jobs = [
+        PeriodicJob("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
+        PeriodicJob("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
+    ]
+    return ActionServer(server, health_servicer, port, pool, policy, tasks, notifier, watcher, jobs)
 
 
 async def serve(settings: ActionSettings) -> None:
@@ -106,5 +135,6 @@ async def serve(settings: ActionSettings) -> None:
     await built.start()
     log.info("action service listening on port %d", built.port)
     await common.wait_for_termination_signal()
-    log.info("shutting down")
-    await built.stop()
+    log.info("shutting down", extra={"event": "shutdown"})
+    await built.stop(settings.shutdown_grace_s)
+    log.info("stopped", extra={"event": "stopped"})

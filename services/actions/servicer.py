@@ -14,11 +14,12 @@ from services.actions import catalog, convert, errors
 from services.actions.auth import Authenticator
 from services.actions.call import Call
 from services.actions.db import DATABASE_ERRORS
+from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
 from services.actions.reads import Reads
 from services.actions.rollback import RollbackRunner
 from services.actions.validation import validate_execute, validate_rollback
-from services.common.status import FleetwardError, unimplemented
+from services.common.status import FleetwardError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,12 +30,18 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
     """Authenticates, validates, delegates, converts; every failure becomes one rich status."""
 
     def __init__(
-        self, auth: Authenticator, executor: Executor, rollbacks: RollbackRunner, reads: Reads
+        self,
+        auth: Authenticator,
+        executor: Executor,
+        rollbacks: RollbackRunner,
+        reads: Reads,
+        watcher: Watcher,
     ) -> None:
         self._auth = auth
         self._executor = executor
         self._rollbacks = rollbacks
         self._reads = reads
+        self._watcher = watcher
 
     def _call(self, context: Context) -> Call:
         principal = self._auth.authenticate(context)
@@ -145,12 +152,20 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
     async def WatchActions(
         self, request: actions_pb2.WatchActionsRequest, context: Context
     ) -> AsyncIterator[actions_pb2.ActionEvent]:
-        """Not built yet (its own issue); the events it will stream are already written."""
+        """The workspace's events after ``after_seq``, then live ones, until shutdown."""
 
-        async def work() -> None:
-            self._call(context)
-            raise unimplemented("WatchActions")
+        async def work() -> AsyncIterator[actions_pb2.ActionEvent]:
+            return await self._watcher.open(self._call(context), request)
 
-        await self._guard(context, work)
-        return
-        yield  # an async generator, as a server-streaming method must be
+        stream = await self._guard(context, work)
+        try:
+            async for event in stream:
+                yield event
+        except FleetwardError as err:  # token expired, read permission revoked
+            await context.abort_with_status(err.to_status())
+        except DATABASE_ERRORS as exc:
+            # The client resumes from the last seq it received once the database is back.
+            log.warning("watch stream ended: database unavailable: %s", type(exc).__name__)
+            await context.abort_with_status(
+                errors.database_unavailable(type(exc).__name__).to_status()
+            )

@@ -31,8 +31,15 @@ class ActionSettings:
     service_jwt_secret: str = ""
     tls: TlsConfig | None = None
     policy_tls_ca: Path | None = None
+    # The action service's client certificate toward an mTLS policy service.
+    policy_tls_cert: Path | None = None
+    policy_tls_key: Path | None = None
     metrics_port: int = 9464
     log_level: str = "INFO"
+    # Background jobs (§5.7, §5.8) and graceful shutdown (§9).
+    scheduler_interval_s: float = 5.0
+    recovery_interval_s: float = 60.0
+    shutdown_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -41,6 +48,10 @@ class ActionSettings:
         database_url = env_str(env, "DATABASE_URL")
         if not database_url:
             raise SettingsError("DATABASE_URL is unset (make run starts an embedded server)")
+        if bool(env_str(env, "FLEETWARD_POLICY_TLS_CERT")) != bool(
+            env_str(env, "FLEETWARD_POLICY_TLS_KEY")
+        ):
+            raise SettingsError("set both FLEETWARD_POLICY_TLS_CERT and FLEETWARD_POLICY_TLS_KEY")
         return cls(
             database_url=database_url,
             listen_addr=env_str(env, "FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051"),
@@ -52,6 +63,24 @@ class ActionSettings:
             service_jwt_secret=env_str(env, "FLEETWARD_SERVICE_JWT_SECRET"),
             tls=tls_from_env(env),
             policy_tls_ca=env_path(env, "FLEETWARD_POLICY_TLS_CA"),
+            policy_tls_cert=env_path(env, "FLEETWARD_POLICY_TLS_CERT"),
+            policy_tls_key=env_path(env, "FLEETWARD_POLICY_TLS_KEY"),
             metrics_port=env_int(env, "FLEETWARD_METRICS_PORT", 9464),
             log_level=env_str(env, "FLEETWARD_LOG_LEVEL", "INFO"),
+            scheduler_interval_s=_env_seconds(env, "FLEETWARD_SCHEDULER_INTERVAL_S", 5.0),
+            recovery_interval_s=_env_seconds(env, "FLEETWARD_RECOVERY_INTERVAL_S", 60.0),
+            shutdown_grace_s=_env_seconds(env, "FLEETWARD_SHUTDOWN_GRACE_S", 10.0),
         )
+
+
+def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value

@@ -9,6 +9,9 @@ RELOADS = prometheus_client.Counter(
     "Policy loads and reloads, by result (success or failure).",
     ["result"],
 )
+# Both series exist from the start, so "no failure yet" reads 0 rather than missing.
+RELOADS.labels("success")
+RELOADS.labels("failure")
 POLICY = prometheus_client.Info(
     "fleetward_policy",
     "The policy being served (label policy_version).",

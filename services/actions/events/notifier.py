@@ -63,16 +63,27 @@ class EventNotifier:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._listener_pid: int | None = None
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the current LISTEN connection, if connected."""
+        return self._listener_pid
 
     @property
     def subscriber_count(self) -> int:
         """Open subscriptions (for the watch-streams gauge)."""
         return sum(len(s) for s in self._subs.values())
 
-    async def start(self) -> None:
-        """Connect and start listening; returns once the first LISTEN is in place."""
+    async def start(self, *, wait: bool = True) -> None:
+        """Start listening; with ``wait``, return once the first LISTEN is in place.
+
+        Without ``wait`` (the server: it must start while PostgreSQL is down) nothing is
+        lost either: every (re)connect wakes all subscribers, who then re-read the table.
+        """
         self._task = asyncio.create_task(self._run(), name="fleetward-event-notifier")
-        await asyncio.wait_for(self._connected.wait(), timeout=30)
+        if wait:
+            await asyncio.wait_for(self._connected.wait(), timeout=30)
 
     async def close(self) -> None:
         """Stop listening and wake every subscriber so that streams can end."""
@@ -101,6 +112,10 @@ class EventNotifier:
         for sub in tuple(self._subs.get(str(payload), ())):
             sub.wake()
 
+    def wake_all(self) -> None:
+        """Wake every subscriber (e.g. so that streams notice a shutdown)."""
+        self._wake_all()
+
     def _wake_all(self) -> None:
         for subs in tuple(self._subs.values()):
             for sub in tuple(subs):
@@ -114,6 +129,7 @@ class EventNotifier:
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self._listener_pid = conn.get_server_pid()
                 self._connected.set()
                 # Anything committed while we were not listening is picked up by a re-read.
                 self._wake_all()

@@ -1,0 +1,202 @@
+"""Expiring pauses (ARCHITECTURE §5.8) and the loop that runs background jobs.
+
+Every action-service process runs :func:`resume_expired` periodically. It finds the
+actions that left agents paused with a ``paused_until`` in the past (the agents'
+``last_action_id``: normally a ``pause_agent``, or a rollback that restored a timed
+pause), claims each such action's audit row with ``FOR NO KEY UPDATE SKIP LOCKED`` so
+that exactly one replica handles it (``NO KEY``: a concurrent rollback inserting a row
+that references it is not blocked, while a rollback locking it waits), re-checks under
+the claim, and records ONE ``resume_agent`` action for it through the normal lifecycle
+(pending → in_progress → completed, ``action_targets``, hash-chained events). The effect
+locks and resumes only the agents whose ``last_action_id`` is still that action and
+whose pause has passed, so an agent paused again later stays paused.
+
+The scheduler is a system actor (``system:scheduler``) and does not ask the policy
+service: a policy outage must not keep agents paused beyond what their pause allowed.
+Its resumes cannot be rolled back (re-pausing with a passed ``paused_until`` would only
+be resumed again); pause the agents again instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from services.actions import idempotency, lifecycle
+from services.actions.catalog import Change, agent_result
+from services.actions.catalog._agents import apply_status, status_state
+from services.actions.db import DATABASE_ERRORS, Conn
+from services.actions.lifecycle import NewAction, Outcome
+from services.actions.metrics import BACKGROUND_RUNS
+from services.common.status import FleetwardError
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "system:scheduler"
+REASON = "pause expired"
+REQUEST_PREFIX = "pause-expired"
+BATCH = 100
+LOCK_TIMEOUT_MS = 5000
+
+# Uses the partial index agents_pause_expiry (paused_until <= x implies NOT NULL).
+FIND_EXPIRED = """
+SELECT DISTINCT workspace_id, last_action_id AS action_id FROM agents
+WHERE status = 'paused' AND paused_until <= clock_timestamp() AND last_action_id IS NOT NULL
+LIMIT $1"""
+
+CLAIM = """
+SELECT action_id, workspace_id, scope, target_id FROM action_audit_log
+WHERE workspace_id = $1 AND action_id = $2
+FOR NO KEY UPDATE SKIP LOCKED"""
+
+# A fresh statement after the claim: sees what a replica that held it before committed.
+STILL_EXPIRED = """
+SELECT EXISTS (
+    SELECT 1 FROM agents
+    WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
+      AND paused_until <= clock_timestamp())"""
+
+# Earlier scheduler attempts for this action (a failed one must not block a retry).
+COUNT_ATTEMPTS = """
+SELECT count(*) FROM action_audit_log
+WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id LIKE $3"""
+
+# Re-checked under the row locks, in the fixed lock order (§5.4).
+LOCK_EXPIRED_AGENTS = """
+SELECT agent_id, status, paused_until FROM agents
+WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
+  AND paused_until <= clock_timestamp()
+ORDER BY agent_id
+FOR UPDATE"""
+
+
+async def resume_expired(pool: asyncpg.Pool, *, limit: int = BATCH) -> list[uuid.UUID]:
+    """One pass: a resume action per expired pause this replica claims; their ids."""
+    recorded: list[uuid.UUID] = []
+    for candidate in await pool.fetch(FIND_EXPIRED, limit):
+        try:
+            action_id = await _resume_one(pool, candidate["workspace_id"], candidate["action_id"])
+        except FleetwardError as err:
+            log.warning(
+                "expired pause not resumed: %s",
+                err.message,
+                extra={"action_id": str(candidate["action_id"]), "event": "scheduler.failed"},
+            )
+            continue
+        if action_id is not None:
+            recorded.append(action_id)
+    return recorded
+
+
+def _new_action(pause: asyncpg.Record, attempt: int) -> NewAction:
+    request_id = f"{REQUEST_PREFIX}:{pause['action_id']}:{attempt}"
+    return NewAction(
+        action_id=uuid.uuid4(),
+        workspace_id=pause["workspace_id"],
+        action_type="resume_agent",
+        scope=pause["scope"],
+        target_id=pause["target_id"],
+        params={},
+        reason=REASON,
+        subject=SUBJECT,
+        roles=(),
+        can_rollback=False,
+        request_id=request_id,
+        fingerprint=idempotency.fingerprint(
+            {"expired_action_id": str(pause["action_id"]), "attempt": attempt}
+        ),
+        policy_version="",
+        decision_id="",
+    )
+
+
+async def _resume_one(
+    pool: asyncpg.Pool, workspace_id: uuid.UUID, pause_id: uuid.UUID
+) -> uuid.UUID | None:
+    async with pool.acquire() as claim, claim.transaction():
+        pause = await claim.fetchrow(CLAIM, workspace_id, pause_id)
+        if pause is None:
+            return None  # another replica is on it
+        if not await claim.fetchval(STILL_EXPIRED, workspace_id, pause_id):
+            return None  # done meanwhile, or paused again by a later action
+        attempts = await claim.fetchval(
+            COUNT_ATTEMPTS, workspace_id, SUBJECT, f"{REQUEST_PREFIX}:{pause_id}:%"
+        )
+        new = _new_action(pause, int(attempts) + 1)
+
+        async def effect(conn: Conn, _row: asyncpg.Record) -> Outcome:
+            rows = await conn.fetch(LOCK_EXPIRED_AGENTS, workspace_id, pause_id)
+            changes = [
+                Change(
+                    "agent",
+                    r["agent_id"],
+                    status_state(r["status"], r["paused_until"]),
+                    status_state("active", None),
+                )
+                for r in rows
+            ]
+            await apply_status(conn, workspace_id, changes, new.action_id)
+            await lifecycle.insert_targets(conn, new.action_id, changes)
+            return Outcome(agent_result(changes))
+
+        # Shielded: a shutdown that cancels the job never leaves the action half-handled.
+        done = await asyncio.shield(lifecycle.run(pool, new, effect, LOCK_TIMEOUT_MS))
+        log.info(
+            "expired pause of action %s resumed",
+            pause_id,
+            extra={
+                "action_id": str(done["action_id"]),
+                "request_id": new.request_id,
+                "workspace_id": str(workspace_id),
+                "subject": SUBJECT,
+                "event": "scheduler.resumed",
+            },
+        )
+        return uuid.UUID(str(done["action_id"]))
+
+
+class PeriodicJob:
+    """Runs ``work`` now and every ``interval_s`` until :meth:`stop` (which lets a run finish)."""
+
+    def __init__(self, name: str, work: Callable[[], Awaitable[Any]], interval_s: float) -> None:
+        self.name = name
+        self._work = work
+        self._interval_s = interval_s
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the loop in the background."""
+        self._task = asyncio.create_task(self._loop(), name=f"fleetward-{self.name}")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the current run (cancelled if it takes longer than ``timeout_s``)."""
+        self._stop.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._work()
+                BACKGROUND_RUNS.labels(self.name, "ok").inc()
+            except DATABASE_ERRORS as exc:
+                BACKGROUND_RUNS.labels(self.name, "database_unavailable").inc()
+                log.warning("%s skipped: database unavailable (%s)", self.name, type(exc).__name__)
+            except Exception:
+                BACKGROUND_RUNS.labels(self.name, "error").inc()
+                log.exception("%s failed", self.name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval_s)

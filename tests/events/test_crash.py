@@ -1,0 +1,223 @@
+"""Process-level crash recovery (§5.7) and graceful shutdown (§9) of the action service."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from fleetward.actions.v1 import actions_pb2
+
+from services.actions.audit import verify_chain
+from services.actions.idempotency import INTERRUPTED, lock_key
+from tests.actions.helpers import Api, details
+from tests.conftest import NewWorkspace, Secrets
+from tests.events.processes import ServiceProcess, action_env, action_process
+
+LOCK_AGENTS = """
+SELECT agent_id FROM agents WHERE workspace_id = $1 AND agent_id = ANY($2) FOR UPDATE"""
+
+
+async def wait_for(what: str, probe: object, limit_s: float = 30) -> None:
+    """Poll the async ``probe()`` until it returns True."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await probe():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def statuses(pool: asyncpg.Pool, workspace: uuid.UUID) -> dict[str, str]:
+    """request_id → status of the workspace's actions."""
+    rows = await pool.fetch(
+        "SELECT request_id, status FROM action_audit_log WHERE workspace_id = $1", workspace
+    )
+    return {r["request_id"]: r["status"] for r in rows}
+
+
+@pytest.fixture
+async def started(
+    tmp_path: Path,
+) -> AsyncIterator[list[ServiceProcess]]:
+    """Processes a test starts; stopped (or already dead) at the end."""
+    procs: list[ServiceProcess] = []
+    yield procs
+    for proc in procs:
+        await proc.stop()
+
+
+async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_effect(
+    database_dsn: str,
+    events_policy_target: str,
+    dev_secrets: Secrets,
+    pool: asyncpg.Pool,
+    new_workspace: NewWorkspace,
+    tmp_path: Path,
+    started: list[ServiceProcess],
+) -> None:
+    ws = await new_workspace()
+    first = action_process(tmp_path, "first")
+    started.append(first)
+    await first.start(action_env(first, database_dsn, events_policy_target, dev_secrets))
+    request_id = uuid.uuid4().hex
+    async with (
+        grpc.aio.insecure_channel(first.target) as channel,
+        pool.acquire() as blocker,
+    ):
+        api = Api(channel, dev_secrets)
+        # Hold the agent's row lock: the executor commits its pending row, then blocks.
+        txn = blocker.transaction()
+        await txn.start()
+        await blocker.fetch(LOCK_AGENTS, ws.id, ["eng-code-1"])
+        call = asyncio.create_task(
+            api.execute(
+                "bob", ws.id, "pause_agent", target="eng-code-1", request_id=request_id, deadline=30
+            )
+        )
+
+        async def pending() -> bool:
+            return (await statuses(pool, ws.id)).get(request_id) == "pending"
+
+        await wait_for("the pending row", pending)
+        first.signal(signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        await txn.rollback()
+
+    action_id = await pool.fetchval(
+        "SELECT action_id FROM action_audit_log WHERE workspace_id = $1 AND request_id = $2",
+        ws.id,
+        request_id,
+    )
+
+    # The dead process's database session ends once it finds its client gone; until then
+    # its advisory lock marks the action as running, and nobody may touch it.
+    async def lock_free() -> bool:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(action_id)):
+                await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(action_id))
+                return True
+        return False
+
+    await wait_for("the dead session's advisory lock", lock_free)
+    assert (await statuses(pool, ws.id))[request_id] == "pending"
+
+    second = action_process(tmp_path, "second")
+    started.append(second)
+    await second.start(
+        action_env(
+            second,
+            database_dsn,
+            events_policy_target,
+            dev_secrets,
+            FLEETWARD_RECOVERY_INTERVAL_S="0.5",
+        )
+    )
+
+    async def failed() -> bool:
+        return (await statuses(pool, ws.id))[request_id] == "failed"
+
+    await wait_for("recovery by the next start", failed)
+    row = await pool.fetchrow("SELECT * FROM action_audit_log WHERE action_id = $1", action_id)
+    assert row is not None
+    assert row["error_message"] == INTERRUPTED
+    agent = await pool.fetchrow(
+        "SELECT status, last_action_id FROM agents WHERE workspace_id = $1 AND agent_id = $2",
+        ws.id,
+        "eng-code-1",
+    )
+    assert agent is not None
+    assert (agent["status"], agent["last_action_id"]) == ("active", None)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_targets WHERE action_id = $1", action_id)
+        == 0
+    )
+    events = await pool.fetch(
+        "SELECT event_type FROM action_events WHERE action_id = $1 ORDER BY seq", action_id
+    )
+    assert [e["event_type"] for e in events] == ["action.pending", "action.failed"]
+    async with pool.acquire() as conn:
+        assert (await verify_chain(conn, ws.id)).ok
+    # A retry of the same request gets the recorded outcome, not REQUEST_IN_PROGRESS.
+    async with grpc.aio.insecure_channel(second.target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as retry:
+            await Api(channel, dev_secrets).execute(
+                "bob", ws.id, "pause_agent", target="eng-code-1", request_id=request_id
+            )
+    assert details(retry.value).reason == "ACTION_EXECUTION_FAILED"
+
+
+async def test_sigterm_during_load_completes_in_flight_calls(
+    database_dsn: str,
+    events_policy_target: str,
+    dev_secrets: Secrets,
+    pool: asyncpg.Pool,
+    new_workspace: NewWorkspace,
+    tmp_path: Path,
+    started: list[ServiceProcess],
+) -> None:
+    ws = await new_workspace(agents_per_department=5)
+    agents = sorted(ws.agents)
+    proc = action_process(tmp_path, "sigterm")
+    started.append(proc)
+    await proc.start(action_env(proc, database_dsn, events_policy_target, dev_secrets))
+    async with (
+        grpc.aio.insecure_channel(proc.target) as channel,
+        pool.acquire() as blocker,
+    ):
+        api = Api(channel, dev_secrets)
+        watch = api.stub.WatchActions(
+            actions_pb2.WatchActionsRequest(workspace_id=str(ws.id)), metadata=api.auth("carol")
+        )
+        txn = blocker.transaction()
+        await txn.start()
+        await blocker.fetch(LOCK_AGENTS, ws.id, agents)
+        # Ten in-flight Executes, each blocked on its agent's row lock after its pending commit.
+        calls = [
+            asyncio.create_task(api.execute("bob", ws.id, "pause_agent", target=agent, deadline=60))
+            for agent in agents
+        ]
+
+        async def all_pending() -> bool:
+            return list((await statuses(pool, ws.id)).values()).count("pending") == len(agents)
+
+        await wait_for("ten in-flight actions", all_pending)
+        proc.signal(signal.SIGTERM)
+
+        async def refusing() -> bool:
+            # New calls are refused while in-flight ones are still being finished.
+            # (gRPC refuses them with CANCELLED on an open connection, UNAVAILABLE on a new one.)
+            try:
+                await api.stub.ListActionTypes(
+                    actions_pb2.ListActionTypesRequest(), metadata=api.auth("carol"), timeout=2
+                )
+            except grpc.aio.AioRpcError as exc:
+                refused.append(exc.code())
+                return True
+            return False
+
+        refused: list[grpc.StatusCode] = []
+        await wait_for("new calls refused", refusing, limit_s=4)
+        assert refused[0] in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        assert not await proc.serving()
+        assert proc.proc is not None
+        assert proc.proc.returncode is None
+        await txn.rollback()  # let the in-flight actions run
+
+        done = await asyncio.gather(*calls)
+        assert {a.status for a in done} == {actions_pb2.ACTION_STATUS_COMPLETED}
+        # The watch stream ended cleanly (OK), after replaying what it could.
+        events = [e async for e in watch]
+        assert await watch.code() == grpc.StatusCode.OK
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert await proc.wait() == 0
+    assert set((await statuses(pool, ws.id)).values()) == {"completed"}
