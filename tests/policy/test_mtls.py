@@ -11,8 +11,8 @@ from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.server import TlsConfig
 from tests.conftest import Secrets
-from tests.policy.certs import make_pki
 from tests.policy.conftest import AGENT, DEMO_WS, StartPolicy, bearer
+from tests.tls import make_tls_files
 
 CHECK = policy_pb2.CheckRequest(
     subject="bob", workspace_id=DEMO_WS, action="actions:pause_agent", resource=AGENT
@@ -22,11 +22,11 @@ CHECK = policy_pb2.CheckRequest(
 async def test_client_certificate_is_a_service_identity(
     start_policy: StartPolicy, tmp_path: Path, dev_secrets: Secrets
 ) -> None:
-    pki = make_pki(tmp_path)
-    tls = TlsConfig(pki.server_cert, pki.server_key, pki.ca)
+    pki = make_tls_files(tmp_path)
+    tls = TlsConfig(pki.server_cert, pki.server_key, pki.ca_cert)
     async with start_policy(tls=tls) as running:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=pki.ca.read_bytes(),
+            root_certificates=pki.ca_cert.read_bytes(),
             private_key=pki.client_key.read_bytes(),
             certificate_chain=pki.client_cert.read_bytes(),
         )
@@ -42,7 +42,7 @@ async def test_client_certificate_is_a_service_identity(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Check(CHECK, metadata=bearer(dev_secrets.user_token("bob")))
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        anonymous = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        anonymous = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
         async with grpc.aio.secure_channel(running.target, anonymous) as channel:
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
