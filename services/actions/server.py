@@ -26,8 +26,9 @@ from services.actions.servicer import ActionServicer
 from services.actions.settings import ActionSettings
 from services.common import logs
 from services.common import server as common
-from services.common.accesslog import AccessLogInterceptor
-from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.common.accesslog import log_rpc
+from services.common.interceptor import ObservingInterceptor
+from services.common.metrics import record_rpc, start_metrics_server
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         Reads(pool, policy),
         watcher,
     )
-    server = common.new_server([MetricsInterceptor(), AccessLogInterceptor()])
+    server = common.new_server([ObservingInterceptor([record_rpc, log_rpc])])
     actions_pb2_grpc.add_ActionServiceServicer_to_server(servicer, server)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
     port = common.bind(server, settings.listen_addr, settings.tls)

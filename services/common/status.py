@@ -15,6 +15,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "fleetward"
+# A status travels in HTTP/2 trailers, which clients refuse above 8 KiB (soft) / 16 KiB
+# (hard): an error that echoes huge or many bad fields would reach the caller as an
+# unexplained RESOURCE_EXHAUSTED. Keep every status well below that.
+MAX_MESSAGE = 512  # UTF-8 bytes, for the message and each metadata value
+MAX_TEXT = 200  # UTF-8 bytes, for each violation's field, subject and description
+MAX_VIOLATIONS = 8
+# The serialized google.rpc.Status (base64 in the trailers, plus the message again).
+STATUS_BUDGET = 4000
 
 
 @dataclass(frozen=True)
@@ -53,19 +61,34 @@ class FleetwardError(Exception):
         return rpc_status.to_status(self.to_proto())
 
     def to_proto(self) -> status_pb2.Status:
-        """Build the ``google.rpc.Status`` message."""
+        """Build the ``google.rpc.Status`` message (at most STATUS_BUDGET bytes of it)."""
+        limit = MAX_VIOLATIONS
+        status = self._proto(limit)
+        while status.ByteSize() > STATUS_BUDGET and limit > 0:
+            limit //= 2
+            status = self._proto(limit)
+        return status
+
+    def _proto(self, max_violations: int) -> status_pb2.Status:
         details: list[any_pb2.Any] = []
         info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=DOMAIN, metadata=dict(self.metadata)
+            reason=self.reason,
+            domain=DOMAIN,
+            metadata={k: _bounded(v, MAX_MESSAGE) for k, v in self.metadata.items()},
         )
         details.append(_pack(info))
         if self.field_violations:
+            shown = list(self.field_violations[:max_violations])
+            if len(self.field_violations) > max_violations:
+                more = len(self.field_violations) - max_violations
+                shown.append(FieldViolation("…", f"and {more} more violations"))
             bad = error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_bounded(v.field, MAX_TEXT),
+                        description=_bounded(v.description, MAX_TEXT),
                     )
-                    for v in self.field_violations
+                    for v in shown
                 ]
             )
             details.append(_pack(bad))
@@ -73,15 +96,27 @@ class FleetwardError(Exception):
             pre = error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
-                        type=v.type, subject=v.subject, description=v.description
+                        type=v.type,
+                        subject=_bounded(v.subject, MAX_TEXT),
+                        description=_bounded(v.description, MAX_TEXT),
                     )
-                    for v in self.precondition_violations
+                    for v in self.precondition_violations[: max(max_violations, 1)]
                 ]
             )
             details.append(_pack(pre))
         return status_pb2.Status(
-            code=_CODE_VALUES[self.code], message=self.message, details=details
+            code=_CODE_VALUES[self.code],
+            message=_bounded(self.message, MAX_MESSAGE),
+            details=details,
         )
+
+
+def _bounded(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (marked with an ellipsis)."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(

@@ -16,7 +16,8 @@ from grpc_health.v1 import health
 
 from services.common import logs
 from services.common import server as common
-from services.common.metrics import MetricsInterceptor, start_metrics_server
+from services.common.interceptor import ObservingInterceptor
+from services.common.metrics import record_rpc, start_metrics_server
 from services.policy import decision_log
 from services.policy.auth import CallerAuthenticator
 from services.policy.loader import PolicySnapshot
@@ -61,7 +62,7 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
     """
     mtls = settings.tls is not None and settings.tls.client_ca_file is not None
     authenticator = CallerAuthenticator(service_jwt_secret=settings.service_jwt_secret, mtls=mtls)
-    server = common.new_server([MetricsInterceptor()])
+    server = common.new_server([ObservingInterceptor([record_rpc])])
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
     await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load
 

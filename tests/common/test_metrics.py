@@ -8,7 +8,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import server as common
-from services.common.metrics import MetricsInterceptor
+from services.common.interceptor import ObservingInterceptor
+from services.common.metrics import record_rpc
 
 CHECK = "/grpc.health.v1.Health/Check"
 
@@ -21,7 +22,7 @@ def _count(code: str) -> float:
 
 
 async def test_rpcs_are_counted_by_method_and_code() -> None:
-    server = common.new_server([MetricsInterceptor()])
+    server = common.new_server([ObservingInterceptor([record_rpc])])
     health = common.add_health_and_reflection(server, ["test.Service"])
     port = common.bind(server, "127.0.0.1:0", None)
     await server.start()
