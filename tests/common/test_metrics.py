@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import prometheus_client
 import pytest
@@ -35,6 +37,12 @@ async def test_rpcs_are_counted_by_method_and_code() -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.Check(health_pb2.HealthCheckRequest(service="nope"))  # type: ignore[attr-defined]
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # The server records an RPC once its handler has returned, which may be just after
+        # the client has its answer: wait (boundedly) for the counters to catch up.
+        for _ in range(200):
+            if (_count("OK"), _count("NOT_FOUND")) == (ok_before + 1, missing_before + 1):
+                break
+            await asyncio.sleep(0.01)
         assert _count("OK") == ok_before + 1
         assert _count("NOT_FOUND") == missing_before + 1
     finally:
