@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+
+from services.common import reflection
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,7 @@ def add_health_and_reflection(
     """Register grpc.health.v1 (every service starts NOT_SERVING) and server reflection."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable(server, [*service_names, health.SERVICE_NAME])
     return servicer
 
 

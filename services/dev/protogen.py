@@ -11,7 +11,10 @@ from importlib import resources
 from pathlib import Path
 
 PROTO_ROOT = Path("protos")
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", ".binpb")
+# Our files' descriptors WITH their comments (source info), which the _pb2 modules drop:
+# server reflection serves these so that `grpcurl describe` shows the contract's comments.
+DESCRIPTOR_SET = Path("fleetward") / "descriptor_set.binpb"
 
 
 def _proto_files() -> list[Path]:
@@ -33,8 +36,11 @@ def _generate(out: Path) -> None:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        "--include_source_info",
         *(str(p) for p in _proto_files()),
     ]
+    (out / DESCRIPTOR_SET).parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:  # mypy-protobuf chatters on stderr; show it only on failure
         sys.stderr.write(proc.stdout + proc.stderr)

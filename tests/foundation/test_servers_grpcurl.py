@@ -186,12 +186,18 @@ def test_reflection_describes_the_action_contract(services: Services) -> None:
     assert f"{ACTIONS}.WatchActions" in methods
     assert "request_id" in request
     assert "pause_agent" in request
+    # The contract's comments reach a grpcurl user (reflection serves source info).
+    assert "Idempotency key" in request
+    service = grpcurl(services.actions, "describe", ACTIONS)
+    assert "idempotent on (workspace_id, caller" in service
 
 
 def test_reflection_describes_the_policy_contract(services: Services) -> None:
     methods = grpcurl(services.policy, "list", POLICY).split()
 
     assert {f"{POLICY}.Check", f"{POLICY}.BatchCheck", f"{POLICY}.GetPolicyInfo"} <= set(methods)
+    check = grpcurl(services.policy, "describe", "fleetward.policy.v1.CheckRequest")
+    assert "The permission: actions:<action type>" in check
 
 
 def _failed_call(target: str, method: str) -> dict[str, Any]:
