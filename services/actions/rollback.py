@@ -27,6 +27,10 @@ LOCK_BUDGETS = """
 SELECT scope || ':' || target_id AS key, last_action_id, '' AS status FROM budgets
 WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
 ORDER BY scope, target_id FOR UPDATE"""
+# NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
+# block the foreign-key checks (KEY SHARE) of other rows that reference the original
+# (another rollback's pending row), which may hold the chain head meanwhile: deadlock.
+LOCK_ORIGINAL = audit.SELECT_ACTION + " FOR NO KEY UPDATE"
 SELECT_AGENT_OWNERS = LOCK_AGENTS.replace(" FOR UPDATE", "")
 SELECT_BUDGET_OWNERS = LOCK_BUDGETS.replace(" FOR UPDATE", "")
 
@@ -195,7 +199,7 @@ def _effect(new: NewAction, kind: ActionKind, cmd: RollbackCommand) -> lifecycle
     async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
         # Locking the original first serialises concurrent rollbacks: one wins.
         original = one(
-            await conn.fetchrow(audit.SELECT_ACTION_FOR_UPDATE, cmd.workspace_id, cmd.action_id),
+            await conn.fetchrow(LOCK_ORIGINAL, cmd.workspace_id, cmd.action_id),
             "original action",
         )
         refused = refusal(original)

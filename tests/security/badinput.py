@@ -1,0 +1,300 @@
+"""Hypothesis strategies for hostile requests to every RPC, each with the status §4 requires.
+
+A :class:`Case` is one call: the RPC, the request, who makes it and the codes the
+contract allows. Writes are impossible by construction: Execute and Rollback are sent by
+``mallory`` (no role anywhere: a valid request is PERMISSION_DENIED and, §5.1, not
+recorded), reads by ``bob`` (a viewer everywhere) or ``mallory``. The oracles restate the
+contract (§2, §4) independently of services/actions/validation.py.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from fleetward.actions.v1 import actions_pb2
+from fleetward.policy.v1 import policy_pb2
+from google.protobuf.message import Message
+from hypothesis import strategies as st
+
+C = grpc.StatusCode
+ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SQL = (
+    "'; DROP TABLE agents; --",
+    "' OR '1'='1",
+    "x'); UPDATE agents SET status='paused' WHERE ('1'='1",
+    "$1",
+    "%s%s%s",
+    "\\'; SELECT pg_sleep(5); --",
+)
+BOUNDARY = (
+    "",
+    " ",
+    "ab",
+    "abc",
+    "   abc   ",
+    "\x00",
+    "abc\x00def",
+    "a" * 64,
+    "a" * 65,
+    "A" * 128,
+    "A" * 129,
+    "x" * 1000,
+    "x" * 1001,
+    "x" * 200_000,
+    "../../etc/passwd",
+    "fleet/**",
+    "*",
+    "eng-code-1/../x",
+    "ÉNG-code",
+    "\u202eevil",
+    "zero\u200bwidth",
+    "💥" * 300,
+    "actions:*",
+    "svc:actions",
+    "system:scheduler",
+    *SQL,
+)
+AGENTS = ("eng-code-1", "sup-chat-1", "no-such-agent", "engineering", "support")
+EXPECTED_ANY = frozenset({C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.PERMISSION_DENIED})
+
+texts = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(BOUNDARY),
+    st.text(alphabet="abcz019._-:/A*", max_size=70),
+    st.sampled_from(AGENTS),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hostile call and the codes the contract allows for it."""
+
+    rpc: str
+    request: Message
+    subject: str  # a user, "svc" (a service token) or "garbage:<token>"
+    expect: frozenset[grpc.StatusCode]
+    service: str = "actions"
+
+
+def uuid_ok(value: str) -> bool:
+    """A UUID in canonical form (any case), as the contract requires."""
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def reason_ok(value: str) -> bool:
+    """3..1000 characters (not only spaces), no NUL."""
+    return len(value.strip()) >= 3 and len(value) <= 1000 and "\x00" not in value
+
+
+def execute_valid(r: actions_pb2.ExecuteRequest) -> bool:
+    """Whether ``r`` passes every rule of the ExecuteRequest contract (§2)."""
+    scope = {1: "fleet", 2: "department", 3: "agent"}.get(int(r.scope))
+    which = r.WhichOneof("params")
+    ok = uuid_ok(r.workspace_id) and reason_ok(r.reason) and scope is not None
+    ok = ok and REQUEST_ID.fullmatch(r.request_id) is not None and which is not None
+    ok = ok and ((r.target_id == "") if scope == "fleet" else bool(ID.fullmatch(r.target_id)))
+    if not ok:
+        return False
+    if which == "pause_agent" and r.pause_agent.HasField("duration_minutes"):
+        return not r.pause_agent.indefinite and 1 <= r.pause_agent.duration_minutes <= 10080
+    if which == "set_budget":
+        has = r.set_budget.HasField("monthly_limit_cents")
+        return has != r.set_budget.clear and (
+            not has or 0 <= r.set_budget.monthly_limit_cents <= 10**12
+        )
+    return not (which == "restart_agent" and scope != "agent")
+
+
+def uuids(known: list[str]) -> st.SearchStrategy[str]:
+    """Known workspace/action ids, random UUIDs and malformed ones."""
+    return st.one_of(
+        st.sampled_from(known),
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.uuids().map(lambda u: "{" + str(u) + "}"),
+        st.uuids().map(lambda u: u.hex),
+        st.sampled_from(known).map(lambda s: s[:-1]),
+        texts,
+    )
+
+
+@st.composite
+def execute_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
+    """Execute by mallory: INVALID_ARGUMENT when malformed, else PERMISSION_DENIED."""
+    r = actions_pb2.ExecuteRequest(
+        workspace_id=draw(uuids(workspaces)),
+        target_id=draw(texts),
+        reason=draw(texts | st.just("fuzzed reason")),
+        request_id=draw(texts | st.uuids().map(lambda u: u.hex)),
+        validate_only=draw(st.booleans()),
+    )
+    r.scope = draw(st.integers(-3, 6))  # type: ignore[assignment]
+    action = draw(st.sampled_from(["pause_agent", "resume_agent", "set_budget", "restart_agent"]))
+    if draw(st.booleans()) or action in ("resume_agent", "restart_agent"):
+        getattr(r, action).SetInParent()
+    if action == "pause_agent" and draw(st.booleans()):
+        r.pause_agent.duration_minutes = draw(st.integers(-(2**31), 2**31 - 1))
+        r.pause_agent.indefinite = draw(st.booleans())
+    if action == "set_budget":
+        if draw(st.booleans()):
+            r.set_budget.monthly_limit_cents = draw(st.integers(-(2**63), 2**63 - 1))
+        r.set_budget.clear = draw(st.booleans())
+    code = C.PERMISSION_DENIED if execute_valid(r) else C.INVALID_ARGUMENT
+    return Case("Execute", r, "mallory", frozenset({code}))
+
+
+@st.composite
+def rollback_case(draw: st.DrawFn, workspaces: list[str], actions: list[str]) -> Case:
+    """Rollback by mallory."""
+    r = actions_pb2.RollbackRequest(
+        workspace_id=draw(uuids(workspaces)),
+        action_id=draw(uuids(actions)),
+        reason=draw(texts | st.just("fuzzed reason")),
+        request_id=draw(texts | st.uuids().map(lambda u: u.hex)),
+        validate_only=draw(st.booleans()),
+        skip_superseded=draw(st.booleans()),
+    )
+    valid = uuid_ok(r.workspace_id) and uuid_ok(r.action_id) and reason_ok(r.reason)
+    valid = valid and REQUEST_ID.fullmatch(r.request_id) is not None
+    code = C.PERMISSION_DENIED if valid else C.INVALID_ARGUMENT
+    return Case("Rollback", r, "mallory", frozenset({code}))
+
+
+def _read_expect(ids_ok: bool, subject: str) -> frozenset[grpc.StatusCode]:
+    if not ids_ok:
+        return frozenset({C.INVALID_ARGUMENT})
+    if subject == "mallory":
+        return frozenset({C.PERMISSION_DENIED})
+    return frozenset({C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT})
+
+
+@st.composite
+def read_case(
+    draw: st.DrawFn, workspaces: list[str], actions: list[str], tokens: list[str]
+) -> Case:
+    """GetAction, ListActions, GetAgent, ListAgents, ListActionTypes, WatchActions."""
+    subject = draw(st.sampled_from(["bob", "mallory"]))
+    ws = draw(uuids(workspaces))
+    rpc = draw(
+        st.sampled_from(
+            ["GetAction", "ListActions", "GetAgent", "ListAgents", "ListActionTypes", "Watch"]
+        )
+    )
+    request: Message
+    if rpc == "GetAction":
+        request = actions_pb2.GetActionRequest(workspace_id=ws, action_id=draw(uuids(actions)))
+        ok = uuid_ok(ws) and uuid_ok(request.action_id)
+    elif rpc == "GetAgent":
+        request = actions_pb2.GetAgentRequest(workspace_id=ws, agent_id=draw(texts))
+        ok = uuid_ok(ws) and ID.fullmatch(request.agent_id) is not None
+    elif rpc == "ListActions":
+        request = actions_pb2.ListActionsRequest(
+            workspace_id=ws,
+            action_type=draw(texts),
+            actor_subject=draw(texts),
+            target_id=draw(texts),
+            page_size=draw(st.integers(-(2**31), 2**31 - 1)),
+            page_token=draw(texts | st.sampled_from(tokens)),
+        )
+        request.status = draw(st.integers(-2, 9))  # type: ignore[assignment]
+        if draw(st.booleans()):
+            request.created_after.seconds = draw(st.integers(-(2**40), 2**40))
+            request.created_after.nanos = draw(st.integers(-5, 10**9 + 5))
+        ok = uuid_ok(ws)
+    elif rpc == "ListAgents":
+        request = actions_pb2.ListAgentsRequest(
+            workspace_id=ws,
+            department_id=draw(texts),
+            page_size=draw(st.integers(-(2**31), 2**31 - 1)),
+            page_token=draw(texts | st.sampled_from(tokens)),
+        )
+        request.status = draw(st.integers(-2, 6))  # type: ignore[assignment]
+        ok = uuid_ok(ws)
+    elif rpc == "ListActionTypes":
+        return Case(rpc, actions_pb2.ListActionTypesRequest(), subject, frozenset({C.OK}))
+    else:
+        request = actions_pb2.WatchActionsRequest(
+            workspace_id=ws, after_seq=draw(st.integers(-(2**63), 2**63 - 1))
+        )
+        expect = _read_expect(uuid_ok(ws) and request.after_seq >= 0, subject)
+        # A valid stream stays open until the client's deadline.
+        return Case("WatchActions", request, subject, expect | {C.DEADLINE_EXCEEDED})
+    expect = _read_expect(ok, subject)
+    if rpc.startswith("List") and ok:
+        expect |= {C.INVALID_ARGUMENT}  # filters, page sizes and tokens are checked too
+    return Case(rpc, request, subject, expect)
+
+
+@st.composite
+def garbage_token_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
+    """Any RPC with a token that is not one: UNAUTHENTICATED, nothing else."""
+    alphabet = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+    token = draw(
+        st.text(alphabet=alphabet, min_size=1, max_size=300)
+        | st.sampled_from(["eyJhbGciOiJub25lIn0.e30.", "a.b.c", "Bearer", "null"])
+    )
+    rpc, request = draw(
+        st.sampled_from(
+            [
+                ("Execute", actions_pb2.ExecuteRequest(workspace_id=workspaces[0])),
+                ("GetAgent", actions_pb2.GetAgentRequest(workspace_id=workspaces[0])),
+                ("ListActionTypes", actions_pb2.ListActionTypesRequest()),
+                ("ListActions", actions_pb2.ListActionsRequest(workspace_id=workspaces[0])),
+            ]
+        )
+    )
+    return Case(rpc, request, f"garbage:{token}", frozenset({C.UNAUTHENTICATED}))
+
+
+def _check_request(draw: st.DrawFn, workspaces: list[str]) -> policy_pb2.CheckRequest:
+    action = draw(
+        texts
+        | st.sampled_from(["actions:read", "actions:rollback", "actions:pause_agent", "actions:*"])
+    )
+    resource = draw(texts | st.sampled_from(["fleet", "fleet/departments/support", "fleet/**"]))
+    return policy_pb2.CheckRequest(
+        subject=draw(texts | st.sampled_from(["bob", "admin", "svc:actions"])),
+        workspace_id=draw(uuids(workspaces)),
+        action=action,
+        resource=resource,
+        explain=draw(st.booleans()),
+    )
+
+
+@st.composite
+def policy_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
+    """Check / BatchCheck / GetPolicyInfo as the action service: answered or refused cleanly."""
+    kind = draw(st.sampled_from(["Check", "BatchCheck", "GetPolicyInfo"]))
+    request: Any
+    if kind == "Check":
+        request = _check_request(draw, workspaces)
+    elif kind == "BatchCheck":
+        n = draw(st.integers(0, 20))
+        request = policy_pb2.BatchCheckRequest(
+            checks=[_check_request(draw, workspaces) for _ in range(n)]
+        )
+    else:
+        request = policy_pb2.GetPolicyInfoRequest()
+    expect = frozenset({C.OK, C.INVALID_ARGUMENT})
+    return Case(kind, request, "svc", expect, service="policy")
+
+
+def all_cases(
+    workspaces: list[str], actions: list[str], tokens: list[str]
+) -> st.SearchStrategy[Case]:
+    """Every kind of hostile call, mixed."""
+    return st.one_of(
+        execute_case(workspaces),
+        rollback_case(workspaces, actions),
+        read_case(workspaces, actions, tokens),
+        garbage_token_case(workspaces),
+        policy_case(workspaces),
+    )
