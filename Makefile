@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GEN_OUT := clients/python/src
 PYTEST_ARGS ?=
+QUICK ?= 0
 
-.PHONY: help venv run test lint proto check-proto buf-lint token lock clean
+.PHONY: help venv run test test-reliability bench lint proto check-proto buf-lint token lock clean
 
 help:
 	@echo "make run               start embedded PostgreSQL (unless DATABASE_URL), migrate, seed demo, serve"
 	@echo "make test              set up and run the test suite"
+	@echo "make test-reliability  reliability + security suites incl. slow runs (<= 10 min)"
+	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
 	@echo "make lint              ruff + mypy strict"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
 	@echo "make check-proto       fail when make proto would change the committed code"
@@ -31,6 +34,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,)
+
+test-reliability: $(STAMP)
+	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .

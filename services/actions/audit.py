@@ -48,11 +48,62 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'denied', $10, $11, $12, $13, $14, $
 ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
 RETURNING *"""
 
+# The hot path (lifecycle.run) folds locks into its statements to save round trips:
+# INSERT_PENDING_LOCKED takes the action's session advisory lock, claims the key and
+# locks the chain head AFTER the row exists (LATERAL on the inserted row), so two
+# claims of one key still queue on the unique index before either touches the head.
+# Its foreign-key checks (KEY SHARE on the workspace and, for a rollback, the original
+# action) run at the END of the statement, after the head is locked: a transaction that
+# holds such a row FOR UPDATE and then wants the head would deadlock with it. Lock
+# referenced audit rows FOR NO KEY UPDATE (as rollback.py does), never FOR UPDATE.
+_CHAIN_HEAD_OF = """
+CROSS JOIN LATERAL (
+    SELECT last_seq AS chain_last_seq, last_hash AS chain_last_hash
+    FROM audit_chain_heads WHERE workspace_id = r.workspace_id FOR UPDATE) AS head"""
+
+INSERT_PENDING_LOCKED = (
+    """
+WITH claimed AS (
+    INSERT INTO action_audit_log (
+        action_id, workspace_id, action_type, scope, target_id, action_params, reason,
+        actor_user_id, actor_role, status, can_rollback, rollback_of_action_id, request_id,
+        request_fingerprint, policy_version, decision_id)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15
+    FROM (SELECT pg_advisory_lock($16)) AS session_lock
+    ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
+    RETURNING *)
+SELECT r.*, head.* FROM claimed AS r"""
+    + _CHAIN_HEAD_OF
+)
+
+# in_progress, with the transaction's lock_timeout set in the same round trip.
+MARK_IN_PROGRESS_WITH_TIMEOUT = """
+UPDATE action_audit_log SET status = 'in_progress', started_at = clock_timestamp()
+FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout
+WHERE action_id = $1 RETURNING action_audit_log.*"""
+
+# completed, its action_targets and the chain head (locked last: the effect has already
+# locked its agents and budgets), in one round trip.
+MARK_COMPLETED_LOCKED = (
+    """
+WITH targets AS (
+    INSERT INTO action_targets (action_id, target_kind, target_key, before, after)
+    SELECT $1, t.kind, t.key, t.before, t.after
+    FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::jsonb[]) AS t(kind, key, before, after)
+), done AS (
+    UPDATE action_audit_log
+    SET status = 'completed', result = $2, completed_at = clock_timestamp()
+    WHERE action_id = $1 RETURNING *)
+SELECT r.*, head.* FROM done AS r"""
+    + _CHAIN_HEAD_OF
+)
+
 SELECT_BY_KEY = """
 SELECT * FROM action_audit_log
 WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id = $3"""
 
 SELECT_ACTION = "SELECT * FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"
+# Not for an action other rows reference while the chain head is held (see above).
 SELECT_ACTION_FOR_UPDATE = SELECT_ACTION + " FOR UPDATE"
 
 MARK_IN_PROGRESS = """
@@ -189,7 +240,18 @@ async def append_events(
     head = await conn.fetchrow(LOCK_CHAIN_HEAD, workspace_id)
     if head is None:
         raise RuntimeError(f"workspace {workspace_id} has no audit chain head")
-    seq, prev = int(head["last_seq"]), str(head["last_hash"])
+    await append_at_head(conn, workspace_id, head["last_seq"], head["last_hash"], events)
+
+
+async def append_at_head(
+    conn: Conn,
+    workspace_id: uuid.UUID,
+    last_seq: int,
+    last_hash: str,
+    events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
+) -> None:
+    """Append events after a chain head this transaction has already locked."""
+    seq, prev = int(last_seq), str(last_hash)
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
     for action_id, event_type, payload in events:
         seq += 1

@@ -34,3 +34,17 @@ def one(row: asyncpg.Record | None, what: str) -> asyncpg.Record:
     if row is None:
         raise RuntimeError(f"{what}: no row returned")
     return row
+
+
+async def reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset on release, without asyncpg's default round trip.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release (a round trip per pooled statement). Nothing here leaves
+    session state on a pooled connection: settings are transaction-local
+    (``set_config(…, true)``), action locks are released explicitly or the connection is
+    terminated (``lifecycle._unlock``), and LISTEN has its own connection. A connection
+    released inside a transaction (an error mid-way) still gets the full reset.
+    """
+    if conn.is_in_transaction():
+        await conn.reset()

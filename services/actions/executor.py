@@ -42,15 +42,15 @@ class Executor:
                 "params": cmd.params_json,
             }
         )
-        if not cmd.validate_only:
-            existing = await idempotency.find(
-                self._pool, cmd.workspace_id, call.subject, cmd.request_id
-            )
-            if existing is not None:
-                async with self._pool.acquire() as conn:
+        # One connection for the key and the target; not held across the policy call.
+        async with self._pool.acquire() as conn:
+            if not cmd.validate_only:
+                existing = await idempotency.find(
+                    conn, cmd.workspace_id, call.subject, cmd.request_id
+                )
+                if existing is not None:
                     return await idempotency.replay(conn, existing, request_fp)
-
-        target = await targets.look_up(self._pool, cmd.workspace_id, cmd.scope, cmd.target_id)
+            target = await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
         if target is None:
             raise await access.not_found_or_denied(
                 self._policy,
@@ -98,8 +98,7 @@ class Executor:
             changes = await cmd.kind.execute(
                 conn, target, cmd.params, new.action_id, datetime.now(UTC)
             )
-            await lifecycle.insert_targets(conn, new.action_id, changes)
-            return Outcome(cmd.kind.summarize(changes))
+            return Outcome(cmd.kind.summarize(changes), changes=changes)
 
         return await self._tasks.shielded(
             lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())

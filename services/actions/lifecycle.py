@@ -27,9 +27,6 @@ from services.common.status import FleetwardError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LOCK = "SELECT pg_advisory_lock($1)"
-SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
-
 
 @dataclass(frozen=True)
 class NewAction:
@@ -52,7 +49,7 @@ class NewAction:
     rollback_of_action_id: uuid.UUID | None = None
 
     def insert_args(self) -> tuple[Any, ...]:
-        """Arguments $1..$15 of INSERT_PENDING / INSERT_DENIED."""
+        """Arguments $1..$15 of INSERT_PENDING(_LOCKED) / INSERT_DENIED."""
         return (
             self.action_id,
             self.workspace_id,
@@ -105,6 +102,8 @@ class Outcome:
 
     result: dict[str, Any]
     events: list[tuple[uuid.UUID, str, dict[str, Any]]] = field(default_factory=list)
+    # action_targets rows to write with the completed status (one statement with it).
+    changes: Sequence[Change] = ()
 
 
 Effect = Callable[[Conn, asyncpg.Record], Awaitable[Outcome]]
@@ -151,24 +150,46 @@ async def run(
     Raises the original outcome's error on an idempotent repeat, the effect's
     FleetwardError (row ``failed`` with it), or ACTION_EXECUTION_FAILED.
     """
-    key = idempotency.lock_key(new.action_id)
     async with pool.acquire() as conn:
-        await conn.execute(LOCK, key)
-        try:
-            async with conn.transaction():
-                pending = await conn.fetchrow(audit.INSERT_PENDING, *new.insert_args())
-                if pending is not None:
-                    await audit.append_events(conn, new.workspace_id, [audit.event_for(pending)])
-            if pending is None:
-                existing = await idempotency.find(
-                    conn, new.workspace_id, new.subject, new.request_id
-                )
-                if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-                    raise errors.internal("idempotency conflict without a row")
-                return await idempotency.replay(conn, existing, new.fingerprint)
-            return await _finish(conn, new, effect, lock_timeout_ms)
-        finally:
-            await _unlock(conn, key)
+        return await run_on(conn, new, effect, lock_timeout_ms)
+
+
+async def run_on(
+    conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int
+) -> asyncpg.Record:
+    """:func:`run` on a connection the caller holds for the whole action.
+
+    Round trips: the pending transaction is BEGIN, one statement that takes the advisory
+    lock, claims the key and locks the chain head, the events, COMMIT; the final one is
+    BEGIN, in_progress (with lock_timeout), the effect, completed + targets + chain head,
+    the events, COMMIT; then the unlock.
+    """
+    key = idempotency.lock_key(new.action_id)
+    try:
+        async with conn.transaction():
+            pending = await conn.fetchrow(audit.INSERT_PENDING_LOCKED, *new.insert_args(), key)
+            if pending is not None:
+                await _append(conn, new, pending, [audit.event_for(pending)])
+        if pending is None:
+            existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
+            if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+                raise errors.internal("idempotency conflict without a row")
+            return await idempotency.replay(conn, existing, new.fingerprint)
+        return await _finish(conn, new, effect, lock_timeout_ms)
+    finally:
+        await _unlock(conn, key)
+
+
+async def _append(
+    conn: Conn,
+    new: NewAction,
+    locked: asyncpg.Record,
+    events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
+) -> None:
+    """Append events after the chain head ``locked`` carries (``chain_last_*`` columns)."""
+    await audit.append_at_head(
+        conn, new.workspace_id, locked["chain_last_seq"], locked["chain_last_hash"], events
+    )
 
 
 async def _unlock(conn: Conn, key: int) -> None:
@@ -188,16 +209,28 @@ async def _finish(
 ) -> asyncpg.Record:
     try:
         async with conn.transaction():
-            await conn.execute(SET_LOCK_TIMEOUT, f"{lock_timeout_ms}ms")
-            started = one(await conn.fetchrow(audit.MARK_IN_PROGRESS, new.action_id), "start")
-            outcome = await effect(conn, started)
-            done = one(
-                await conn.fetchrow(audit.MARK_COMPLETED, new.action_id, outcome.result), "complete"
+            started = one(
+                await conn.fetchrow(
+                    audit.MARK_IN_PROGRESS_WITH_TIMEOUT, new.action_id, f"{lock_timeout_ms}ms"
+                ),
+                "start",
             )
-            await audit.append_events(
-                conn,
-                new.workspace_id,
-                [audit.event_for(started), *outcome.events, audit.event_for(done)],
+            outcome = await effect(conn, started)
+            changes = outcome.changes
+            done = one(
+                await conn.fetchrow(
+                    audit.MARK_COMPLETED_LOCKED,
+                    new.action_id,
+                    outcome.result,
+                    [c.kind for c in changes],
+                    [c.key for c in changes],
+                    [c.before for c in changes],
+                    [c.after for c in changes],
+                ),
+                "complete",
+            )
+            await _append(
+                conn, new, done, [audit.event_for(started), *outcome.events, audit.event_for(done)]
             )
         ACTION_OUTCOMES.labels(new.action_type, "completed").inc()
         log.info(

@@ -1,8 +1,10 @@
 """The decision point: a ``Decider`` answers one question against one loaded policy.
 
 ``CasbinDecider`` wraps a ``casbin.Enforcer`` that is never modified after it was built
-(reloads build a new one, see ``reload.py``). The ``Decider`` protocol is the seam for a
-faster decision path: anything with ``decide`` can replace the enforcer.
+(reloads build a new one, see ``reload.py``). ``IndexedDecider`` answers the same
+questions from a ``fast_index.DecisionIndex`` built at load time, so a check costs the
+lines that can match it, not the size of the policy; ``make_decider`` picks it whenever
+the model compiles to an index and falls back to plain ``enforce_ex`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from casbin.persist.adapter import Adapter
 from casbin.util.expression import SimpleEval
 
 from services.policy import names
+from services.policy.fast_index import DecisionIndex, Unsupported
 from services.policy.files import PolicyFiles
 from services.policy.validate import PolicyLine
 
@@ -163,6 +166,10 @@ class CasbinDecider:
         """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
         return tuple(sorted(self._enforcer.get_implicit_roles_for_user(subject, workspace)))
 
+    def _enforce(self, subject: str, domain: str, resource: str, action: str) -> tuple[bool, Any]:
+        allowed, rule = self._enforcer.enforce_ex(subject, domain, resource, action)
+        return bool(allowed), rule
+
     def decide(
         self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
     ) -> Decision:
@@ -171,7 +178,7 @@ class CasbinDecider:
             log.debug("subject %r is a role name; denying", subject)
             return Decision(False, Reason.UNKNOWN_WORKSPACE)
         domain = self._domain(workspace)
-        allowed, rule = self._enforcer.enforce_ex(subject, domain, resource, action)
+        allowed, rule = self._enforce(subject, domain, resource, action)
         roles = self.roles(subject, domain)
         rule = [str(v) for v in rule]
         if allowed:
@@ -203,3 +210,44 @@ class CasbinDecider:
         for workspace in [*sorted(self._workspaces), UNLISTED_WORKSPACE]:
             self._enforcer.get_implicit_roles_for_user(subject, workspace)
             self._enforcer.enforce(subject, workspace, "fleet", "actions:read")
+
+
+class IndexedDecider(CasbinDecider):
+    """Decides from a ``DecisionIndex``: the same answers as ``CasbinDecider``, in O(matches).
+
+    The enforcer stays for ``probe`` (the loader's matcher check) and as the reference; no
+    request touches it, so its per-workspace role caches never grow after the load.
+    """
+
+    def __init__(self, enforcer: Any, lines: Iterable[PolicyLine], index: DecisionIndex) -> None:
+        super().__init__(enforcer, lines)
+        self._index = index
+
+    @property
+    def index(self) -> DecisionIndex:
+        """The index this decider answers from."""
+        return self._index
+
+    def _enforce(self, subject: str, domain: str, resource: str, action: str) -> tuple[bool, Any]:
+        return self._index.enforce_ex(subject, domain, resource, action)
+
+    def roles(self, subject: str, workspace: str) -> tuple[str, ...]:
+        """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
+        return tuple(sorted(self._index.implicit_roles(subject, workspace)))
+
+    def warm(self, subject: str) -> None:
+        """Nothing to warm: the index built every role closure the files name."""
+
+
+def make_decider(enforcer: Any, lines: Iterable[PolicyLine]) -> CasbinDecider:
+    """The indexed decider when the model compiles to an index, else plain ``enforce_ex``."""
+    lines = list(lines)
+    try:
+        index = DecisionIndex(enforcer, workspace_matches)
+    except Unsupported as exc:
+        log.info("deciding with plain pycasbin enforce: %s", exc)
+        return CasbinDecider(enforcer, lines)
+    except Exception:  # an index bug must never take the service down: fall back
+        log.exception("the decision index failed to build; deciding with plain enforce")
+        return CasbinDecider(enforcer, lines)
+    return IndexedDecider(enforcer, lines, index)

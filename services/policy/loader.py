@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from services.policy import names
-from services.policy.engine import CasbinDecider, Decider, build_enforcer
+from services.policy.engine import CasbinDecider, Decider, build_enforcer, make_decider
 from services.policy.files import PolicyFiles, PolicyFilesError, read_policy_dir
 from services.policy.policytests import SuiteError, parse_suites, run_cases
 from services.policy.validate import PolicyLine, ValidationResult, validate
@@ -55,7 +55,7 @@ def build_decider(files: PolicyFiles, result: ValidationResult) -> CasbinDecider
         enforcer = build_enforcer(files, result.lines)
     except Exception as exc:
         raise PolicyLoadError(f"{files.model_path}: pycasbin cannot load the model: {exc}") from exc
-    decider = CasbinDecider(enforcer, result.lines)
+    decider = make_decider(enforcer, result.lines)
     probe = _probe_request(result.lines)
     try:
         decider.probe(*probe)

@@ -1,0 +1,282 @@
+"""``python -m bench [--quick]`` (``make bench``): every figure of ARCHITECTURE §11, one run.
+
+Needs DATABASE_URL (``make bench`` runs it under ``services.dev with-db``: embedded
+PostgreSQL unless set). Creates and migrates a scratch database, starts the action
+service and two policy services (50 and 10,000 lines) as separate processes, loads them
+from spawned processes, prints one table and writes ``bench/results.json``. A full run
+(not ``--quick``) then runs the slow-marked equivalence tests (10,000 random requests per
+policy, the indexed decision path against plain pycasbin) and records the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench import floors, policygen, procs, scenarios, seed
+from bench.load import percentile, run_load
+from bench.report import render
+from services.common.tokens import mint_service_token, mint_user_token
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+EQUIVALENCE_TESTS = procs.REPO / "tests" / "policy" / "test_equivalence.py"
+USER = "bench-user"
+WORKSPACES, AGENTS = 16, 64
+
+
+def _sizes(quick: bool) -> dict[str, int]:
+    if quick:
+        return dict(calls=300, load_s=4, audit_rows=100_000, pause_agents=10_000, rounds=1)
+    return dict(calls=2000, load_s=12, audit_rows=1_000_000, pause_agents=10_000, rounds=3)
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _policy_dirs(
+    root: Path,
+) -> tuple[Path, Path, policygen.GeneratedPolicy, policygen.GeneratedPolicy]:
+    small = policygen.generate(rules=50, links=60, seed=11)
+    small = dataclasses.replace(small, lines=(*small.lines, f"g, {USER}, admin, *"))
+    large = policygen.generate(rules=10_000, links=1_000)
+    return (
+        policygen.write_policy_dir(root / "policy50", small),
+        policygen.write_policy_dir(root / "policy10k", large),
+        small,
+        large,
+    )
+
+
+async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
+    """The whole bench; returns the results."""
+    size = _sizes(quick)
+    calls = size["calls"]
+    out: dict[str, Any] = {"quick": quick, "uvloop": uvloop}
+    jwt_secret, service_secret = secrets.token_hex(32), secrets.token_hex(32)
+    user_token = mint_user_token(jwt_secret, USER)
+    service_token = mint_service_token(service_secret, "bench")
+    work = Path(tempfile.mkdtemp(prefix="fleetward-bench-"))
+    dir50, dir10k, small, large = _policy_dirs(work)
+    items50 = scenarios.check_items(small, 5000, seed=1)
+    items10k = scenarios.check_items(large, 5000, seed=2)
+
+    async with procs.scratch_database(os.environ["DATABASE_URL"]) as dsn:
+        _log(f"scratch database ready; logs in {work}")
+        fleet_ws = seed.workspace_ids(1, tag=1)[0]
+        list_ws = seed.workspace_ids(1, tag=2)[0]
+        load_ws = seed.workspace_ids(WORKSPACES, tag=3)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await seed.seed_agents(conn, load_ws, AGENTS, 4)
+            await seed.seed_agents(conn, [fleet_ws], size["pause_agents"], 10)
+            await seed.seed_agents(conn, [list_ws], 1000, 10)
+            begun = time.perf_counter()
+            await seed.seed_audit_rows(conn, list_ws, size["audit_rows"], 1000)
+            _log(f"{size['audit_rows']} audit rows loaded in {time.perf_counter() - begun:.1f} s")
+        finally:
+            await conn.close()
+
+        base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
+        policy_env = {**base, "FLEETWARD_POLICY_ADDR": "127.0.0.1:0", "FLEETWARD_POLICY_WATCH": "0"}
+        with (
+            procs.echo_server() as echo,
+            procs.service(
+                "policy50",
+                "services.policy",
+                {
+                    **policy_env,
+                    "FLEETWARD_POLICY_DIR": str(dir50),
+                    "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions50.jsonl"),
+                },
+                work,
+                uvloop=uvloop,
+            ) as policy50,
+            procs.service(
+                "policy10k",
+                "services.policy",
+                {
+                    **policy_env,
+                    "FLEETWARD_POLICY_DIR": str(dir10k),
+                    "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions10k.jsonl"),
+                },
+                work,
+                uvloop=uvloop,
+            ) as policy10k,
+            procs.service(
+                "actions",
+                "services.actions",
+                {
+                    **base,
+                    "DATABASE_URL": dsn,
+                    "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
+                    "FLEETWARD_POLICY_TARGET": policy50.target,
+                    "FLEETWARD_JWT_SECRET": jwt_secret,
+                },
+                work,
+                uvloop=uvloop,
+            ) as actions,
+        ):
+            _log("services up; floors")
+            echo_ms = await floors.echo_latencies_ms(echo, calls * 2)
+            out["floor_echo_p50_ms"] = percentile(echo_ms, 50)
+            enforcer50 = floors.plain_enforcer(dir50)
+            out["floor_enforce_p50_ms"] = floors.enforce_p50_ms(enforcer50, items50, calls * 2)
+            out["floor_enforce_10k_p50_ms"] = floors.enforce_p50_ms(
+                floors.plain_enforcer(dir10k), items10k, 20 if quick else 60
+            )
+            floor_exec = await floors.execute_floor_ms(echo, dsn, enforcer50, items50, calls)
+            out["floor_execute_p50_ms"] = percentile(floor_exec, 50)
+            echo_load = run_load(
+                "echo", echo, "", [()], in_flight=64, processes=2, duration_s=size["load_s"]
+            )
+            out["floor_echo_per_s"] = echo_load.per_s
+            del enforcer50
+            gc.collect()
+            gc.freeze()  # keep the bench's own GC pauses out of the latencies below
+
+            _log("check")
+            for label, service, items in (("", policy50, items50), ("_10k", policy10k, items10k)):
+                times, allowed = await scenarios.check_latencies_ms(
+                    service.target, service_token, items, calls * 2
+                )
+                out[f"check_p50_ms{label}"] = percentile(times, 50)
+                out[f"check_p99_ms{label or '_50'}"] = percentile(times, 99)
+                out[f"check_allowed_share{label}"] = round(allowed, 3)
+                load = run_load(
+                    "check",
+                    service.target,
+                    service_token,
+                    items,
+                    in_flight=64,
+                    processes=2,
+                    duration_s=size["load_s"],
+                )
+                out[f"check_per_s{label}"] = load.per_s
+                out[f"check_errors{label}"] = load.errors
+
+            _log("execute")
+            times = await scenarios.execute_latencies_ms(
+                actions.target, user_token, load_ws[0], AGENTS, calls
+            )
+            out["execute_p50_ms"] = percentile(times, 50)
+            out["execute_p99_ms"] = percentile(times, 99)
+            spread = [(str(w), f"agent-{a}") for w in load_ws for a in range(AGENTS)]
+            pids = [actions.process.pid, policy50.process.pid]
+            cpu_before = procs.cpu_seconds(pids, include_postgres=True)
+            load = run_load(
+                "execute",
+                actions.target,
+                user_token,
+                spread,
+                in_flight=64,
+                processes=2,
+                duration_s=size["load_s"],
+            )
+            out["execute_per_s"] = load.per_s
+            cpu_after = procs.cpu_seconds(pids, include_postgres=True)
+            for name, key in (
+                ("actions", str(pids[0])),
+                ("policy", str(pids[1])),
+                ("postgres", "postgres"),
+            ):
+                spent = cpu_after[key] - cpu_before[key]
+                out[f"execute_cpu_ms_{name}"] = spent * 1000 / max(1, load.completed)
+            out["execute_load_p50_ms"] = percentile(load.latencies_ms, 50)
+            out["execute_errors"] = load.errors
+            single = [(str(load_ws[1]), f"agent-{a}") for a in range(AGENTS)]
+            load = run_load(
+                "execute",
+                actions.target,
+                user_token,
+                single,
+                in_flight=64,
+                processes=2,
+                duration_s=size["load_s"],
+            )
+            out["execute_per_s_one_workspace"] = load.per_s
+            out["execute_errors_one_workspace"] = load.errors
+
+            _log("list actions")
+            for by, key in (
+                ("target", "list_actions_p99_ms_1m"),
+                ("type", "list_actions_by_type_p99_ms_1m"),
+            ):
+                times = await scenarios.list_actions_latencies_ms(
+                    actions.target, user_token, list_ws, 1000, calls // 4, by
+                )
+                out[key] = percentile(times, 99)
+                out[key.replace("p99", "p50")] = percentile(times, 50)
+                out[f"list_actions_plan_{by}"] = await scenarios.list_actions_plan(dsn, list_ws, by)
+            out["list_actions_rows"] = size["audit_rows"]
+
+            _log("fleet pause")
+            pauses = await scenarios.fleet_pause_s(
+                actions.target, user_token, fleet_ws, size["rounds"]
+            )
+            out["fleet_pause_10k_s"] = sorted(pauses)[len(pauses) // 2]
+
+            out["rss_mb_actions"] = actions.peak_rss_mb()
+            out["rss_mb_policy"] = max(policy50.peak_rss_mb(), policy10k.peak_rss_mb())
+            out["rss_mb_policy_10k"] = policy10k.peak_rss_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench, print the table, write ``bench/results.json``."""
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="CI smoke: < 2 min, smaller sizes")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run both services on uvloop (must be installed)"
+    )
+    parser.add_argument(
+        "--no-equivalence",
+        action="store_true",
+        help="skip the 10,000-request equivalence run that a full bench ends with (~10 min)",
+    )
+    args = parser.parse_args(argv)
+    if not os.environ.get("DATABASE_URL"):
+        print("DATABASE_URL is unset: run `make bench` (embedded PostgreSQL)", file=sys.stderr)
+        return 2
+    begun = time.perf_counter()
+    results = asyncio.run(run(args.quick, args.uvloop))
+    results["bench_seconds"] = round(time.perf_counter() - begun, 1)
+    table, flat = render(results)
+    print(table)
+    RESULTS.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {RESULTS}")
+    if args.quick or args.no_equivalence:
+        return 0
+    passed = _slow_equivalence(flat)
+    RESULTS.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+    return 0 if passed else 1
+
+
+def _slow_equivalence(flat: dict[str, Any]) -> bool:
+    """The slow-marked equivalence tests: 10,000 requests per policy, index vs plain enforce."""
+    _log("equivalence: 10,000 random requests per policy against plain enforce (~10 min)")
+    begun = time.perf_counter()
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow"]
+    done = subprocess.run([*command, str(EQUIVALENCE_TESTS)], cwd=procs.REPO, check=False)
+    flat["equivalence_slow_passed"] = done.returncode == 0
+    flat["equivalence_slow_seconds"] = round(time.perf_counter() - begun, 1)
+    passed = done.returncode == 0
+    print(f"equivalence (10,000 requests per policy): {'passed' if passed else 'FAILED'}")
+    return passed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The bench table: each figure, its floor, the ratio, the target and whether it is met."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# (key, label, unit, floor key or None, target as (kind, bound)): kind "max" = figure ≤
+# bound, "min" = figure ≥ bound, "ratio" = figure / floor ≤ bound.
+ROWS: list[tuple[str, str, str, str | None, tuple[str, float] | None]] = [
+    ("floor_echo_p50_ms", "floor: bare grpc.aio echo p50", "ms", None, None),
+    ("floor_enforce_p50_ms", "floor: pycasbin enforce p50 (50 lines)", "ms", None, None),
+    ("floor_enforce_10k_p50_ms", "pycasbin enforce p50 (10k lines)", "ms", None, None),
+    ("floor_execute_p50_ms", "floor: execute (2 echo+enforce+2 commits) p50", "ms", None, None),
+    ("floor_echo_per_s", "floor: bare echo throughput (64 in flight)", "/s", None, None),
+    ("check_p50_ms", "Check p50 (50 lines + 60 links)", "ms", "floor_echo_p50_ms", ("ratio", 1.3)),
+    ("check_p99_ms_50", "Check p99 (50 lines + 60 links)", "ms", None, None),
+    (
+        "check_per_s",
+        "Check throughput (50 lines, 64 in flight)",
+        "/s",
+        "floor_echo_per_s",
+        ("min", 3000),
+    ),
+    ("check_p50_ms_10k", "Check p50 (10k lines + 1k links)", "ms", "floor_echo_p50_ms", None),
+    ("check_p99_ms_10k", "Check p99 (10k lines + 1k links)", "ms", None, ("max", 2.0)),
+    (
+        "check_per_s_10k",
+        "Check throughput (10k lines, 64 in flight)",
+        "/s",
+        "floor_echo_per_s",
+        ("min", 3000),
+    ),
+    ("execute_p50_ms", "Execute p50 (sequential)", "ms", "floor_execute_p50_ms", ("ratio", 1.5)),
+    ("execute_p99_ms", "Execute p99 (sequential)", "ms", None, None),
+    ("execute_per_s", "Execute throughput (64 in flight, 16 ws)", "/s", None, ("min", 900)),
+    ("execute_load_p50_ms", "Execute p50 under that load", "ms", None, None),
+    ("execute_cpu_ms_actions", "  CPU per Execute under load: action service", "ms", None, None),
+    ("execute_cpu_ms_policy", "  CPU per Execute under load: policy service", "ms", None, None),
+    ("execute_cpu_ms_postgres", "  CPU per Execute under load: postgres (all)", "ms", None, None),
+    ("execute_per_s_one_workspace", "Execute throughput (64 in flight, 1 ws)", "/s", None, None),
+    ("list_actions_p50_ms_1m", "ListActions p50, page by target", "ms", None, None),
+    ("list_actions_p99_ms_1m", "ListActions p99, page by target", "ms", None, ("max", 10.0)),
+    ("list_actions_by_type_p99_ms_1m", "ListActions p99, page by type", "ms", None, ("max", 10.0)),
+    ("fleet_pause_10k_s", "fleet pause of 10,000 agents", "s", None, ("max", 1.0)),
+    ("rss_mb_actions", "peak RSS action service", "MB", None, ("max", 200)),
+    ("rss_mb_policy", "peak RSS policy service (max of both)", "MB", None, ("max", 200)),
+]
+
+
+def _met(value: float, floor: float | None, target: tuple[str, float] | None) -> str:
+    if target is None or math.isnan(value):
+        return ""
+    kind, bound = target
+    if kind == "ratio":
+        ok = floor is not None and value / floor <= bound
+        return f"≤ {bound}x floor: {'met' if ok else 'MISSED'}"
+    ok = value <= bound if kind == "max" else value >= bound
+    sign = "≤" if kind == "max" else "≥"
+    return f"{sign} {bound:g}: {'met' if ok else 'MISSED'}"
+
+
+def render(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The printed table (with the EXPLAIN plans) and the flat JSON (numbers and flags)."""
+    flat = {k: v for k, v in results.items() if isinstance(v, bool | int | float)}
+    for key, _, _, floor_key, _ in ROWS:
+        if floor_key and key in flat and flat.get(floor_key):
+            flat[f"{key}_ratio"] = round(flat[key] / flat[floor_key], 2)
+    flat = {k: round(v, 3) if isinstance(v, float) else v for k, v in flat.items()}
+    lines = [f"{'figure':<48} {'value':>10} {'ratio':>7}  target", "-" * 92]
+    for key, label, unit, floor_key, target in ROWS:
+        value = flat.get(key, float("nan"))
+        ratio = flat.get(f"{key}_ratio")
+        floor = flat.get(floor_key) if floor_key else None
+        ratio_text = f"{ratio:.2f}x" if ratio is not None else ""
+        lines.append(
+            f"{label:<48} {value:>8.2f}{unit:<3}{ratio_text:>6}  {_met(value, floor, target)}"
+        )
+    size = results.get("list_actions_rows", 0)
+    lines.append(
+        f"(ListActions over {size:,} audit rows; quick={results.get('quick')};"
+        f" uvloop={results.get('uvloop')})"
+    )
+    for key in ("list_actions_plan_target", "list_actions_plan_type"):
+        if key in results:
+            lines += ["", f"EXPLAIN ANALYZE ({key.rsplit('_', 1)[1]} filter):", results[key]]
+    return "\n".join(lines), flat
