@@ -7,6 +7,7 @@ answers UNAVAILABLE, and the watcher keeps trying).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -48,10 +49,15 @@ class PolicyServer:
         return loaded
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, stop reloading, let in-flight RPCs finish within ``grace``."""
+        """Report NOT_SERVING, stop reloading, let in-flight RPCs finish within ``grace``.
+
+        Then flush the decision log, so every decision answered so far is written.
+        """
         await common.set_serving(self.health, [SERVICE_NAME], False)
         await self.reloader.stop()
         await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+        if not await asyncio.to_thread(decision_log.flush):
+            log.error("the decision log sink did not take the last lines in time")
 
 
 async def build_server(settings: PolicySettings) -> PolicyServer:
@@ -91,4 +97,7 @@ async def serve(settings: PolicySettings) -> None:
     log.info("policy service listening on port %d", built.port)
     await common.wait_for_termination_signal()
     log.info("shutting down")
-    await built.stop()
+    try:
+        await built.stop()
+    finally:
+        await asyncio.to_thread(decision_log.stop)
