@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import threading
 
 from fleetward.client.cli import exit_codes
 from fleetward.client.cli.context import Context
@@ -77,19 +80,57 @@ def run_agent_get(ctx: Context) -> int:
 
 
 def run_watch(ctx: Context) -> int:
-    """``fleetward watch [--after-seq N]``: events as lines (NDJSON with ``--json``)."""
+    """``fleetward watch [--after-seq N]``: events as lines (NDJSON with ``--json``).
+
+    The stream is read on a daemon thread while the main thread waits for it or for
+    Ctrl-C (SIGINT) / SIGTERM, so a signal is never held up inside gRPC's blocking stream
+    read. On a signal the output is flushed and the process exits at once with 0 (Ctrl-C
+    is how a watch ends), leaving the kernel to close the connection rather than waiting
+    on the stream's teardown.
+    """
     events = ctx.actions().watch_actions(workspace_id=ctx.workspace(), after_seq=ctx.args.after_seq)
-    seen = 0
+    finished, interrupted = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        interrupted.set()
+        finished.set()
+
     with Spinner("watching for events…", stream=ctx.stderr) as spinner:
+
+        def consume() -> None:
+            seen = 0
+            try:
+                for event in events:
+                    seen += 1
+                    spinner.print(
+                        dumps(to_json(event), compact=True) if ctx.json else event_line(event)
+                    )
+                    spinner.update(f"watching… {seen} event(s), last seq {event.seq}")
+            except BaseException as exc:  # re-raised below: the exit code follows its class
+                failure.append(exc)
+            finally:
+                finished.set()
+
+        in_main = threading.current_thread() is threading.main_thread()
+        handlers = (
+            {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            if in_main
+            else {}
+        )
         try:
-            for event in events:
-                seen += 1
-                spinner.print(
-                    dumps(to_json(event), compact=True) if ctx.json else event_line(event)
-                )
-                spinner.update(f"watching… {seen} event(s), last seq {event.seq}")
-        except KeyboardInterrupt:
-            return exit_codes.OK  # Ctrl-C is how a watch ends
+            threading.Thread(target=consume, name="fleetward-watch", daemon=True).start()
+            while not finished.wait(0.2):
+                pass
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    if interrupted.is_set():
+        ctx.stdout.flush()
+        ctx.stderr.flush()
+        os._exit(exit_codes.OK)
+    if failure:
+        raise failure[0]
     return exit_codes.OK
 
 
