@@ -31,6 +31,7 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\b(ActionService|PolicyService)AsyncStub\b", r"\1Stub"),
     (r"\bAsyncTransport\b", "SyncTransport"),
+    (r"\bAsyncClientBase\b", "SyncClientBase"),
     (r"\bAsyncActionsClient\b", "ActionsClient"),
     (r"\bAsyncPolicyClient\b", "PolicyClient"),
     (r"\bAsync client\b", "Blocking client"),

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from types import TracebackType
 
 import grpc
 
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.client import _core
-from fleetward.client._async.transport import AsyncTransport
+from fleetward.client._async.transport import AsyncClientBase
 from fleetward.client._core import Retry
 from fleetward.client.config import ClientConfig
 from fleetward.client.params import ActionParams, ScopeLike
@@ -22,7 +21,7 @@ def _after(
     return actions_pb2.WatchActionsRequest(workspace_id=request.workspace_id, after_seq=event.seq)
 
 
-class AsyncActionsClient:
+class AsyncActionsClient(AsyncClientBase):
     """Async client of ``fleetward.actions.v1.ActionService``.
 
     Methods return the generated messages (``fleetward.actions.v1.actions_pb2``, typed by
@@ -36,7 +35,7 @@ class AsyncActionsClient:
     """
 
     def __init__(self, config: ClientConfig, *, channel: grpc.aio.Channel | None = None) -> None:
-        self._transport = AsyncTransport(config, channel)
+        super().__init__(config, channel=channel)
         self._stubs: actions_pb2_grpc.ActionServiceAsyncStub | None = None
 
     @property
@@ -44,21 +43,6 @@ class AsyncActionsClient:
         if self._stubs is None:
             self._stubs = actions_pb2_grpc.ActionServiceStub(self._transport.channel)
         return self._stubs
-
-    async def __aenter__(self) -> AsyncActionsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel (when the client opened it)."""
-        await self._transport.close()
 
     async def execute(
         self,

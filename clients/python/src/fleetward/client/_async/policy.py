@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 import grpc
 
-from fleetward.client._async.transport import AsyncTransport
+from fleetward.client._async.transport import AsyncClientBase
 from fleetward.client._core import Retry
 from fleetward.client.config import ClientConfig
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 
-class AsyncPolicyClient:
+class AsyncPolicyClient(AsyncClientBase):
     """Async client of ``fleetward.policy.v1.PolicyService``.
 
     Methods return the generated messages (``fleetward.policy.v1.policy_pb2``). Every
@@ -25,7 +24,7 @@ class AsyncPolicyClient:
     """
 
     def __init__(self, config: ClientConfig, *, channel: grpc.aio.Channel | None = None) -> None:
-        self._transport = AsyncTransport(config, channel)
+        super().__init__(config, channel=channel)
         self._stubs: policy_pb2_grpc.PolicyServiceAsyncStub | None = None
 
     @property
@@ -33,21 +32,6 @@ class AsyncPolicyClient:
         if self._stubs is None:
             self._stubs = policy_pb2_grpc.PolicyServiceStub(self._transport.channel)
         return self._stubs
-
-    async def __aenter__(self) -> AsyncPolicyClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the channel (when the client opened it)."""
-        await self._transport.close()
 
     async def check(
         self,

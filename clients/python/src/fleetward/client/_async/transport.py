@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 import grpc
 
@@ -109,3 +110,25 @@ class AsyncTransport:
             if max_reconnects is not None and failures > max_reconnects:
                 raise error or Unavailable("the stream ended and could not be resumed")
             await asyncio.sleep(self.config.retry.backoff(failures, self._rng))
+
+
+class AsyncClientBase:
+    """What every client shares: its transport, the context manager and ``close``."""
+
+    def __init__(self, config: ClientConfig, *, channel: grpc.aio.Channel | None = None) -> None:
+        self._transport = AsyncTransport(config, channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (when the client opened it)."""
+        await self._transport.close()

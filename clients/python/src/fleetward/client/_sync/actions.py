@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from types import TracebackType
 
 import grpc
 
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.client import _core
 from fleetward.client._core import Retry
-from fleetward.client._sync.transport import SyncTransport
+from fleetward.client._sync.transport import SyncClientBase
 from fleetward.client.config import ClientConfig
 from fleetward.client.params import ActionParams, ScopeLike
 
@@ -23,7 +22,7 @@ def _after(
     return actions_pb2.WatchActionsRequest(workspace_id=request.workspace_id, after_seq=event.seq)
 
 
-class ActionsClient:
+class ActionsClient(SyncClientBase):
     """Blocking client of ``fleetward.actions.v1.ActionService``.
 
     Methods return the generated messages (``fleetward.actions.v1.actions_pb2``, typed by
@@ -37,7 +36,7 @@ class ActionsClient:
     """
 
     def __init__(self, config: ClientConfig, *, channel: grpc.Channel | None = None) -> None:
-        self._transport = SyncTransport(config, channel)
+        super().__init__(config, channel=channel)
         self._stubs: actions_pb2_grpc.ActionServiceStub | None = None
 
     @property
@@ -45,21 +44,6 @@ class ActionsClient:
         if self._stubs is None:
             self._stubs = actions_pb2_grpc.ActionServiceStub(self._transport.channel)
         return self._stubs
-
-    def __enter__(self) -> ActionsClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the channel (when the client opened it)."""
-        self._transport.close()
 
     def execute(
         self,

@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 import grpc
 
 from fleetward.client._core import Retry
-from fleetward.client._sync.transport import SyncTransport
+from fleetward.client._sync.transport import SyncClientBase
 from fleetward.client.config import ClientConfig
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 
-class PolicyClient:
+class PolicyClient(SyncClientBase):
     """Blocking client of ``fleetward.policy.v1.PolicyService``.
 
     Methods return the generated messages (``fleetward.policy.v1.policy_pb2``). Every
@@ -26,7 +25,7 @@ class PolicyClient:
     """
 
     def __init__(self, config: ClientConfig, *, channel: grpc.Channel | None = None) -> None:
-        self._transport = SyncTransport(config, channel)
+        super().__init__(config, channel=channel)
         self._stubs: policy_pb2_grpc.PolicyServiceStub | None = None
 
     @property
@@ -34,21 +33,6 @@ class PolicyClient:
         if self._stubs is None:
             self._stubs = policy_pb2_grpc.PolicyServiceStub(self._transport.channel)
         return self._stubs
-
-    def __enter__(self) -> PolicyClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the channel (when the client opened it)."""
-        self._transport.close()
 
     def check(
         self,

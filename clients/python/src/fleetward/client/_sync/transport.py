@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from types import TracebackType
+from typing import Self, TypeVar
 
 import grpc
 
@@ -110,3 +111,25 @@ class SyncTransport:
             if max_reconnects is not None and failures > max_reconnects:
                 raise error or Unavailable("the stream ended and could not be resumed")
             time.sleep(self.config.retry.backoff(failures, self._rng))
+
+
+class SyncClientBase:
+    """What every client shares: its transport, the context manager and ``close``."""
+
+    def __init__(self, config: ClientConfig, *, channel: grpc.Channel | None = None) -> None:
+        self._transport = SyncTransport(config, channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel (when the client opened it)."""
+        self._transport.close()
