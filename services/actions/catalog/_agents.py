@@ -9,10 +9,17 @@ from datetime import datetime
 import asyncpg
 
 from services.actions.audit import iso
-from services.actions.catalog._base import Change, Target
+from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
 
-__all__ = ["apply_status", "iso", "parse_iso", "select_agents", "status_state"]
+__all__ = [
+    "AgentStatusKind",
+    "apply_status",
+    "iso",
+    "parse_iso",
+    "select_agents",
+    "status_state",
+]
 
 # Retired agents are never touched. ORDER BY agent_id is the fixed lock order (§5.4).
 _SELECT = """
@@ -77,3 +84,17 @@ async def apply_status(
         [c.after["status"] for c in agents],
         [parse_iso(c.after.get("paused_until")) for c in agents],
     )
+
+
+class AgentStatusKind(ActionKind):
+    """An action whose changes are agents' status and ``paused_until`` (pause, resume)."""
+
+    async def apply(
+        self,
+        conn: Conn,
+        workspace_id: uuid.UUID,
+        changes: Sequence[Change],
+        action_id: uuid.UUID,
+    ) -> None:
+        """One UPDATE for all agents."""
+        await apply_status(conn, workspace_id, changes, action_id)

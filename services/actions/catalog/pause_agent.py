@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.catalog._agents import apply_status, select_agents, status_state
-from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.catalog._agents import AgentStatusKind, select_agents, status_state
+from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 from services.common.status import FieldViolation
 
@@ -18,7 +16,7 @@ DEFAULT_MINUTES = 30
 MAX_MINUTES = 10080
 
 
-class PauseAgent(ActionKind):
+class PauseAgent(AgentStatusKind):
     """Pause one agent, a department or the fleet, for a while or indefinitely."""
 
     name = "pause_agent"
@@ -84,16 +82,6 @@ class PauseAgent(ActionKind):
             for r in rows
             if r["status"] == "active" or target.scope == "agent"
         ]
-
-    async def apply(
-        self,
-        conn: Conn,
-        workspace_id: uuid.UUID,
-        changes: Sequence[Change],
-        action_id: uuid.UUID,
-    ) -> None:
-        """One UPDATE for all agents."""
-        await apply_status(conn, workspace_id, changes, action_id)
 
 
 ACTION = PauseAgent()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
 from services.actions import errors
-from services.actions.catalog._agents import apply_status, select_agents, status_state
-from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.catalog._agents import AgentStatusKind, select_agents, status_state
+from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 
 
-class ResumeAgent(ActionKind):
+class ResumeAgent(AgentStatusKind):
     """Resume the paused agents of one agent, a department or the fleet."""
 
     name = "resume_agent"
@@ -61,16 +59,6 @@ class ResumeAgent(ActionKind):
             for r in rows
             if r["status"] == "paused"
         ]
-
-    async def apply(
-        self,
-        conn: Conn,
-        workspace_id: uuid.UUID,
-        changes: Sequence[Change],
-        action_id: uuid.UUID,
-    ) -> None:
-        """One UPDATE for all agents."""
-        await apply_status(conn, workspace_id, changes, action_id)
 
 
 ACTION = ResumeAgent()
