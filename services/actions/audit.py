@@ -1,8 +1,11 @@
 """SQL for the audit log and its hash-chained events (ARCHITECTURE §5, §6).
 
-Every transaction that changes an action appends its events with :func:`append_events`,
-which locks the workspace's ``audit_chain_heads`` row last, numbers the events, chains
-their hashes and sends exactly one ``NOTIFY fleetward_events``.
+Every transaction that changes an action appends its events with :func:`append_events`
+(or, on the hot path, the two functions :mod:`services.actions.lifecycle` calls), which
+lock the workspace's ``audit_chain_heads`` row last, number the events, chain their
+hashes and send exactly one ``NOTIFY fleetward_events``. PostgreSQL computes the hashes
+from the canonical documents the service sends (:func:`doc_head`, :func:`doc_tail`): the
+seq is only known under the head's lock, and this saves a round trip per append.
 
 The hashed document of an event is ``{"workspace_id", "seq", "action_id", "event_type",
 "payload", "created_at"}`` (:func:`event_document`); ``hash = sha256(prev_hash ||
@@ -19,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -27,15 +31,6 @@ from services.actions.db import Conn, Row
 
 NOTIFY_CHANNEL = "fleetward_events"
 GENESIS_HASH = "0" * 64
-
-INSERT_PENDING = """
-INSERT INTO action_audit_log (
-    action_id, workspace_id, action_type, scope, target_id, action_params, reason,
-    actor_user_id, actor_role, status, can_rollback, rollback_of_action_id, request_id,
-    request_fingerprint, policy_version, decision_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15)
-ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
-RETURNING *"""
 
 INSERT_DENIED = """
 INSERT INTO action_audit_log (
@@ -48,71 +43,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'denied', $10, $11, $12, $13, $14, $
 ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
 RETURNING *"""
 
-# The hot path (lifecycle.run) folds locks into its statements to save round trips:
-# INSERT_PENDING_LOCKED takes the action's session advisory lock, claims the key and
-# locks the chain head AFTER the row exists (LATERAL on the inserted row), so two
-# claims of one key still queue on the unique index before either touches the head.
-# Its foreign-key checks (KEY SHARE on the workspace and, for a rollback, the original
-# action) run at the END of the statement, after the head is locked: a transaction that
-# holds such a row FOR UPDATE and then wants the head would deadlock with it. Lock
-# referenced audit rows FOR NO KEY UPDATE (as rollback.py does), never FOR UPDATE.
-_CHAIN_HEAD_OF = """
-CROSS JOIN LATERAL (
-    SELECT last_seq AS chain_last_seq, last_hash AS chain_last_hash
-    FROM audit_chain_heads WHERE workspace_id = r.workspace_id FOR UPDATE) AS head"""
-
-INSERT_PENDING_LOCKED = (
-    """
-WITH claimed AS (
-    INSERT INTO action_audit_log (
-        action_id, workspace_id, action_type, scope, target_id, action_params, reason,
-        actor_user_id, actor_role, status, can_rollback, rollback_of_action_id, request_id,
-        request_fingerprint, policy_version, decision_id)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14, $15
-    FROM (SELECT pg_advisory_lock($16)) AS session_lock
-    ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
-    RETURNING *)
-SELECT r.*, head.* FROM claimed AS r"""
-    + _CHAIN_HEAD_OF
-)
-
-# in_progress, with the transaction's lock_timeout set in the same round trip.
-MARK_IN_PROGRESS_WITH_TIMEOUT = """
-UPDATE action_audit_log SET status = 'in_progress', started_at = clock_timestamp()
-FROM (SELECT set_config('lock_timeout', $2, true)) AS timeout
-WHERE action_id = $1 RETURNING action_audit_log.*"""
-
-# completed, its action_targets and the chain head (locked last: the effect has already
-# locked its agents and budgets), in one round trip.
-MARK_COMPLETED_LOCKED = (
-    """
-WITH targets AS (
-    INSERT INTO action_targets (action_id, target_kind, target_key, before, after)
-    SELECT $1, t.kind, t.key, t.before, t.after
-    FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::jsonb[]) AS t(kind, key, before, after)
-), done AS (
-    UPDATE action_audit_log
-    SET status = 'completed', result = $2, completed_at = clock_timestamp()
-    WHERE action_id = $1 RETURNING *)
-SELECT r.*, head.* FROM done AS r"""
-    + _CHAIN_HEAD_OF
-)
-
 SELECT_BY_KEY = """
 SELECT * FROM action_audit_log
 WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id = $3"""
 
 SELECT_ACTION = "SELECT * FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"
-# Not for an action other rows reference while the chain head is held (see above).
-SELECT_ACTION_FOR_UPDATE = SELECT_ACTION + " FOR UPDATE"
-
-MARK_IN_PROGRESS = """
-UPDATE action_audit_log SET status = 'in_progress', started_at = clock_timestamp()
-WHERE action_id = $1 RETURNING *"""
-
-MARK_COMPLETED = """
-UPDATE action_audit_log SET status = 'completed', result = $2, completed_at = clock_timestamp()
-WHERE action_id = $1 RETURNING *"""
 
 # Only a row that is not final yet: a concurrent finisher wins (the trigger would refuse anyway).
 MARK_FAILED = """
@@ -125,11 +60,6 @@ UPDATE action_audit_log
 SET status = 'rolled_back', rollback_action_id = $2, rolled_back_at = clock_timestamp()
 WHERE action_id = $1 RETURNING *"""
 
-INSERT_TARGETS = """
-INSERT INTO action_targets (action_id, target_kind, target_key, before, after)
-SELECT $1, t.kind, t.key, t.before, t.after
-FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::jsonb[]) AS t(kind, key, before, after)"""
-
 SELECT_TARGETS = """
 SELECT target_kind, target_key, before, after FROM action_targets
 WHERE action_id = $1 ORDER BY target_kind, target_key"""
@@ -137,19 +67,9 @@ WHERE action_id = $1 ORDER BY target_kind, target_key"""
 LOCK_CHAIN_HEAD = """
 SELECT last_seq, last_hash FROM audit_chain_heads WHERE workspace_id = $1 FOR UPDATE"""
 
-# Events, the new chain head and the one NOTIFY of the transaction, in one round trip.
-APPEND_EVENTS = """
-WITH appended AS (
-    INSERT INTO action_events
-        (workspace_id, seq, action_id, event_type, payload, created_at, prev_hash, hash)
-    SELECT $1, e.seq, e.action_id, e.event_type, e.payload, e.created_at, e.prev_hash, e.hash
-    FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::jsonb[], $6::timestamptz[],
-                $7::text[], $8::text[])
-         AS e(seq, action_id, event_type, payload, created_at, prev_hash, hash)
-), head AS (
-    UPDATE audit_chain_heads SET last_seq = $9, last_hash = $10 WHERE workspace_id = $1
-)
-SELECT pg_notify($11, $1::text)"""
+# Events, the new chain head and the one NOTIFY of the transaction, in one round trip:
+# PostgreSQL numbers and hashes them (migrations/0003_chain_append_in_database.sql).
+APPEND_EVENTS = "SELECT fleetward_append_events($1, $2, $3, $4, $5, $6, $7, $8)"
 
 SELECT_EVENTS = """
 SELECT seq, action_id, event_type, payload, created_at, prev_hash, hash
@@ -231,39 +151,87 @@ def event_for(row: Row) -> tuple[uuid.UUID, str, dict[str, Any]]:
     return (row["action_id"], f"action.{row['status']}", snapshot(row))
 
 
+def doc_tail(workspace_id: uuid.UUID) -> bytes:
+    """The canonical document's bytes after its ``seq``: ``,"workspace_id":"…"}``."""
+    return b',"workspace_id":' + canonical(str(workspace_id)) + b"}"
+
+
+def doc_head(action_id: uuid.UUID, event_type: str, payload: Any, created_at: datetime) -> bytes:
+    """The canonical document's bytes before its ``seq`` value, ending in ``"seq":``.
+
+    Keys sort ``action_id < created_at < event_type < payload < seq < workspace_id``, so
+    ``doc_head + str(seq) + doc_tail`` is exactly :func:`canonical` of
+    :func:`event_document`; PostgreSQL appends the seq it assigns under the chain lock.
+    """
+    body = canonical(
+        {
+            "action_id": str(action_id),
+            "created_at": iso(created_at),
+            "event_type": event_type,
+            "payload": payload,
+        }
+    )
+    return body[:-1] + b',"seq":'
+
+
+def append_args(
+    workspace_id: uuid.UUID,
+    events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
+    created_at: datetime,
+) -> tuple[Any, ...]:
+    """Arguments 2..8 of ``fleetward_append_events`` (after the workspace id)."""
+    return (
+        [e[0] for e in events],
+        [e[1] for e in events],
+        [e[2] for e in events],
+        [created_at] * len(events),
+        [doc_head(a, t, p, created_at) for a, t, p in events],
+        doc_tail(workspace_id),
+        NOTIFY_CHANNEL,
+    )
+
+
 async def append_events(
     conn: Conn,
     workspace_id: uuid.UUID,
     events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
 ) -> None:
-    """Append events to the workspace chain; call last in the transaction (head locked last)."""
-    head = await conn.fetchrow(LOCK_CHAIN_HEAD, workspace_id)
-    if head is None:
-        raise RuntimeError(f"workspace {workspace_id} has no audit chain head")
-    await append_at_head(conn, workspace_id, head["last_seq"], head["last_hash"], events)
+    """Append events to the workspace chain; call last in the transaction (head locked last).
+
+    One round trip: ``fleetward_append_events`` locks the head, numbers the events,
+    hashes them (``sha256(prev_hash || canonical(event))`` from the pieces sent here),
+    inserts them, moves the head and sends the transaction's one NOTIFY.
+    """
+    await conn.execute(
+        APPEND_EVENTS, workspace_id, *append_args(workspace_id, events, datetime.now(UTC))
+    )
 
 
-async def append_at_head(
-    conn: Conn,
-    workspace_id: uuid.UUID,
-    last_seq: int,
-    last_hash: str,
-    events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
-) -> None:
-    """Append events after a chain head this transaction has already locked."""
-    seq, prev = int(last_seq), str(last_hash)
-    cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-    for action_id, event_type, payload in events:
-        seq += 1
-        created_at = datetime.now(UTC)
-        doc = event_document(workspace_id, seq, action_id, event_type, payload, created_at)
-        digest = event_hash(prev, doc)
-        for col, value in zip(
-            cols, (seq, action_id, event_type, payload, created_at, prev, digest), strict=True
-        ):
-            col.append(value)
-        prev = digest
-    await conn.execute(APPEND_EVENTS, workspace_id, *cols, seq, prev, NOTIFY_CHANNEL)
+def jsonb_value(value: Any) -> Any:
+    """``value`` as it reads back from a ``jsonb`` column (what the hash must cover).
+
+    Events are hashed before PostgreSQL stores them, and ``audit verify`` rehashes what it
+    reads back, so a payload must already be in jsonb's form: jsonb keeps numbers as
+    ``numeric`` and prints them without an exponent (``1e+16`` reads back as the integer
+    ``10000000000000000``, ``-0.0`` as ``0.0``). Everything else round-trips unchanged.
+    """
+    if isinstance(value, float):
+        return _jsonb_number(value)
+    if isinstance(value, dict):
+        return {k: jsonb_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonb_value(v) for v in value]
+    return value
+
+
+def _jsonb_number(value: float) -> Any:
+    text = json.dumps(value)
+    if "e" not in text and "E" not in text and text != "-0.0":
+        return value
+    plain = format(Decimal(text), "f")
+    if plain.startswith("-") and Decimal(plain) == 0:
+        plain = plain[1:]
+    return json.loads(plain)
 
 
 @dataclass(frozen=True)

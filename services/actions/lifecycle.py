@@ -10,10 +10,12 @@ the row ``failed``. Callers run it shielded from cancellation (:class:`TaskSet`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,6 +28,16 @@ from services.common.status import FleetwardError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# migrations/0003_chain_append_in_database.sql: the claim (lock key, NewAction.insert_args,
+# created_at, the pending event's payload and canonical head, doc tail, channel) and the
+# completion (action, started/completed at, result, targets, then audit.append_args).
+CLAIM = "SELECT * FROM fleetward_claim_action({})".format(", ".join(f"${i}" for i in range(1, 22)))
+COMPLETE = "SELECT * FROM fleetward_complete_action({})".format(
+    ", ".join(f"${i}" for i in range(1, 16))
+)
+# One simple-query round trip; the key is an int, formatted into the text.
+COMMIT_AND_UNLOCK = "COMMIT; SELECT pg_advisory_unlock({key})"
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class NewAction:
     rollback_of_action_id: uuid.UUID | None = None
 
     def insert_args(self) -> tuple[Any, ...]:
-        """Arguments $1..$15 of INSERT_PENDING(_LOCKED) / INSERT_DENIED."""
+        """Arguments $1..$15 of INSERT_DENIED, $2..$16 of CLAIM."""
         return (
             self.action_id,
             self.workspace_id,
@@ -68,32 +80,38 @@ class NewAction:
             self.decision_id,
         )
 
-    def preview(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The row as it would be recorded (validate_only): nothing is written."""
+    def row(self, status: str, created_at: datetime | None) -> dict[str, Any]:
+        """The audit row as recorded with ``status`` (before any later update)."""
         return {
-            "action_id": None,
+            "action_id": self.action_id,
             "workspace_id": self.workspace_id,
             "action_type": self.action_type,
             "scope": self.scope,
             "target_id": self.target_id,
-            "action_params": self.params,
+            "action_params": audit.jsonb_value(self.params),
             "reason": self.reason,
             "actor_user_id": self.subject,
             "actor_role": ",".join(self.roles),
-            "status": "pending",
-            "result": result,
+            "status": status,
+            "result": None,
             "error_message": None,
+            "error_details": None,
             "can_rollback": self.can_rollback,
             "rollback_action_id": None,
             "rollback_of_action_id": self.rollback_of_action_id,
+            "request_id": self.request_id,
+            "request_fingerprint": self.fingerprint,
             "policy_version": self.policy_version,
             "decision_id": self.decision_id,
-            "request_id": self.request_id,
-            "created_at": None,
+            "created_at": created_at,
             "started_at": None,
             "completed_at": None,
             "rolled_back_at": None,
         }
+
+    def preview(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The row as it would be recorded (validate_only): nothing is written."""
+        return {**self.row("pending", None), "action_id": None, "result": result}
 
 
 @dataclass
@@ -107,20 +125,6 @@ class Outcome:
 
 
 Effect = Callable[[Conn, asyncpg.Record], Awaitable[Outcome]]
-
-
-async def insert_targets(conn: Conn, action_id: uuid.UUID, changes: Sequence[Change]) -> None:
-    """All before/after rows of an action in one statement."""
-    if not changes:
-        return
-    await conn.execute(
-        audit.INSERT_TARGETS,
-        action_id,
-        [c.kind for c in changes],
-        [c.key for c in changes],
-        [c.before for c in changes],
-        [c.after for c in changes],
-    )
 
 
 async def record_denied(
@@ -157,39 +161,32 @@ async def run(
 async def run_on(
     conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int
 ) -> asyncpg.Record:
-    """:func:`run` on a connection the caller holds for the whole action.
-
-    Round trips: the pending transaction is BEGIN, one statement that takes the advisory
-    lock, claims the key and locks the chain head, the events, COMMIT; the final one is
-    BEGIN, in_progress (with lock_timeout), the effect, completed + targets + chain head,
-    the events, COMMIT; then the unlock.
-    """
+    """:func:`run` on a connection the caller holds for the whole action."""
     key = idempotency.lock_key(new.action_id)
+    unlocked = False
     try:
-        async with conn.transaction():
-            pending = await conn.fetchrow(audit.INSERT_PENDING_LOCKED, *new.insert_args(), key)
-            if pending is not None:
-                await _append(conn, new, pending, [audit.event_for(pending)])
+        created_at = datetime.now(UTC)
+        event = audit.event_for(new.row("pending", created_at))
+        pending = await conn.fetchrow(
+            CLAIM,
+            key,
+            *new.insert_args(),
+            created_at,
+            event[2],
+            audit.doc_head(*event, created_at),
+            audit.doc_tail(new.workspace_id),
+            audit.NOTIFY_CHANNEL,
+        )
         if pending is None:
             existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
             if existing is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise errors.internal("idempotency conflict without a row")
             return await idempotency.replay(conn, existing, new.fingerprint)
-        return await _finish(conn, new, effect, lock_timeout_ms)
+        done, unlocked = await _finish(conn, new, pending, effect, lock_timeout_ms, key)
+        return done
     finally:
-        await _unlock(conn, key)
-
-
-async def _append(
-    conn: Conn,
-    new: NewAction,
-    locked: asyncpg.Record,
-    events: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
-) -> None:
-    """Append events after the chain head ``locked`` carries (``chain_last_*`` columns)."""
-    await audit.append_at_head(
-        conn, new.workspace_id, locked["chain_last_seq"], locked["chain_last_hash"], events
-    )
+        if not unlocked:
+            await _unlock(conn, key)
 
 
 async def _unlock(conn: Conn, key: int) -> None:
@@ -204,34 +201,61 @@ async def _unlock(conn: Conn, key: int) -> None:
         conn.terminate()
 
 
-async def _finish(
-    conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int
-) -> asyncpg.Record:
+@contextlib.asynccontextmanager
+async def _transaction(conn: Conn, lock_timeout_ms: int) -> AsyncIterator[None]:
+    """``BEGIN`` with the deadline's ``lock_timeout`` in one round trip; ROLLBACK on error.
+
+    The body ends it itself with :data:`COMMIT_AND_UNLOCK` (one round trip for both).
+    """
+    await conn.execute(f"BEGIN; SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'")
     try:
-        async with conn.transaction():
-            started = one(
-                await conn.fetchrow(
-                    audit.MARK_IN_PROGRESS_WITH_TIMEOUT, new.action_id, f"{lock_timeout_ms}ms"
-                ),
-                "start",
-            )
-            outcome = await effect(conn, started)
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            try:
+                await conn.execute("ROLLBACK")
+            except Exception:
+                log.warning("rollback failed; closing the connection", exc_info=True)
+                conn.terminate()
+        raise
+
+
+async def _finish(
+    conn: Conn,
+    new: NewAction,
+    pending: asyncpg.Record,
+    effect: Effect,
+    lock_timeout_ms: int,
+    key: int,
+) -> tuple[asyncpg.Record, bool]:
+    """Run the effect and complete the row; the final row and whether the lock is released."""
+    try:
+        async with _transaction(conn, lock_timeout_ms):
+            started_at = datetime.now(UTC)
+            outcome = await effect(conn, pending)
+            completed_at = datetime.now(UTC)
+            result = audit.jsonb_value(outcome.result)
+            started = {**dict(pending), "status": "in_progress", "started_at": started_at}
+            final = {**started, "status": "completed", "result": result}
+            final["completed_at"] = completed_at
+            events = [audit.event_for(started), *outcome.events, audit.event_for(final)]
             changes = outcome.changes
             done = one(
                 await conn.fetchrow(
-                    audit.MARK_COMPLETED_LOCKED,
+                    COMPLETE,
                     new.action_id,
-                    outcome.result,
+                    started_at,
+                    completed_at,
+                    result,
                     [c.kind for c in changes],
                     [c.key for c in changes],
                     [c.before for c in changes],
                     [c.after for c in changes],
+                    *audit.append_args(new.workspace_id, events, completed_at),
                 ),
                 "complete",
             )
-            await _append(
-                conn, new, done, [audit.event_for(started), *outcome.events, audit.event_for(done)]
-            )
+            await conn.execute(COMMIT_AND_UNLOCK.format(key=int(key)))
         ACTION_OUTCOMES.labels(new.action_type, "completed").inc()
         log.info(
             "action %s completed",
@@ -245,7 +269,7 @@ async def _finish(
                 "event": "action.completed",
             },
         )
-        return done
+        return done, True
     except FleetwardError as err:
         await _fail(conn, new, err.message, err)
         raise

@@ -28,8 +28,8 @@ SELECT scope || ':' || target_id AS key, last_action_id, '' AS status FROM budge
 WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
 ORDER BY scope, target_id FOR UPDATE"""
 # NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
-# block the foreign-key checks (KEY SHARE) of other rows that reference the original
-# (another rollback's pending row), which may hold the chain head meanwhile: deadlock.
+# block the foreign-key checks (KEY SHARE) of rows that reference the original (another
+# rollback's pending row, the events of either), which need not wait for this one.
 LOCK_ORIGINAL = audit.SELECT_ACTION + " FOR NO KEY UPDATE"
 SELECT_AGENT_OWNERS = LOCK_AGENTS.replace(" FOR UPDATE", "")
 SELECT_BUDGET_OWNERS = LOCK_BUDGETS.replace(" FOR UPDATE", "")
@@ -209,11 +209,12 @@ def _effect(new: NewAction, kind: ActionKind, cmd: RollbackCommand) -> lifecycle
         if locked.superseded and not cmd.skip_superseded:
             raise errors.superseded(str(cmd.action_id), locked.superseded)
         await kind.rollback(conn, cmd.workspace_id, locked.restore, new.action_id)
-        await lifecycle.insert_targets(conn, new.action_id, _undo(locked.restore))
         rolled = one(
             await conn.fetchrow(audit.MARK_ROLLED_BACK, cmd.action_id, new.action_id), "rolled back"
         )
-        return Outcome(summarize(kind, locked), [audit.event_for(rolled)])
+        return Outcome(
+            summarize(kind, locked), [audit.event_for(rolled)], changes=_undo(locked.restore)
+        )
 
     return effect
 

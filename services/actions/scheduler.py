@@ -142,8 +142,7 @@ async def _resume_one(
                 for r in rows
             ]
             await apply_status(conn, workspace_id, changes, new.action_id)
-            await lifecycle.insert_targets(conn, new.action_id, changes)
-            return Outcome(agent_result(changes))
+            return Outcome(agent_result(changes), changes=changes)
 
         # Shielded: a shutdown that cancels the job never leaves the action half-handled.
         done = await asyncio.shield(lifecycle.run(pool, new, effect, LOCK_TIMEOUT_MS))
