@@ -15,7 +15,9 @@ import grpc
 METHOD = "/bench.Echo/Echo"
 
 
-def _echo(request: bytes, context: Any) -> bytes:
+async def _echo(request: bytes, context: Any) -> bytes:
+    # A coroutine, as our servicers are: grpc.aio runs a plain function handler in a
+    # thread pool, which would add ~0.15 ms to every floor round trip.
     return request
 
 

@@ -6,7 +6,7 @@ import grpc
 
 from services.actions.settings import ActionSettings
 from services.common.status import unauthenticated
-from services.common.tokens import Principal, UserTokenVerifier, bearer_token
+from services.common.tokens import Principal, UserTokenVerifier, VerifiedTokens, bearer_token
 
 MAX_SUBJECT = 256
 
@@ -15,7 +15,7 @@ class Authenticator:
     """Turns a call's metadata into a :class:`Principal` or raises UNAUTHENTICATED."""
 
     def __init__(self, verifier: UserTokenVerifier) -> None:
-        self._verifier = verifier
+        self._verifier = VerifiedTokens(verifier.verify)
 
     @classmethod
     def from_settings(cls, settings: ActionSettings) -> Authenticator:

@@ -42,15 +42,16 @@ class Executor:
                 "params": cmd.params_json,
             }
         )
-        # One connection for the key and the target; not held across the policy call.
+        # One statement for the key and the target; not held across the policy call.
         async with self._pool.acquire() as conn:
-            if not cmd.validate_only:
-                existing = await idempotency.find(
-                    conn, cmd.workspace_id, call.subject, cmd.request_id
+            if cmd.validate_only:
+                target = await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
+            else:
+                existing, target = await targets.look_up_keyed(
+                    conn, cmd.workspace_id, cmd.scope, cmd.target_id, call.subject, cmd.request_id
                 )
                 if existing is not None:
                     return await idempotency.replay(conn, existing, request_fp)
-            target = await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
         if target is None:
             raise await access.not_found_or_denied(
                 self._policy,

@@ -9,7 +9,7 @@ user-token key can never mint a service identity.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +141,30 @@ class ServiceTokenVerifier:
         if not isinstance(subject, str) or not subject.startswith(SERVICE_PREFIX):
             raise unauthenticated("service tokens must have subject svc:<name>")
         return Principal(subject=subject, claims=claims)
+
+
+class VerifiedTokens:
+    """Remembers verified tokens until their ``exp`` (bounded; cleared when full).
+
+    Callers reuse one token for many calls, and checking a signature costs more than
+    the rest of a policy Check. A token is remembered only after it verified, so a
+    forged or expired token is checked (and refused) every time.
+    """
+
+    def __init__(self, verify: Callable[[str], Principal], *, size: int = 1024) -> None:
+        self._verify = verify
+        self._size = size
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    def verify(self, token: str) -> Principal:
+        """The principal of ``token``, or UNAUTHENTICATED from the wrapped verifier."""
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > time.time():
+            return cached[0]
+        principal = self._verify(token)
+        exp = principal.claims.get("exp")
+        if isinstance(exp, (int, float)):
+            if len(self._verified) >= self._size:
+                self._verified.clear()
+            self._verified[token] = (principal, float(exp))
+        return principal

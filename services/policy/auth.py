@@ -8,15 +8,12 @@ with a forged ``svc:`` subject, fails the signature check: the secrets differ.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
 
 from services.common.status import unauthenticated
-from services.common.tokens import ServiceTokenVerifier, bearer_token
-
-_CACHE_SIZE = 1024
+from services.common.tokens import ServiceTokenVerifier, VerifiedTokens, bearer_token
 
 
 def _has_authorization(metadata: Any) -> bool:
@@ -50,23 +47,11 @@ class CallerAuthenticator:
                 "FLEETWARD_TLS_CLIENT_CA to authenticate its callers"
             )
         self._verifier = (
-            ServiceTokenVerifier(secret=service_jwt_secret) if service_jwt_secret else None
+            VerifiedTokens(ServiceTokenVerifier(secret=service_jwt_secret).verify)
+            if service_jwt_secret
+            else None
         )
         self._mtls = mtls
-        # token -> (subject, exp): services reuse one token for many calls, and checking
-        # an HS256 signature costs more than the rest of a Check but the decision.
-        self._verified: dict[str, tuple[str, float]] = {}
-
-    def _verify(self, token: str) -> str:
-        assert self._verifier is not None
-        cached = self._verified.get(token)
-        if cached is not None and cached[1] > time.time():
-            return cached[0]
-        principal = self._verifier.verify(token)  # raises UNAUTHENTICATED
-        if len(self._verified) >= _CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (principal.subject, float(principal.claims["exp"]))
-        return principal.subject
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """Return the caller's name or raise UNAUTHENTICATED (a ``FleetwardError``)."""
@@ -74,7 +59,7 @@ class CallerAuthenticator:
         if _has_authorization(metadata) or not self._mtls:
             if self._verifier is None:
                 raise unauthenticated("this policy service accepts mTLS client certificates only")
-            return self._verify(bearer_token(metadata))
+            return self._verifier.verify(bearer_token(metadata)).subject
         name = _peer_certificate_name(context)
         if name is None:
             raise unauthenticated("a service token or a client certificate is required")

@@ -135,3 +135,9 @@ async def test_database_hashes_equal_python_hashes(
         await tx.rollback()
     finally:
         await conn.close()
+
+
+@QUICK
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
+def test_iso_is_the_canonical_timestamp_form(value: datetime) -> None:
+    assert audit.iso(value) == value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
