@@ -86,6 +86,7 @@ class Reads:
         await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
 
     async def _require_workspace(self, workspace_id: uuid.UUID) -> None:
+        """NOT_FOUND for an unknown workspace (asked only when a list came back empty)."""
         if await targets.look_up(self._pool, workspace_id, "fleet", "") is None:
             raise errors.not_found("workspace", str(workspace_id))
 
@@ -133,7 +134,6 @@ class Reads:
         }
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
-        await self._require_workspace(workspace_id)
         try:
             cursor_at = None if cursor is None else datetime.fromisoformat(str(cursor[0]))
             cursor_id = None if cursor is None else uuid.UUID(str(cursor[1]))
@@ -152,6 +152,8 @@ class Reads:
             cursor_id,
             size + 1,
         )
+        if not rows:
+            await self._require_workspace(workspace_id)  # an empty page, or no such workspace
         token = ""
         if len(rows) > size:
             last = rows[size - 1]
@@ -191,10 +193,11 @@ class Reads:
         }
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
-        await self._require_workspace(workspace_id)
         after = None if cursor is None or not cursor else str(cursor[0])
         rows = await self._pool.fetch(
             LIST_AGENTS, workspace_id, request.department_id or None, status, after, size + 1
         )
+        if not rows:
+            await self._require_workspace(workspace_id)  # an empty page, or no such workspace
         token = paging.encode(filters, [rows[size - 1]["agent_id"]]) if len(rows) > size else ""
         return Page(list(rows[:size]), token)
