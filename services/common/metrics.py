@@ -29,7 +29,23 @@ def start_metrics_server(port: int) -> int:
     return port
 
 
+_CHILDREN: dict[Any, dict[tuple[str, ...], Any]] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: label sets here are few and fixed.
+
+    ``labels()`` takes a lock and builds its key on every call; on the Check path that
+    was a tenth of the handler's Python time.
+    """
+    children = _CHILDREN.setdefault(metric, {})
+    found = children.get(labels)
+    if found is None:
+        found = children[labels] = metric.labels(*labels)
+    return found
+
+
 def record_rpc(method: str, _request: Any, context: Context, start: float, failed: bool) -> None:
     """Observer for :class:`ObservingInterceptor`: count the RPC and observe its latency."""
-    RPC_LATENCY.labels(method).observe(time.perf_counter() - start)
-    RPC_REQUESTS.labels(method, status_code(context, failed)).inc()
+    child(RPC_LATENCY, method).observe(time.perf_counter() - start)
+    child(RPC_REQUESTS, method, status_code(context, failed)).inc()

@@ -47,8 +47,14 @@ def casbin_glob(pattern: str) -> Callable[[str], bool]:
     converted = "/".join(parts)
     if converted.endswith("/**"):
         converted = "{" + converted[:-3] + "," + converted + "}"
-    matcher: Callable[[str], bool] = wcglob.compile(converted, flags=_GLOB_FLAGS).match
-    return matcher
+    # wcmatch's own matcher wraps each call in a match object that also serves real
+    # file systems; its translation, compiled here once, answers the same for a string.
+    include, exclude = wcglob.translate(converted, flags=_GLOB_FLAGS)
+    included = re.compile("|".join(f"(?:{p})" for p in include)).fullmatch
+    if not exclude:
+        return lambda value: included(value) is not None
+    excluded = re.compile("|".join(f"(?:{p})" for p in exclude)).fullmatch
+    return lambda value: included(value) is not None and excluded(value) is None
 
 
 def _prefix_test(prefix: str) -> Callable[[str], bool]:

@@ -41,6 +41,7 @@ def is_resource(path: str) -> bool:
     return RESOURCE_PATTERN.fullmatch(path) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_workspace(value: str) -> str | None:
     """The canonical (lowercase, hyphenated) UUID, or None when ``value`` is not one."""
     if not _UUID_PATTERN.fullmatch(value):

@@ -3,6 +3,7 @@ become ``BadRequest`` field violations (INVALID_ARGUMENT), never a silent deny."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fleetward.policy.v1 import policy_pb2
@@ -12,6 +13,7 @@ from services.policy import names
 
 MAX_BATCH = 100
 MAX_SUBJECT = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ def _subject_problem(subject: str) -> str | None:
         return "required"
     if len(subject) > MAX_SUBJECT:
         return f"at most {MAX_SUBJECT} characters"
-    if subject != subject.strip() or any(ord(c) < 32 or ord(c) == 127 for c in subject):
+    if subject != subject.strip() or _CONTROL.search(subject):
         return "must not contain control characters or surrounding whitespace"
     return None
 

@@ -14,6 +14,7 @@ import grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 from google.protobuf import timestamp_pb2
 
+from services.common.metrics import child
 from services.common.status import FleetwardError, invalid_argument
 from services.policy import decision_log, metrics
 from services.policy.auth import CallerAuthenticator
@@ -73,8 +74,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         latency_us = int((time.perf_counter() - start) * 1e6)
         decision_id = str(uuid.uuid4())
-        metrics.DECISIONS.labels(
-            "allow" if decision.allowed else "deny", decision.reason.value
+        child(
+            metrics.DECISIONS, "allow" if decision.allowed else "deny", decision.reason.value
         ).inc()
         decision_log.record(
             decision_id=decision_id,
