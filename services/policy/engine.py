@@ -55,6 +55,8 @@ class Decision:
 
 
 EVALUATION_ERROR = Decision(False, Reason.EVALUATION_ERROR)
+# Answers each decider (one policy version) remembers; about 5 MB at most.
+DECISION_CACHE_SIZE = 8192
 UNLISTED_WORKSPACE = ""
 
 
@@ -154,6 +156,10 @@ class CasbinDecider:
             for line in lines
             if line.ptype in ("p", "g")
         ) - {names.ANY_WORKSPACE}
+        # Answers already given by this decider, i.e. by this policy version: a reload
+        # builds a new decider, so the cache is invalidated by construction. Bounded:
+        # emptied when full. The action service asks the same questions over and over.
+        self._answers: dict[tuple[str, str, str, str, bool], Decision] = {}
 
     def _domain(self, workspace: str) -> str:
         return workspace if workspace in self._workspaces else UNLISTED_WORKSPACE
@@ -173,7 +179,19 @@ class CasbinDecider:
     def decide(
         self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
     ) -> Decision:
-        """Decide one request; raises on an evaluation error."""
+        """Decide one request (remembered per policy version); raises on an evaluation error."""
+        key = (subject, workspace, action, resource, explain)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._decide(subject, workspace, action, resource, explain=explain)
+            if len(self._answers) >= DECISION_CACHE_SIZE:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    def _decide(
+        self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
+    ) -> Decision:
         if subject in self._role_names:
             log.debug("subject %r is a role name; denying", subject)
             return Decision(False, Reason.UNKNOWN_WORKSPACE)
