@@ -27,8 +27,8 @@ from services.actions.settings import ActionSettings
 from services.common import logs
 from services.common import server as common
 from services.common.accesslog import log_rpc
-from services.common.interceptor import ObservingInterceptor
 from services.common.metrics import record_rpc, start_metrics_server
+from services.common.observe import observed
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,12 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         Reads(pool, policy),
         watcher,
     )
-    server = common.new_server([ObservingInterceptor([record_rpc, log_rpc])])
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(servicer, server)
-    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
+    server = common.new_server()
+    observers = (record_rpc, log_rpc)
+    actions_pb2_grpc.add_ActionServiceServicer_to_server(
+        observed(servicer, SERVICE_NAME, observers), server
+    )
+    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
     jobs = [
         PeriodicJob("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),

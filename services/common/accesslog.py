@@ -11,14 +11,14 @@ import logging
 import time
 from typing import Any
 
-from services.common.interceptor import Context, status_code
+from services.common.observe import Context, status_code
 
 log = logging.getLogger("fleetward.access")
 QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
 def log_rpc(method: str, request: Any, context: Context, start: float, failed: bool) -> None:
-    """Observer for :class:`ObservingInterceptor`: one JSON access line per finished RPC."""
+    """Observer for :func:`~services.common.observe.observed`: one JSON line per finished RPC."""
     level = logging.DEBUG if method.startswith(QUIET_PREFIXES) else logging.INFO
     if not log.isEnabledFor(level):
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import prometheus_client
 
-from services.common.interceptor import Context, status_code
+from services.common.observe import Context, status_code
 
 RPC_REQUESTS = prometheus_client.Counter(
     "fleetward_rpc_requests_total",
@@ -46,6 +46,6 @@ def child(metric: Any, *labels: str) -> Any:
 
 
 def record_rpc(method: str, _request: Any, context: Context, start: float, failed: bool) -> None:
-    """Observer for :class:`ObservingInterceptor`: count the RPC and observe its latency."""
+    """Observer for :func:`~services.common.observe.observed`: count it, observe its latency."""
     child(RPC_LATENCY, method).observe(time.perf_counter() - start)
     child(RPC_REQUESTS, method, status_code(context, failed)).inc()

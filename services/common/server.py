@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common import reflection
+from services.common.observe import Observer, observed
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,23 @@ class TlsConfig:
         )
 
 
-def new_server(
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-) -> grpc.aio.Server:
-    """An unstarted ``grpc.aio`` server with Fleetward's options."""
-    return grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+def new_server() -> grpc.aio.Server:
+    """An unstarted ``grpc.aio`` server with Fleetward's options (no interceptors: see
+    :mod:`services.common.observe`)."""
+    return grpc.aio.server(options=SERVER_OPTIONS)
 
 
 def add_health_and_reflection(
-    server: grpc.aio.Server, service_names: Sequence[str]
+    server: grpc.aio.Server, service_names: Sequence[str], observers: Sequence[Observer] = ()
 ) -> health.aio.HealthServicer:
-    """Register grpc.health.v1 (every service starts NOT_SERVING) and server reflection."""
+    """Register grpc.health.v1 (every service starts NOT_SERVING) and server reflection.
+
+    Health RPCs report to ``observers``; reflection (a bidirectional stream) does not.
+    """
     servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        observed(servicer, health.SERVICE_NAME, observers), server
+    )
     reflection.enable(server, [*service_names, health.SERVICE_NAME])
     return servicer
 

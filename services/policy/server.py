@@ -17,8 +17,8 @@ from grpc_health.v1 import health
 
 from services.common import logs
 from services.common import server as common
-from services.common.interceptor import ObservingInterceptor
 from services.common.metrics import record_rpc, start_metrics_server
+from services.common.observe import observed
 from services.policy import decision_log
 from services.policy.auth import CallerAuthenticator
 from services.policy.loader import PolicySnapshot
@@ -68,8 +68,8 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
     """
     mtls = settings.tls is not None and settings.tls.client_ca_file is not None
     authenticator = CallerAuthenticator(service_jwt_secret=settings.service_jwt_secret, mtls=mtls)
-    server = common.new_server([ObservingInterceptor([record_rpc])])
-    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME])
+    server = common.new_server()
+    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], [record_rpc])
     await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load
 
     async def on_loaded(snapshot: PolicySnapshot) -> None:
@@ -79,7 +79,8 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
         settings.policy_dir, debounce_ms=settings.reload_debounce_ms, on_loaded=on_loaded
     )
     policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-        PolicyServicer(reloader.state, authenticator), server
+        observed(PolicyServicer(reloader.state, authenticator), SERVICE_NAME, [record_rpc]),
+        server,
     )
     port = common.bind(server, settings.listen_addr, settings.tls)
     return PolicyServer(server, health_servicer, port, reloader, settings)

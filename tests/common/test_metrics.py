@@ -1,4 +1,4 @@
-"""The shared interceptor counts RPCs by method and code on a real server."""
+"""Observed servicers count RPCs by method and code on a real server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import server as common
-from services.common.interceptor import ObservingInterceptor
 from services.common.metrics import record_rpc
 
 CHECK = "/grpc.health.v1.Health/Check"
@@ -24,8 +23,8 @@ def _count(code: str) -> float:
 
 
 async def test_rpcs_are_counted_by_method_and_code() -> None:
-    server = common.new_server([ObservingInterceptor([record_rpc])])
-    health = common.add_health_and_reflection(server, ["test.Service"])
+    server = common.new_server()
+    health = common.add_health_and_reflection(server, ["test.Service"], [record_rpc])
     port = common.bind(server, "127.0.0.1:0", None)
     await server.start()
     try:
