@@ -182,7 +182,8 @@ async def run_on(
             if existing is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise errors.internal("idempotency conflict without a row")
             return await idempotency.replay(conn, existing, new.fingerprint)
-        done, unlocked = await _finish(conn, new, pending, effect, lock_timeout_ms, key)
+        done = await _finish(conn, new, pending, effect, lock_timeout_ms, key)
+        unlocked = True  # _finish returns only after COMMIT_AND_UNLOCK
         return done
     finally:
         if not unlocked:
@@ -227,8 +228,8 @@ async def _finish(
     effect: Effect,
     lock_timeout_ms: int,
     key: int,
-) -> tuple[asyncpg.Record, bool]:
-    """Run the effect and complete the row; the final row and whether the lock is released."""
+) -> asyncpg.Record:
+    """Run the effect, complete the row, commit and release the lock; the final row."""
     try:
         async with _transaction(conn, lock_timeout_ms):
             started_at = datetime.now(UTC)
@@ -269,7 +270,7 @@ async def _finish(
                 "event": "action.completed",
             },
         )
-        return done, True
+        return done
     except FleetwardError as err:
         await _fail(conn, new, err.message, err)
         raise

@@ -1,4 +1,9 @@
-"""Looking up a target (ARCHITECTURE §5.1): an agent's department builds its resource path."""
+"""Looking up a target (ARCHITECTURE §5.1): an agent's department builds its resource path.
+
+One statement per scope, optionally joined to the caller's idempotency key (Execute's one
+read before the policy call): the key's audit row columns (NULLs when unclaimed) and the
+target's. Both lookups build their :class:`Target` in :func:`_target`.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +14,66 @@ import asyncpg
 from services.actions.catalog import Target
 from services.actions.db import Conn
 
-SELECT_WORKSPACE = "SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)"
-SELECT_DEPARTMENT = """
-SELECT EXISTS (SELECT 1 FROM departments WHERE workspace_id = $1 AND department_id = $2)"""
-SELECT_AGENT = "SELECT department_id, status FROM agents WHERE workspace_id = $1 AND agent_id = $2"
+# scope -> (found, extra columns, the target's join, how many $n the target uses)
+_SCOPES = {
+    "agent": (
+        "t.agent_id IS NOT NULL",
+        ", t.department_id AS target_department_id, t.status AS target_status",
+        "LEFT JOIN agents AS t ON t.workspace_id = $1 AND t.agent_id = $2",
+        2,
+    ),
+    "department": (
+        "t.department_id IS NOT NULL",
+        "",
+        "LEFT JOIN departments AS t ON t.workspace_id = $1 AND t.department_id = $2",
+        2,
+    ),
+    "fleet": ("t.id IS NOT NULL", "", "LEFT JOIN workspaces AS t ON t.id = $1", 1),
+}
+_KEY = """
+LEFT JOIN action_audit_log AS k
+       ON k.workspace_id = $1 AND k.actor_user_id = ${subject} AND k.request_id = ${request}"""
+
+
+def _statement(scope: str, keyed: bool) -> str:
+    found, extra, join, used = _SCOPES[scope]
+    key = _KEY.format(subject=used + 1, request=used + 2) if keyed else ""
+    columns = "k.*, " if keyed else ""
+    return (
+        f"SELECT {columns}{found} AS target_found{extra}\nFROM (VALUES (1)) AS one (x){key}\n{join}"
+    )
+
+
+PLAIN = {scope: _statement(scope, keyed=False) for scope in _SCOPES}
+KEYED = {scope: _statement(scope, keyed=True) for scope in _SCOPES}
+
+
+def _args(workspace_id: uuid.UUID, scope: str, target_id: str) -> tuple[object, ...]:
+    return (workspace_id,) if scope == "fleet" else (workspace_id, target_id)
+
+
+def _target(
+    row: asyncpg.Record | None, workspace_id: uuid.UUID, scope: str, target_id: str
+) -> Target | None:
+    if row is None:  # pragma: no cover - the VALUES row is always there
+        raise RuntimeError("target lookup returned no row")
+    if not row["target_found"]:
+        return None
+    if scope == "agent":
+        return Target(
+            workspace_id, scope, target_id, row["target_department_id"], row["target_status"]
+        )
+    if scope == "department":
+        return Target(workspace_id, scope, target_id, target_id)
+    return Target(workspace_id, "fleet", "", None)
 
 
 async def look_up(
     conn: Conn | asyncpg.Pool, workspace_id: uuid.UUID, scope: str, target_id: str
 ) -> Target | None:
     """The target, or None when the workspace, department or agent does not exist."""
-    if scope == "agent":
-        row = await conn.fetchrow(SELECT_AGENT, workspace_id, target_id)
-        if row is None:
-            return None
-        return Target(workspace_id, scope, target_id, row["department_id"], row["status"])
-    if scope == "department":
-        if not await conn.fetchval(SELECT_DEPARTMENT, workspace_id, target_id):
-            return None
-        return Target(workspace_id, scope, target_id, target_id)
-    if not await conn.fetchval(SELECT_WORKSPACE, workspace_id):
-        return None
-    return Target(workspace_id, "fleet", "", None)
-
-
-# The same lookups joined to the caller's idempotency key (Execute's one read before the
-# policy call): the key's audit row columns (NULLs when unclaimed) and the target's.
-_KEYED = """
-SELECT k.*, {target} AS target_found{extra}
-FROM (VALUES (1)) AS one (x)
-LEFT JOIN action_audit_log AS k
-       ON k.workspace_id = $1 AND k.actor_user_id = ${subject} AND k.request_id = ${request}
-{join}"""
-KEYED_AGENT = _KEYED.format(
-    target="t.agent_id IS NOT NULL",
-    extra=", t.department_id AS target_department_id, t.status AS target_status",
-    subject=3,
-    request=4,
-    join="LEFT JOIN agents AS t ON t.workspace_id = $1 AND t.agent_id = $2",
-)
-KEYED_DEPARTMENT = _KEYED.format(
-    target="t.department_id IS NOT NULL",
-    extra="",
-    subject=3,
-    request=4,
-    join="LEFT JOIN departments AS t ON t.workspace_id = $1 AND t.department_id = $2",
-)
-KEYED_FLEET = _KEYED.format(
-    target="t.id IS NOT NULL",
-    extra="",
-    subject=2,
-    request=3,
-    join="LEFT JOIN workspaces AS t ON t.id = $1",
-)
+    row = await conn.fetchrow(PLAIN[scope], *_args(workspace_id, scope, target_id))
+    return _target(row, workspace_id, scope, target_id)
 
 
 async def look_up_keyed(
@@ -73,23 +85,9 @@ async def look_up_keyed(
     request_id: str,
 ) -> tuple[asyncpg.Record | None, Target | None]:
     """In one round trip: the row already recorded under the key (if any) and the target."""
-    if scope == "agent":
-        row = await conn.fetchrow(KEYED_AGENT, workspace_id, target_id, subject, request_id)
-    elif scope == "department":
-        row = await conn.fetchrow(KEYED_DEPARTMENT, workspace_id, target_id, subject, request_id)
-    else:
-        row = await conn.fetchrow(KEYED_FLEET, workspace_id, subject, request_id)
-    if row is None:  # pragma: no cover - the VALUES row is always there
-        raise RuntimeError("keyed lookup returned no row")
-    existing = row if row["action_id"] is not None else None
-    if not row["target_found"]:
-        return existing, None
-    if scope == "agent":
-        target = Target(
-            workspace_id, scope, target_id, row["target_department_id"], row["target_status"]
-        )
-    elif scope == "department":
-        target = Target(workspace_id, scope, target_id, target_id)
-    else:
-        target = Target(workspace_id, "fleet", "", None)
-    return existing, target
+    row = await conn.fetchrow(
+        KEYED[scope], *_args(workspace_id, scope, target_id), subject, request_id
+    )
+    target = _target(row, workspace_id, scope, target_id)
+    assert row is not None  # _target raised otherwise
+    return (row if row["action_id"] is not None else None), target
