@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from concurrent.futures import Future
 
@@ -18,6 +19,7 @@ from fleetward.client import (
     RetryPolicy,
     Unavailable,
 )
+from fleetward.client import errors as client_errors
 from fleetward.client._core import Attempts, Retry
 from fleetward.client.errors import Unavailable as UnavailableError
 
@@ -174,6 +176,27 @@ def test_no_retry_whose_backoff_would_outlast_the_deadline() -> None:
     roomy = Attempts(ClientConfig(retry=slow, default_deadline=None), deadline=None)
     roomy.start()
     assert roomy.delay_before_retry(UnavailableError("down"), Retry.READ) == 60.0
+
+
+def test_a_backoff_that_overran_the_deadline_raises_the_last_error() -> None:
+    # delay_before_retry allowed the wait, but the sleep ended after the deadline (a busy
+    # event loop or machine): the retry is not attempted and the caller gets the real
+    # failure, not a DEADLINE_EXCEEDED the server never sent.
+    quick = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.01, jitter=0.0)
+    attempts = Attempts(ClientConfig(retry=quick), deadline=0.05)
+    attempts.start()
+    down = UnavailableError("down")
+    assert attempts.delay_before_retry(down, Retry.READ) == 0.01
+    time.sleep(0.06)
+    with pytest.raises(UnavailableError) as info:
+        attempts.start()
+    assert info.value is down
+
+
+def test_the_first_attempt_after_the_deadline_is_deadline_exceeded() -> None:
+    attempts = Attempts(ClientConfig(), deadline=0.0)
+    with pytest.raises(client_errors.DeadlineExceeded):
+        attempts.start()
 
 
 def test_backoff_grows_exponentially_up_to_the_cap() -> None:

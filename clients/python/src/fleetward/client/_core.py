@@ -64,6 +64,8 @@ class Attempts:
     rng: random.Random = field(default_factory=random.Random)
     attempt: int = 0
     _expires: float | None = None
+    # The error a retry is waiting to answer: raised if the wait itself overran the deadline.
+    _last_error: FleetwardError | None = None
 
     def __post_init__(self) -> None:
         seconds = self.deadline if self.deadline is not None else self.config.default_deadline
@@ -73,13 +75,18 @@ class Attempts:
         """Begin an attempt; return its timeout (the remaining deadline).
 
         Raises:
-            DeadlineExceeded: When the deadline has already passed.
+            FleetwardError: The previous attempt's error, when the backoff before this retry
+                ended after the deadline (the sleep overran what ``delay_before_retry``
+                allowed): a retry that cannot run is not attempted, as ``RetryPolicy`` says.
+            DeadlineExceeded: When the deadline passed before the first attempt.
         """
         self.attempt += 1
         if self._expires is None:
             return None
         remaining = self._expires - time.monotonic()
         if remaining <= 0:
+            if self._last_error is not None:
+                raise self._last_error
             raise DeadlineExceeded("deadline exceeded before the call could be (re)tried")
         return remaining
 
@@ -90,6 +97,7 @@ class Attempts:
         delay = self.config.retry.backoff(self.attempt, self.rng)
         if self._expires is not None and time.monotonic() + delay >= self._expires:
             return None
+        self._last_error = error
         return delay
 
 
