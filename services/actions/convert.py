@@ -9,6 +9,8 @@ from google.protobuf import timestamp_pb2
 
 from services.actions.catalog import ActionKind
 from services.actions.db import Row
+from services.actions.errors import DENIED_IDS_LISTED
+from services.actions.permissions import Access
 from services.actions.validation import SCOPE_VALUES
 
 ACTION_STATUS = {
@@ -101,4 +103,30 @@ def action_type(kind: ActionKind) -> actions_pb2.ActionType:
         can_rollback=kind.can_rollback,
         required_permission=kind.permission,
         params_message=kind.params_message.DESCRIPTOR.full_name,
+    )
+
+
+def access(answer: Access) -> actions_pb2.CheckAccessResponse:
+    """A CheckAccess answer."""
+    return actions_pb2.CheckAccessResponse(
+        results=[
+            actions_pb2.TargetAccess(
+                scope=SCOPE_VALUES[t.scope],
+                target_id=t.target_id,
+                allowed=t.allowed,
+                denied=[
+                    actions_pb2.AccessDenial(
+                        permission=d.permission,
+                        reason=d.reason,
+                        code=actions_pb2.DenialCode.Value(f"DENIAL_CODE_{d.code}"),
+                        denied_count=len(d.denied_agents),
+                        denied_agent_ids=d.denied_agents[:DENIED_IDS_LISTED],
+                    )
+                    for d in t.denied
+                ],
+            )
+            for t in answer.results
+        ],
+        policy_version=answer.policy_version,
+        roles=answer.roles,
     )

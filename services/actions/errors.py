@@ -33,24 +33,49 @@ __all__ = [
 ]
 
 
+# A denial names at most this many denied agents (denied_count has them all).
+DENIED_IDS_LISTED = 10
+
+
 def permission_denied(
-    required_permission: str, roles: Sequence[str], policy_version: str, message: str = ""
+    required_permission: str,
+    roles: Sequence[str],
+    policy_version: str,
+    message: str = "",
+    *,
+    denied_agents: Sequence[str] = (),
+    checked_agents: int = 0,
 ) -> FleetwardError:
-    """PERMISSION_DENIED ``INSUFFICIENT_PERMISSIONS`` with the seed's detail."""
+    """PERMISSION_DENIED ``INSUFFICIENT_PERMISSIONS`` with the seed's detail.
+
+    Args:
+        denied_agents: When the target itself is allowed but agents the action would
+            change are not: their ids (metadata ``denied_count`` and the first
+            :data:`DENIED_IDS_LISTED` in ``denied_agent_ids``).
+        checked_agents: How many agents the action would change (for the message).
+    """
     role = ",".join(roles)
-    text = message or (
-        f"permission {required_permission} denied"
-        + (f" for role(s) {role}" if role else " (no role in this workspace)")
-    )
+    who = f" for role(s) {role}" if role else " (no role in this workspace)"
+    metadata = {
+        "required_permission": required_permission,
+        "user_role": role,
+        "policy_version": policy_version,
+    }
+    text = message or f"permission {required_permission} denied{who}"
+    if denied_agents and not message:
+        listed = ", ".join(denied_agents[:DENIED_IDS_LISTED])
+        more = len(denied_agents) - DENIED_IDS_LISTED
+        text = (
+            f"permission {required_permission} denied on {len(denied_agents)} of "
+            f"{checked_agents} agents the action would change ({listed}"
+            + (f" and {more} more" if more > 0 else "")
+            + f"){who}; nothing was changed; skip_denied acts on the others"
+        )
+    if denied_agents:
+        metadata["denied_count"] = str(len(denied_agents))
+        metadata["denied_agent_ids"] = ",".join(denied_agents[:DENIED_IDS_LISTED])
     return FleetwardError(
-        grpc.StatusCode.PERMISSION_DENIED,
-        "INSUFFICIENT_PERMISSIONS",
-        text,
-        metadata={
-            "required_permission": required_permission,
-            "user_role": role,
-            "policy_version": policy_version,
-        },
+        grpc.StatusCode.PERMISSION_DENIED, "INSUFFICIENT_PERMISSIONS", text, metadata=metadata
     )
 
 
@@ -84,12 +109,16 @@ def request_in_progress(request_id: str, action_id: str) -> FleetwardError:
     )
 
 
-def already_in_state(agent_id: str, status: str) -> FleetwardError:
-    """FAILED_PRECONDITION: the target already is as asked (resume an active agent)."""
+def already_in_state(agent_id: str, status: str, detail: str = "") -> FleetwardError:
+    """FAILED_PRECONDITION: the target already is as asked (resume an active agent).
+
+    Args:
+        detail: Replaces "is already <status>" in the message.
+    """
     return FleetwardError(
         grpc.StatusCode.FAILED_PRECONDITION,
         "ALREADY_IN_STATE",
-        f"agent {agent_id!r} is already {status}",
+        f"agent {agent_id!r} {detail or f'is already {status}'}",
         metadata={"agent_id": agent_id, "status": status},
     )
 

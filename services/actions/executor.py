@@ -1,24 +1,57 @@
-"""Execute (ARCHITECTURE §5.1): authenticate → validate → look up → check → record → act → announce.
+"""Execute: authenticate → validate → look up → authorize → record → act → announce.
 
 Authentication and validation happen in the servicer; this module does the rest for a
-validated :class:`ExecuteCommand`.
+validated :class:`ExecuteCommand`. Authorization covers what the action changes, not
+only what it names (:mod:`services.actions.authorize`): at department and fleet scope
+the planned effect's every agent is checked too, and the effect, under its locks,
+changes only what was allowed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from services.actions import access, idempotency, lifecycle, targets
+from services.actions import access, authorize, idempotency, lifecycle, targets
+from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
-from services.actions.catalog import Target
+from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
 from services.actions.lifecycle import NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import ExecuteCommand
+from services.common.status import FleetwardError
+
+
+def fingerprint(cmd: ExecuteCommand) -> str:
+    """The request fingerprint (``skip_denied`` only when set, so that the fingerprints
+    of requests recorded before it existed stay the same)."""
+    request: dict[str, Any] = {
+        "workspace_id": str(cmd.workspace_id),
+        "action_type": cmd.kind.name,
+        "scope": cmd.scope,
+        "target_id": cmd.target_id,
+        "reason": cmd.reason,
+        "params": cmd.params_json,
+    }
+    if cmd.skip_denied:
+        request["skip_denied"] = True
+    return idempotency.fingerprint(request)
+
+
+def outcome_result(
+    kind: ActionKind, kept: Sequence[Change], skipped: Sequence[Skip]
+) -> dict[str, Any]:
+    """The ``result`` of what was changed, plus what was skipped (when anything was)."""
+    result = kind.summarize(kept)
+    if skipped:
+        result.update(authorize.result_skips(skipped))
+    return result
 
 
 class Executor:
@@ -32,16 +65,7 @@ class Executor:
     async def execute(self, call: Call, cmd: ExecuteCommand) -> Row:
         """The recorded (or, with validate_only, previewed) action row."""
         call.ensure_time_left()
-        request_fp = idempotency.fingerprint(
-            {
-                "workspace_id": str(cmd.workspace_id),
-                "action_type": cmd.kind.name,
-                "scope": cmd.scope,
-                "target_id": cmd.target_id,
-                "reason": cmd.reason,
-                "params": cmd.params_json,
-            }
-        )
+        request_fp = fingerprint(cmd)
         # One statement for the key and the target; not held across the policy call.
         async with self._pool.acquire() as conn:
             if cmd.validate_only:
@@ -61,51 +85,93 @@ class Executor:
                 cmd.scope,
                 cmd.target_id or str(cmd.workspace_id),
             )
-        decision = await self._policy.check(
-            access.question(call, cmd.workspace_id, cmd.kind.permission, target.resource),
-            call.remaining(),
+        # The target's own path first: a caller without it learns nothing more and costs
+        # no plan of a whole department or fleet.
+        gate = await authorize.grant(
+            self._policy, call, cmd.workspace_id, cmd.kind.permission, [target.resource]
         )
-        new = NewAction(
-            action_id=uuid.uuid4(),
-            workspace_id=cmd.workspace_id,
-            action_type=cmd.kind.name,
-            scope=cmd.scope,
-            target_id=cmd.target_id,
-            params=cmd.params_json,
-            reason=cmd.reason,
-            subject=call.subject,
-            roles=decision.roles if decision.has_role else (),
-            can_rollback=cmd.kind.can_rollback,
-            request_id=cmd.request_id,
-            fingerprint=request_fp,
-            policy_version=decision.policy_version,
-            decision_id=decision.decision_id,
-        )
-        if not decision.allowed:
-            error = access.denial(cmd.kind.permission, decision)
-            if decision.has_role and not cmd.validate_only:
-                replayed = await self._tasks.shielded(
-                    lifecycle.record_denied(self._pool, new, error)
-                )
-                if replayed is not None:
-                    return replayed
-            raise error
-        cmd.kind.precheck(target)
+        new = _new_action(cmd, call, request_fp, gate)
+        if gate.denied:
+            record = gate.has_role and not cmd.validate_only
+            return await deny(self._pool, self._tasks, new, record, gate.denial())
+        now = datetime.now(UTC)
+        cmd.kind.precheck(target, cmd.params, now)
+        grant, planned = gate, None
+        if cmd.kind.reaches_beyond_target(cmd.scope):
+            async with self._pool.acquire() as conn:
+                planned = await cmd.kind.plan(conn, target, cmd.params, now, lock=False)
+            resources = authorize.question_resources(target.resource, planned)
+            grant = await authorize.grant(
+                self._policy, call, cmd.workspace_id, cmd.kind.permission, resources
+            )
+            new = dataclasses.replace(
+                new,
+                policy_version=grant.policy_version,
+                decision_id=f"{gate.decision_id},{grant.decision_id}",
+            )
+            refused = grant.refusal(target.resource, planned, cmd.skip_denied)
+            if refused is not None:
+                record = grant.has_role and not cmd.validate_only
+                return await deny(self._pool, self._tasks, new, record, refused)
         if cmd.validate_only:
-            return await self._preview(cmd, target, new)
+            return await self._preview(cmd, target, new, grant, planned, now)
         call.ensure_time_left()
 
         async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
-            changes = await cmd.kind.execute(
-                conn, target, cmd.params, new.action_id, datetime.now(UTC)
-            )
-            return Outcome(cmd.kind.summarize(changes), changes=changes)
+            locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
+            kept, skipped = grant.split(locked)
+            await cmd.kind.apply(conn, target.workspace_id, kept, new.action_id)
+            return Outcome(outcome_result(cmd.kind, kept, skipped), changes=kept)
 
         return await self._tasks.shielded(
             lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())
         )
 
-    async def _preview(self, cmd: ExecuteCommand, target: Target, new: NewAction) -> dict[str, Any]:
-        async with self._pool.acquire() as conn:
-            changes = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=False)
-        return new.preview(cmd.kind.summarize(changes))
+    async def _preview(
+        self,
+        cmd: ExecuteCommand,
+        target: Target,
+        new: NewAction,
+        grant: Grant,
+        planned: list[Change] | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        if planned is None:
+            async with self._pool.acquire() as conn:
+                planned = await cmd.kind.plan(conn, target, cmd.params, now, lock=False)
+        kept, skipped = grant.split(planned)
+        return new.preview(outcome_result(cmd.kind, kept, skipped))
+
+
+async def deny(
+    pool: asyncpg.Pool, tasks: TaskSet, new: NewAction, record: bool, error: FleetwardError
+) -> Row:
+    """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
+
+    Returns instead the original outcome when the request's key was already recorded
+    (an idempotent repeat that raced past the first look-up).
+    """
+    if record:
+        replayed = await tasks.shielded(lifecycle.record_denied(pool, new, error))
+        if replayed is not None:
+            return replayed
+    raise error
+
+
+def _new_action(cmd: ExecuteCommand, call: Call, request_fp: str, gate: Grant) -> NewAction:
+    return NewAction(
+        action_id=uuid.uuid4(),
+        workspace_id=cmd.workspace_id,
+        action_type=cmd.kind.name,
+        scope=cmd.scope,
+        target_id=cmd.target_id,
+        params=cmd.params_json,
+        reason=cmd.reason,
+        subject=call.subject,
+        roles=gate.roles,
+        can_rollback=cmd.kind.can_rollback,
+        request_id=cmd.request_id,
+        fingerprint=request_fp,
+        policy_version=gate.policy_version,
+        decision_id=gate.decision_id,
+    )

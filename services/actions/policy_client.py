@@ -19,6 +19,11 @@ from services.common.tokens import mint_service_token
 TOKEN_TTL_S = 300
 TOKEN_REFRESH_S = 60
 UNKNOWN_WORKSPACE = policy_pb2.DECISION_REASON_UNKNOWN_WORKSPACE
+# CheckResources: at most this many resources per call (the policy service's limit), and
+# this much time on top of the policy budget per resource (10,000 paths: +0.5 s).
+MAX_RESOURCES_PER_CALL = 20_000
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+TIME_PER_RESOURCE_S = 0.00005
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,21 @@ class Question:
     resource: str
 
 
+@dataclass(frozen=True)
+class ResourcesDecision:
+    """One subject and permission over many resources, decided under one policy version."""
+
+    policy_version: str
+    decision_id: str  # one per CheckResources call, comma-joined when it took several
+    roles: tuple[str, ...]
+    denied: dict[str, int]  # resource path -> DecisionReason
+
+    @property
+    def has_role(self) -> bool:
+        """Whether the subject holds any role in the workspace."""
+        return bool(self.roles)
+
+
 class PolicyClient:
     """A channel to the policy service plus a cached, refreshed ``svc:actions`` token."""
 
@@ -62,10 +82,12 @@ class PolicyClient:
             raise ValueError("FLEETWARD_SERVICE_JWT_SECRET is needed to call the policy service")
         self._secret = service_secret
         self._timeout_s = timeout_ms / 1000
+        # A CheckResources answer can list 20,000 denials: more than gRPC's default 4 MB.
+        options = [("grpc.max_receive_message_length", MAX_ANSWER_BYTES)]
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target)
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._token = ""
         self._token_expires = 0.0
@@ -77,12 +99,13 @@ class PolicyClient:
             self._token_expires = now + TOKEN_TTL_S
         return (("authorization", f"Bearer {self._token}"),)
 
-    def _timeout(self, remaining_s: float | None) -> float:
+    def _timeout(self, remaining_s: float | None, extra_s: float = 0.0) -> float:
+        budget = self._timeout_s + extra_s
         if remaining_s is None:
-            return self._timeout_s
+            return budget
         if remaining_s <= 0:
             raise errors.deadline_exceeded()
-        return min(self._timeout_s, remaining_s)
+        return min(budget, remaining_s)
 
     async def check(self, question: Question, remaining_s: float | None) -> Decision:
         """Decide one question within the policy budget and the caller's remaining deadline."""
@@ -111,14 +134,7 @@ class PolicyClient:
                 )
                 results = list(batch.results)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if (
-                code == grpc.StatusCode.DEADLINE_EXCEEDED
-                and remaining_s is not None
-                and (remaining_s <= self._timeout_s)
-            ):
-                raise errors.deadline_exceeded() from exc
-            raise errors.policy_unavailable(f"{code.name}: {exc.details()}") from exc
+            raise self._unavailable(exc, remaining_s, timeout) from exc
         except (grpc.RpcError, grpc.aio.UsageError) as exc:
             raise errors.policy_unavailable(type(exc).__name__) from exc
         if len(results) != len(checks):
@@ -129,6 +145,79 @@ class PolicyClient:
             Decision(r.allowed, r.reason, tuple(r.roles), r.policy_version, r.decision_id)
             for r in results
         ]
+
+    async def check_resources(
+        self,
+        subject: str,
+        workspace_id: str,
+        permission: str,
+        resources: Sequence[str],
+        remaining_s: float | None,
+    ) -> ResourcesDecision:
+        """Decide ``permission`` for ``subject`` on every resource, under one policy version.
+
+        More than :data:`MAX_RESOURCES_PER_CALL` resources take several calls; should a
+        reload land between them, the whole question is asked again (once).
+        """
+        if not resources:
+            raise ValueError("check_resources needs at least one resource")
+        for _ in range(2):
+            answers = [
+                await self._check_resources(
+                    subject,
+                    workspace_id,
+                    permission,
+                    resources[i : i + MAX_RESOURCES_PER_CALL],
+                    remaining_s,
+                )
+                for i in range(0, len(resources), MAX_RESOURCES_PER_CALL)
+            ]
+            if len({a.policy_version for a in answers}) == 1:
+                break
+        else:
+            raise errors.policy_unavailable("the policy was reloaded during the check")
+        denied: dict[str, int] = {}
+        for answer in answers:
+            denied.update((d.resource, d.reason) for d in answer.denied)
+        return ResourcesDecision(
+            answers[0].policy_version,
+            ",".join(a.decision_id for a in answers),
+            tuple(answers[0].roles),
+            denied,
+        )
+
+    async def _check_resources(
+        self,
+        subject: str,
+        workspace_id: str,
+        permission: str,
+        resources: Sequence[str],
+        remaining_s: float | None,
+    ) -> policy_pb2.CheckResourcesResponse:
+        request = policy_pb2.CheckResourcesRequest(
+            subject=subject, workspace_id=workspace_id, action=permission, resources=resources
+        )
+        timeout = self._timeout(remaining_s, len(resources) * TIME_PER_RESOURCE_S)
+        try:
+            return await self._stub.CheckResources(
+                request, timeout=timeout, metadata=self._bearer()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(exc, remaining_s, timeout) from exc
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:
+            raise errors.policy_unavailable(type(exc).__name__) from exc
+
+    def _unavailable(
+        self, exc: grpc.aio.AioRpcError, remaining_s: float | None, timeout: float
+    ) -> errors.FleetwardError:
+        code = exc.code()
+        if (
+            code == grpc.StatusCode.DEADLINE_EXCEEDED
+            and remaining_s is not None
+            and remaining_s <= timeout
+        ):
+            return errors.deadline_exceeded()
+        return errors.policy_unavailable(f"{code.name}: {exc.details()}")
 
     async def close(self) -> None:
         """Close the channel."""

@@ -1,7 +1,14 @@
-"""Rollback (ARCHITECTURE §5.5): a new audited ``rollback`` action restoring ``action_targets``."""
+"""Rollback: a new audited ``rollback`` action restoring what ``action_targets`` recorded.
+
+Authorization (docs/architecture.md, "Rollback"): ``actions:rollback`` on the original's
+target, and on every resource the rollback changes, the permission of the action that
+makes that change (the kind's :attr:`~services.actions.catalog.ActionKind.undo_permission`:
+undoing a pause resumes agents, so it needs ``actions:resume_agent`` on each of them).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,38 +16,69 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, audit, catalog, errors, idempotency, lifecycle, targets
+from services.actions import access, audit, authorize, catalog, errors, idempotency, lifecycle
+from services.actions import targets as target_lookup
+from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
+from services.actions.catalog._base import FLEET_PATH, agent_path, department_path
 from services.actions.db import Conn, Row, one
+from services.actions.executor import deny
 from services.actions.lifecycle import NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import RollbackCommand
 
 ROLLBACK = "rollback"
+SUPERSEDED = "superseded"
 
-# Current owners of the original's targets, locked in the fixed order (agents by agent_id).
-LOCK_AGENTS = """
-SELECT agent_id AS key, last_action_id, status FROM agents
-WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id FOR UPDATE"""
-LOCK_BUDGETS = """
-SELECT scope || ':' || target_id AS key, last_action_id, '' AS status FROM budgets
-WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
-ORDER BY scope, target_id FOR UPDATE"""
+# Current owners of the original's targets (and the department that builds their policy
+# path), in the fixed lock order: agents by agent_id, budgets by (scope, target_id).
+_OWNERS = {
+    "agent": (
+        """
+SELECT agent_id AS key, last_action_id, status, department_id, 'agent' AS scope,
+       agent_id AS target_id
+FROM agents
+WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id""",
+        " FOR UPDATE",
+    ),
+    "budget": (
+        """
+SELECT b.scope || ':' || b.target_id AS key, b.last_action_id, '' AS status,
+       a.department_id, b.scope, b.target_id
+FROM budgets AS b
+LEFT JOIN agents AS a
+       ON b.scope = 'agent' AND a.workspace_id = b.workspace_id AND a.agent_id = b.target_id
+WHERE b.workspace_id = $1 AND b.scope || ':' || b.target_id = ANY($2::text[])
+ORDER BY b.scope, b.target_id""",
+        " FOR UPDATE OF b",
+    ),
+}
+OWNERS = {
+    (kind, lock): sql + (suffix if lock else "")
+    for kind, (sql, suffix) in _OWNERS.items()
+    for lock in (False, True)
+}
 # NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
 # block the foreign-key checks (KEY SHARE) of rows that reference the original (another
 # rollback's pending row, the events of either), which need not wait for this one.
 LOCK_ORIGINAL = audit.SELECT_ACTION + " FOR NO KEY UPDATE"
-SELECT_AGENT_OWNERS = LOCK_AGENTS.replace(" FOR UPDATE", "")
-SELECT_BUDGET_OWNERS = LOCK_BUDGETS.replace(" FOR UPDATE", "")
 
 
 @dataclass(frozen=True)
 class RollbackPlan:
-    """Which targets can be restored and which were changed later (key → later action)."""
+    """The original's changes still restorable (each with its resource's path as of now),
+    and the superseded ones (label → the later action, or ``retired``)."""
 
     restore: list[Change]
     superseded: dict[str, str]
+
+    def skips(self) -> list[Skip]:
+        """The superseded targets as skips."""
+        return [
+            Skip(label, SUPERSEDED, {"superseded_by": later})
+            for label, later in sorted(self.superseded.items())
+        ]
 
 
 def refusal(original: Row) -> errors.FleetwardError | None:
@@ -67,43 +105,63 @@ def refusal(original: Row) -> errors.FleetwardError | None:
     return None
 
 
+def _path(owner: asyncpg.Record) -> str:
+    """The policy path of an owner row (an agent, or a budget of the fleet, a department
+    or an agent); "" when the agent of an agent budget is unknown (never allowed)."""
+    if owner["scope"] == "fleet":
+        return FLEET_PATH
+    if owner["scope"] == "department":
+        return department_path(owner["target_id"])
+    if owner["department_id"] is None:
+        return ""
+    return agent_path(owner["department_id"], owner["target_id"])
+
+
 async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     """Split the original's targets into restorable and superseded (locked with ``lock``)."""
     rows = await conn.fetch(audit.SELECT_TARGETS, original["action_id"])
-    changes = [Change(r["target_kind"], r["target_key"], r["before"], r["after"]) for r in rows]
-    owners: dict[str, tuple[Any, str]] = {}
-    for kind, sql in (
-        ("agent", LOCK_AGENTS if lock else SELECT_AGENT_OWNERS),
-        ("budget", LOCK_BUDGETS if lock else SELECT_BUDGET_OWNERS),
-    ):
-        keys = [c.key for c in changes if c.kind == kind]
+    owners: dict[str, asyncpg.Record] = {}
+    for kind in ("agent", "budget"):
+        keys = [r["target_key"] for r in rows if r["target_kind"] == kind]
         if keys:
-            for r in await conn.fetch(sql, original["workspace_id"], keys):
-                owners[f"{kind}/{r['key']}"] = (r["last_action_id"], r["status"])
+            for found in await conn.fetch(OWNERS[kind, lock], original["workspace_id"], keys):
+                owners[f"{kind}/{found['key']}"] = found
     restore: list[Change] = []
     superseded: dict[str, str] = {}
-    for change in changes:
-        key = f"{change.kind}/{change.key}"
-        owner, status = owners.get(key, (None, ""))
-        if status == "retired":
+    for r in rows:
+        label = f"{r['target_kind']}/{r['target_key']}"
+        owner: asyncpg.Record | None = owners.get(label)
+        if owner is not None and owner["status"] == "retired":
             # Retired by the inventory (not an action): never brought back by a rollback.
-            superseded[key] = "retired"
-        elif owner == original["action_id"]:
-            restore.append(change)
+            superseded[label] = "retired"
+        elif owner is not None and owner["last_action_id"] == original["action_id"]:
+            restore.append(
+                Change(r["target_kind"], r["target_key"], r["before"], r["after"], _path(owner))
+            )
         else:
-            superseded[key] = str(owner)
+            superseded[label] = str(None if owner is None else owner["last_action_id"])
     return RollbackPlan(restore, superseded)
 
 
-def summarize(kind: ActionKind, result_plan: RollbackPlan) -> dict[str, Any]:
+def summarize(kind: ActionKind, kept: Sequence[Change], skipped: Sequence[Skip]) -> dict[str, Any]:
     """The rollback's result: what was restored (from → to) and what was skipped."""
-    undone = [Change(c.kind, c.key, c.after, c.before) for c in result_plan.restore]
-    result = kind.summarize(undone)
-    result["skipped"] = [
-        {"target": key, "superseded_by": later}
-        for key, later in sorted(result_plan.superseded.items())
-    ]
+    result = kind.summarize([c.inverted() for c in kept])
+    result.update(authorize.result_skips(skipped))
     return result
+
+
+def fingerprint(cmd: RollbackCommand) -> str:
+    """The request fingerprint (``skip_denied`` only when set, as for Execute)."""
+    request: dict[str, Any] = {
+        "workspace_id": str(cmd.workspace_id),
+        "action_type": ROLLBACK,
+        "action_id": str(cmd.action_id),
+        "reason": cmd.reason,
+        "skip_superseded": cmd.skip_superseded,
+    }
+    if cmd.skip_denied:
+        request["skip_denied"] = True
+    return idempotency.fingerprint(request)
 
 
 class RollbackRunner:
@@ -117,15 +175,7 @@ class RollbackRunner:
     async def rollback(self, call: Call, cmd: RollbackCommand) -> Row:
         """The recorded (or previewed) rollback action row."""
         call.ensure_time_left()
-        request_fp = idempotency.fingerprint(
-            {
-                "workspace_id": str(cmd.workspace_id),
-                "action_type": ROLLBACK,
-                "action_id": str(cmd.action_id),
-                "reason": cmd.reason,
-                "skip_superseded": cmd.skip_superseded,
-            }
-        )
+        request_fp = fingerprint(cmd)
         if not cmd.validate_only:
             existing = await idempotency.find(
                 self._pool, cmd.workspace_id, call.subject, cmd.request_id
@@ -137,65 +187,101 @@ class RollbackRunner:
         original = await self._pool.fetchrow(audit.SELECT_ACTION, cmd.workspace_id, cmd.action_id)
         target = None
         if original is not None:
-            target = await targets.look_up(
+            target = await target_lookup.look_up(
                 self._pool, cmd.workspace_id, original["scope"], original["target_id"]
             )
         if original is None or target is None:
             raise await access.not_found_or_denied(
                 self._policy, call, cmd.workspace_id, access.ROLLBACK, "action", str(cmd.action_id)
             )
+        gate = await self._gate(call, cmd, target.resource)
+        new = _new_action(cmd, call, request_fp, original, gate)
+        record = gate.has_role and not cmd.validate_only
+        if gate.denied:
+            return await deny(self._pool, self._tasks, new, record, gate.denial())
         kind = catalog.get(original["action_type"])
-        permissions = [access.ROLLBACK]
-        if kind is not None:
-            permissions.append(kind.permission)
-        decisions = await self._policy.batch_check(
-            [access.question(call, cmd.workspace_id, p, target.resource) for p in permissions],
-            call.remaining(),
-        )
-        first = decisions[0]
-        new = NewAction(
-            action_id=uuid.uuid4(),
-            workspace_id=cmd.workspace_id,
-            action_type=ROLLBACK,
-            scope=original["scope"],
-            target_id=original["target_id"],
-            params={"action_id": str(cmd.action_id), "skip_superseded": cmd.skip_superseded},
-            reason=cmd.reason,
-            subject=call.subject,
-            roles=first.roles if first.has_role else (),
-            can_rollback=False,
-            request_id=cmd.request_id,
-            fingerprint=request_fp,
-            policy_version=first.policy_version,
-            decision_id=",".join(d.decision_id for d in decisions),
-            rollback_of_action_id=cmd.action_id,
-        )
-        for permission, decision in zip(permissions, decisions, strict=True):
-            if not decision.allowed:
-                error = access.denial(permission, decision)
-                if decision.has_role and not cmd.validate_only:
-                    replayed = await self._tasks.shielded(
-                        lifecycle.record_denied(self._pool, new, error)
-                    )
-                    if replayed is not None:
-                        return replayed
-                raise error
         refused = refusal(original)
-        if refused is not None or kind is None:
+        if refused is not None or kind is None or kind.undo_permission is None:
             raise refused or errors.internal(f"unknown action type {original['action_type']}")
+        async with self._pool.acquire() as conn:
+            planned = await plan(conn, original, lock=False)
+        undo = None
+        if planned.restore:
+            resources = authorize.question_resources(None, planned.restore)
+            undo = await authorize.grant(
+                self._policy, call, cmd.workspace_id, kind.undo_permission, resources
+            )
+            if undo.policy_version != gate.policy_version:
+                # A reload landed between the two questions: ask the first one again, so
+                # that both hold under the version the action records.
+                gate = await self._gate(call, cmd, target.resource)
+                if gate.policy_version != undo.policy_version:
+                    raise errors.policy_unavailable("the policy was reloaded during the check")
+                if gate.denied:
+                    return await deny(self._pool, self._tasks, new, record, gate.denial())
+            new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
+            refused = undo.refusal(None, planned.restore, cmd.skip_denied)
+            if refused is not None:
+                record = undo.has_role and not cmd.validate_only
+                return await deny(self._pool, self._tasks, new, record, refused)
         if cmd.validate_only:
-            async with self._pool.acquire() as conn:
-                preview = await plan(conn, original, lock=False)
-            if preview.superseded and not cmd.skip_superseded:
-                raise errors.superseded(str(cmd.action_id), preview.superseded)
-            return new.preview(summarize(kind, preview))
+            if planned.superseded and not cmd.skip_superseded:
+                raise errors.superseded(str(cmd.action_id), planned.superseded)
+            kept, skipped = _split(undo, planned)
+            return new.preview(summarize(kind, kept, skipped))
         call.ensure_time_left()
         return await self._tasks.shielded(
-            lifecycle.run(self._pool, new, _effect(new, kind, cmd), call.lock_timeout_ms())
+            lifecycle.run(self._pool, new, _effect(new, kind, cmd, undo), call.lock_timeout_ms())
+        )
+
+    async def _gate(self, call: Call, cmd: RollbackCommand, resource: str) -> Grant:
+        return await authorize.grant(
+            self._policy, call, cmd.workspace_id, access.ROLLBACK, [resource]
         )
 
 
-def _effect(new: NewAction, kind: ActionKind, cmd: RollbackCommand) -> lifecycle.Effect:
+def _split(undo: Grant | None, planned: RollbackPlan) -> tuple[list[Change], list[Skip]]:
+    """What the rollback restores, and what it skips (superseded first, then not allowed)."""
+    kept: list[Change]
+    skipped: list[Skip]
+    if undo is None:  # nothing restorable was planned, so nothing was authorized either
+        kept, skipped = [], [Skip(c.label, authorize.UNCHECKED, {}) for c in planned.restore]
+    else:
+        kept, skipped = undo.split(planned.restore)
+    return kept, [*planned.skips(), *skipped]
+
+
+def _new_action(
+    cmd: RollbackCommand, call: Call, request_fp: str, original: Row, gate: Grant
+) -> NewAction:
+    params: dict[str, Any] = {
+        "action_id": str(cmd.action_id),
+        "skip_superseded": cmd.skip_superseded,
+    }
+    if cmd.skip_denied:
+        params["skip_denied"] = True
+    return NewAction(
+        action_id=uuid.uuid4(),
+        workspace_id=cmd.workspace_id,
+        action_type=ROLLBACK,
+        scope=original["scope"],
+        target_id=original["target_id"],
+        params=params,
+        reason=cmd.reason,
+        subject=call.subject,
+        roles=gate.roles,
+        can_rollback=False,
+        request_id=cmd.request_id,
+        fingerprint=request_fp,
+        policy_version=gate.policy_version,
+        decision_id=gate.decision_id,
+        rollback_of_action_id=cmd.action_id,
+    )
+
+
+def _effect(
+    new: NewAction, kind: ActionKind, cmd: RollbackCommand, undo: Grant | None
+) -> lifecycle.Effect:
     async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
         # Locking the original first serialises concurrent rollbacks: one wins.
         original = one(
@@ -208,16 +294,15 @@ def _effect(new: NewAction, kind: ActionKind, cmd: RollbackCommand) -> lifecycle
         locked = await plan(conn, original, lock=True)
         if locked.superseded and not cmd.skip_superseded:
             raise errors.superseded(str(cmd.action_id), locked.superseded)
-        await kind.rollback(conn, cmd.workspace_id, locked.restore, new.action_id)
+        kept, skipped = _split(undo, locked)
+        await kind.rollback(conn, cmd.workspace_id, kept, new.action_id)
         rolled = one(
             await conn.fetchrow(audit.MARK_ROLLED_BACK, cmd.action_id, new.action_id), "rolled back"
         )
         return Outcome(
-            summarize(kind, locked), [audit.event_for(rolled)], changes=_undo(locked.restore)
+            summarize(kind, kept, skipped),
+            [audit.event_for(rolled)],
+            changes=[c.inverted() for c in kept],
         )
 
     return effect
-
-
-def _undo(changes: Sequence[Change]) -> list[Change]:
-    return [Change(c.kind, c.key, c.after, c.before) for c in changes]

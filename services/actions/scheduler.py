@@ -29,8 +29,8 @@ from typing import Any
 import asyncpg
 
 from services.actions import idempotency, lifecycle
-from services.actions.catalog import Change, agent_result
-from services.actions.catalog._agents import apply_status, status_state
+from services.actions.catalog import agent_result
+from services.actions.catalog._agents import agent_change, apply_status, status_state
 from services.actions.db import DATABASE_ERRORS, Conn
 from services.actions.lifecycle import NewAction, Outcome
 from services.actions.metrics import BACKGROUND_RUNS
@@ -69,7 +69,7 @@ WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id LIKE $3"""
 
 # Re-checked under the row locks, in the fixed lock order (§5.4).
 LOCK_EXPIRED_AGENTS = """
-SELECT agent_id, status, paused_until FROM agents
+SELECT agent_id, department_id, status, paused_until FROM agents
 WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
   AND paused_until <= clock_timestamp()
 ORDER BY agent_id
@@ -133,11 +133,8 @@ async def _resume_one(
         async def effect(conn: Conn, _row: asyncpg.Record) -> Outcome:
             rows = await conn.fetch(LOCK_EXPIRED_AGENTS, workspace_id, pause_id)
             changes = [
-                Change(
-                    "agent",
-                    r["agent_id"],
-                    status_state(r["status"], r["paused_until"]),
-                    status_state("active", None),
+                agent_change(
+                    r, status_state(r["status"], r["paused_until"]), status_state("active", None)
                 )
                 for r in rows
             ]

@@ -17,6 +17,7 @@ from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
 from services.actions.lifecycle import TaskSet
 from services.actions.metrics import track_pool
+from services.actions.permissions import Permissions
 from services.actions.policy_client import PolicyClient
 from services.actions.reads import Reads
 from services.actions.recovery import recover_orphans
@@ -116,6 +117,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         RollbackRunner(pool, policy, tasks),
         Reads(pool, policy),
         watcher,
+        Permissions(pool, policy),
     )
     server = common.new_server()
     observers = (record_rpc, log_rpc)

@@ -16,9 +16,14 @@ from services.actions.call import Call
 from services.actions.db import DATABASE_ERRORS
 from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
+from services.actions.permissions import Permissions
 from services.actions.reads import Reads
 from services.actions.rollback import RollbackRunner
-from services.actions.validation import validate_execute, validate_rollback
+from services.actions.validation import (
+    validate_check_access,
+    validate_execute,
+    validate_rollback,
+)
 from services.common.status import FleetwardError
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,14 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         rollbacks: RollbackRunner,
         reads: Reads,
         watcher: Watcher,
+        permissions: Permissions,
     ) -> None:
         self._auth = auth
         self._executor = executor
         self._rollbacks = rollbacks
         self._reads = reads
         self._watcher = watcher
+        self._permissions = permissions
 
     def _call(self, context: Context) -> Call:
         principal = self._auth.authenticate(context)
@@ -146,6 +153,18 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
                 agents=[convert.agent(r) for r in page.rows],
                 next_page_token=page.next_page_token,
             )
+
+        return await self._guard(context, work)
+
+    async def CheckAccess(
+        self, request: actions_pb2.CheckAccessRequest, context: Context
+    ) -> actions_pb2.CheckAccessResponse:
+        """Which permissions the caller holds on each target; writes nothing."""
+
+        async def work() -> actions_pb2.CheckAccessResponse:
+            call = self._call(context)
+            command = validate_check_access(request)
+            return convert.access(await self._permissions.check(call, command))
 
         return await self._guard(context, work)
 

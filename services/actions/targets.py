@@ -18,7 +18,8 @@ from services.actions.db import Conn
 _SCOPES = {
     "agent": (
         "t.agent_id IS NOT NULL",
-        ", t.department_id AS target_department_id, t.status AS target_status",
+        ", t.department_id AS target_department_id, t.status AS target_status,"
+        " t.paused_until AS target_paused_until",
         "LEFT JOIN agents AS t ON t.workspace_id = $1 AND t.agent_id = $2",
         2,
     ),
@@ -61,7 +62,12 @@ def _target(
         return None
     if scope == "agent":
         return Target(
-            workspace_id, scope, target_id, row["target_department_id"], row["target_status"]
+            workspace_id,
+            scope,
+            target_id,
+            row["target_department_id"],
+            row["target_status"],
+            row["target_paused_until"],
         )
     if scope == "department":
         return Target(workspace_id, scope, target_id, target_id)

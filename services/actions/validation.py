@@ -36,6 +36,7 @@ class ExecuteCommand:
     validate_only: bool
     kind: ActionKind
     params: Any  # the params message of ``kind``
+    skip_denied: bool = False
 
     @property
     def params_json(self) -> dict[str, Any]:
@@ -53,6 +54,18 @@ class RollbackCommand:
     request_id: str
     validate_only: bool
     skip_superseded: bool
+    skip_denied: bool = False
+
+
+MAX_ACCESS_TARGETS = 500
+
+
+@dataclass(frozen=True)
+class AccessCommand:
+    """A validated CheckAccessRequest: the workspace and (scope, target_id) pairs."""
+
+    workspace_id: uuid.UUID
+    targets: tuple[tuple[str, str], ...]
 
 
 def parse_uuid(value: str, field: str, out: list[FieldViolation]) -> uuid.UUID:
@@ -87,18 +100,26 @@ def _check_request_id(request_id: str, out: list[FieldViolation]) -> None:
         out.append(FieldViolation("request_id", "required, 1..128 characters of [A-Za-z0-9._:-]"))
 
 
+def _check_target(scope_value: int, target_id: str, prefix: str, out: list[FieldViolation]) -> str:
+    """The scope's name ("" when invalid), with the target id checked against it."""
+    scope = SCOPE_NAMES.get(actions_pb2.Scope.ValueType(scope_value), "")
+    if not scope:
+        out.append(
+            FieldViolation(prefix + "scope", "must be SCOPE_FLEET, SCOPE_DEPARTMENT or SCOPE_AGENT")
+        )
+    if scope == "fleet":
+        if target_id:
+            out.append(FieldViolation(prefix + "target_id", "must be empty at fleet scope"))
+    elif scope:
+        check_id(target_id, prefix + "target_id", out)
+    return scope
+
+
 def validate_execute(request: actions_pb2.ExecuteRequest) -> ExecuteCommand:
     """Check every field; raise INVALID_ARGUMENT listing all violations."""
     out: list[FieldViolation] = []
     workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
-    scope = SCOPE_NAMES.get(request.scope, "")
-    if not scope:
-        out.append(FieldViolation("scope", "must be SCOPE_FLEET, SCOPE_DEPARTMENT or SCOPE_AGENT"))
-    if scope == "fleet":
-        if request.target_id:
-            out.append(FieldViolation("target_id", "must be empty at fleet scope"))
-    elif scope:
-        check_id(request.target_id, "target_id", out)
+    scope = _check_target(request.scope, request.target_id, "", out)
     _check_reason(request.reason, out)
     _check_request_id(request.request_id, out)
     which = request.WhichOneof("params")
@@ -124,6 +145,7 @@ def validate_execute(request: actions_pb2.ExecuteRequest) -> ExecuteCommand:
         validate_only=request.validate_only,
         kind=kind,
         params=params,
+        skip_denied=request.skip_denied,
     )
 
 
@@ -143,4 +165,21 @@ def validate_rollback(request: actions_pb2.RollbackRequest) -> RollbackCommand:
         request_id=request.request_id,
         validate_only=request.validate_only,
         skip_superseded=request.skip_superseded,
+        skip_denied=request.skip_denied,
     )
+
+
+def validate_check_access(request: actions_pb2.CheckAccessRequest) -> AccessCommand:
+    """Check the workspace and 1..500 targets; raise INVALID_ARGUMENT listing violations."""
+    out: list[FieldViolation] = []
+    workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
+    count = len(request.targets)
+    if not 1 <= count <= MAX_ACCESS_TARGETS:
+        out.append(FieldViolation("targets", f"must hold 1..{MAX_ACCESS_TARGETS}, got {count}"))
+    targets = tuple(
+        (_check_target(t.scope, t.target_id, f"targets[{i}].", out), t.target_id)
+        for i, t in enumerate(request.targets[:MAX_ACCESS_TARGETS])
+    )
+    if out:
+        raise invalid_argument(out)
+    return AccessCommand(workspace_id, targets)

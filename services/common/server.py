@@ -19,11 +19,19 @@ from services.common.observe import Observer, observed
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1024 * 1024
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-]
+
+
+def server_options(
+    max_receive_bytes: int = MAX_MESSAGE_BYTES, max_send_bytes: int = MAX_MESSAGE_BYTES
+) -> list[tuple[str, int]]:
+    """The channel arguments of every Fleetward server."""
+    return [
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.max_send_message_length", max_send_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
 # Imported so that server reflection can resolve the error-detail types of our statuses
 # (grpcurl -format-error decodes ErrorInfo, BadRequest, PreconditionFailure through it).
 ERROR_DETAIL_TYPES = (error_details_pb2.DESCRIPTOR.name,)
@@ -47,10 +55,12 @@ class TlsConfig:
         )
 
 
-def new_server() -> grpc.aio.Server:
+def new_server(
+    max_receive_bytes: int = MAX_MESSAGE_BYTES, max_send_bytes: int = MAX_MESSAGE_BYTES
+) -> grpc.aio.Server:
     """An unstarted ``grpc.aio`` server with Fleetward's options (no interceptors: see
     :mod:`services.common.observe`)."""
-    return grpc.aio.server(options=SERVER_OPTIONS)
+    return grpc.aio.server(options=server_options(max_receive_bytes, max_send_bytes))
 
 
 def add_health_and_reflection(

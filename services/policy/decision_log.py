@@ -47,8 +47,10 @@ DROPPED = prometheus_client.Counter(
 log = logging.getLogger(__name__)
 
 # decision_id, unix time, caller, subject, workspace, action, resource, allowed, reason,
-# policy_version, latency_us
-_Entry = tuple[str, float, str, str, str, str, str, bool, str, str, int]
+# policy_version, latency_us; or a CheckResources batch, already a JSON-ready dict
+_Entry = tuple[str, float, str, str, str, str, str, bool, str, str, int] | dict[str, object]
+# A batch line names at most this many denied resources (its counts cover them all).
+BATCH_DENIED_LISTED = 100
 
 
 class _Writer:
@@ -134,6 +136,8 @@ class _Writer:
 
 
 def _line(entry: _Entry) -> str:
+    if isinstance(entry, dict):
+        return json.dumps(entry, separators=(",", ":"))
     (
         decision_id,
         when,
@@ -257,4 +261,47 @@ def record(
             policy_version,
             latency_us,
         )
+    )
+
+
+def record_batch(
+    *,
+    decision_id: str,
+    caller: str,
+    subject: str,
+    workspace: str,
+    action: str,
+    resources: int,
+    denied: list[tuple[str, Decision]],
+    policy_version: str,
+    latency_us: int,
+) -> None:
+    """Buffer one line for a CheckResources batch: counts, and the first denied resources.
+
+    Args:
+        resources: How many resources were decided.
+        denied: ``(resource, decision)`` of every denial, in request order.
+    """
+    writer = _writer
+    if writer is None:
+        return
+    writer.append(
+        {
+            "decision_id": decision_id,
+            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "caller": caller,
+            "subject": subject,
+            "workspace": workspace,
+            "action": action,
+            "resources": resources,
+            "allowed_count": resources - len(denied),
+            "denied_count": len(denied),
+            "denied": [
+                {"resource": resource, "reason": decision.reason.value}
+                for resource, decision in denied[:BATCH_DENIED_LISTED]
+            ],
+            "allowed": not denied,
+            "policy_version": policy_version,
+            "latency_us": latency_us,
+        }
     )

@@ -19,7 +19,7 @@ from services.common import logs
 from services.common import server as common
 from services.common.metrics import record_rpc, start_metrics_server
 from services.common.observe import observed
-from services.policy import decision_log
+from services.policy import decision_log, queries
 from services.policy.auth import CallerAuthenticator
 from services.policy.loader import PolicySnapshot
 from services.policy.reload import Reloader
@@ -68,7 +68,7 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
     """
     mtls = settings.tls is not None and settings.tls.client_ca_file is not None
     authenticator = CallerAuthenticator(service_jwt_secret=settings.service_jwt_secret, mtls=mtls)
-    server = common.new_server()
+    server = common.new_server(queries.MAX_REQUEST_BYTES, queries.MAX_RESPONSE_BYTES)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], [record_rpc])
     await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load
 

@@ -67,7 +67,12 @@ class Api:
 
     def auth(self, subject: str) -> tuple[tuple[str, str], ...]:
         """Metadata with a valid token for ``subject``."""
-        return (("authorization", f"Bearer {self.secrets.user_token(subject)}"),)
+        return self.bearer(self.secrets, subject)
+
+    @staticmethod
+    def bearer(secrets: Secrets, subject: str) -> tuple[tuple[str, str], ...]:
+        """Metadata with a valid token for ``subject`` signed with ``secrets``."""
+        return (("authorization", f"Bearer {secrets.user_token(subject)}"),)
 
     async def execute(
         self,

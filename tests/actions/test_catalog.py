@@ -95,12 +95,17 @@ async def test_department_pause_skips_paused_agents_and_agent_pause_extends(
     )
     assert until is None  # indefinite
 
+    # An indefinite pause is never shortened by another pause (that is a resume).
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.execute("bob", ws.id, "pause_agent", target="eng-code-1", duration_minutes=120)
+    assert details(err.value).reason == "ALREADY_IN_STATE"
+    # A timed pause (the department's 30 minutes) is extended by a later one.
     again = await api.execute(
-        "bob", ws.id, "pause_agent", target="eng-code-1", duration_minutes=120
+        "bob", ws.id, "pause_agent", target="eng-code-2", duration_minutes=120
     )
     assert result(again)["agents"][0]["previous_status"] == "paused"
     until = await pool.fetchval(
-        "SELECT paused_until FROM agents WHERE workspace_id = $1 AND agent_id = 'eng-code-1'",
+        "SELECT paused_until FROM agents WHERE workspace_id = $1 AND agent_id = 'eng-code-2'",
         ws.id,
     )
     assert until is not None

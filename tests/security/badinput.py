@@ -59,6 +59,7 @@ BOUNDARY = (
     "system:scheduler",
     *SQL,
 )
+MESSAGE_LIMIT = 1024 * 1024
 AGENTS = ("eng-code-1", "sup-chat-1", "no-such-agent", "engineering", "support")
 EXPECTED_ANY = frozenset({C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.PERMISSION_DENIED})
 
@@ -113,6 +114,12 @@ def execute_valid(r: actions_pb2.ExecuteRequest) -> bool:
     return not (which == "restart_agent" and scope != "agent")
 
 
+def _target_ok(scope: int, target_id: str) -> bool:
+    if scope == 1:
+        return target_id == ""
+    return scope in (2, 3) and ID.fullmatch(target_id) is not None
+
+
 def uuids(known: list[str]) -> st.SearchStrategy[str]:
     """Known workspace/action ids, random UUIDs and malformed ones."""
     return st.one_of(
@@ -135,6 +142,7 @@ def execute_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
         reason=draw(texts | st.just("fuzzed reason")),
         request_id=draw(texts | st.uuids().map(lambda u: u.hex)),
         validate_only=draw(st.booleans()),
+        skip_denied=draw(st.booleans()),
     )
     r.scope = draw(st.integers(-3, 6))  # type: ignore[assignment]
     action = draw(st.sampled_from(["pause_agent", "resume_agent", "set_budget", "restart_agent"]))
@@ -161,6 +169,7 @@ def rollback_case(draw: st.DrawFn, workspaces: list[str], actions: list[str]) ->
         request_id=draw(texts | st.uuids().map(lambda u: u.hex)),
         validate_only=draw(st.booleans()),
         skip_superseded=draw(st.booleans()),
+        skip_denied=draw(st.booleans()),
     )
     valid = uuid_ok(r.workspace_id) and uuid_ok(r.action_id) and reason_ok(r.reason)
     valid = valid and REQUEST_ID.fullmatch(r.request_id) is not None
@@ -185,10 +194,32 @@ def read_case(
     ws = draw(uuids(workspaces))
     rpc = draw(
         st.sampled_from(
-            ["GetAction", "ListActions", "GetAgent", "ListAgents", "ListActionTypes", "Watch"]
+            [
+                "GetAction",
+                "ListActions",
+                "GetAgent",
+                "ListAgents",
+                "ListActionTypes",
+                "Watch",
+                "CheckAccess",
+            ]
         )
     )
     request: Message
+    if rpc == "CheckAccess":
+        request = actions_pb2.CheckAccessRequest(workspace_id=ws)
+        for _ in range(
+            draw(st.integers(0, 6)) if draw(st.booleans()) else draw(st.sampled_from([0, 501]))
+        ):
+            request.targets.add(scope=draw(st.integers(-2, 5)), target_id=draw(texts))
+        ok = uuid_ok(ws) and 1 <= len(request.targets) <= 500
+        ok = ok and all(_target_ok(int(t.scope), t.target_id) for t in request.targets)
+        # Valid: answered (a caller without a role is told "denied" for each permission),
+        # or, for an unknown target, NOT_FOUND / PERMISSION_DENIED as Execute would say.
+        expect = frozenset({C.OK, C.NOT_FOUND, C.PERMISSION_DENIED} if ok else {C.INVALID_ARGUMENT})
+        if request.ByteSize() > MESSAGE_LIMIT:  # 501 long ids: over the 1 MiB limit
+            expect = frozenset({C.RESOURCE_EXHAUSTED})
+        return Case(rpc, request, subject, expect)
     if rpc == "GetAction":
         request = actions_pb2.GetActionRequest(workspace_id=ws, action_id=draw(uuids(actions)))
         ok = uuid_ok(ws) and uuid_ok(request.action_id)
@@ -248,6 +279,7 @@ def garbage_token_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
                 ("GetAgent", actions_pb2.GetAgentRequest(workspace_id=workspaces[0])),
                 ("ListActionTypes", actions_pb2.ListActionTypesRequest()),
                 ("ListActions", actions_pb2.ListActionsRequest(workspace_id=workspaces[0])),
+                ("CheckAccess", actions_pb2.CheckAccessRequest(workspace_id=workspaces[0])),
             ]
         )
     )
@@ -271,11 +303,21 @@ def _check_request(draw: st.DrawFn, workspaces: list[str]) -> policy_pb2.CheckRe
 
 @st.composite
 def policy_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
-    """Check / BatchCheck / GetPolicyInfo as the action service: answered or refused cleanly."""
-    kind = draw(st.sampled_from(["Check", "BatchCheck", "GetPolicyInfo"]))
+    """Check / BatchCheck / CheckResources / GetPolicyInfo as the action service: answered or
+    refused cleanly."""
+    kind = draw(st.sampled_from(["Check", "BatchCheck", "CheckResources", "GetPolicyInfo"]))
     request: Any
     if kind == "Check":
         request = _check_request(draw, workspaces)
+    elif kind == "CheckResources":
+        one = _check_request(draw, workspaces)
+        resources = st.sampled_from(["fleet", "fleet/departments/support"]) | texts
+        request = policy_pb2.CheckResourcesRequest(
+            subject=one.subject,
+            workspace_id=one.workspace_id,
+            action=one.action,
+            resources=draw(st.lists(resources, max_size=30)),
+        )
     elif kind == "BatchCheck":
         n = draw(st.integers(0, 20))
         request = policy_pb2.BatchCheckRequest(

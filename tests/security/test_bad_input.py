@@ -19,6 +19,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 
+from services.policy.queries import MAX_REQUEST_BYTES
 from tests.actions.helpers import Api, details
 from tests.conftest import Secrets
 from tests.reliability import counters
@@ -163,6 +164,8 @@ async def test_ten_thousand_hostile_requests_get_their_contract_status(
 
 def _huge_requests(ws: str) -> list[tuple[str, Any, str]]:
     big = "x" * (MIB + 1024)
+    # The policy service (service callers only) takes CheckResources of 20,000 paths: 4 MiB.
+    huge = "x" * (MAX_REQUEST_BYTES + 1024)
     return [
         ("Execute", actions_pb2.ExecuteRequest(workspace_id=ws, reason=big), "actions"),
         ("Rollback", actions_pb2.RollbackRequest(workspace_id=ws, reason=big), "actions"),
@@ -171,12 +174,14 @@ def _huge_requests(ws: str) -> list[tuple[str, Any, str]]:
         ("GetAgent", actions_pb2.GetAgentRequest(workspace_id=ws, agent_id=big), "actions"),
         ("ListAgents", actions_pb2.ListAgentsRequest(workspace_id=big), "actions"),
         ("WatchActions", actions_pb2.WatchActionsRequest(workspace_id=big), "actions"),
-        ("Check", policy_pb2.CheckRequest(subject=big), "policy"),
+        ("CheckAccess", actions_pb2.CheckAccessRequest(workspace_id=big), "actions"),
+        ("Check", policy_pb2.CheckRequest(subject=huge), "policy"),
         (
             "BatchCheck",
-            policy_pb2.BatchCheckRequest(checks=[policy_pb2.CheckRequest(subject=big)]),
+            policy_pb2.BatchCheckRequest(checks=[policy_pb2.CheckRequest(subject=huge)]),
             "policy",
         ),
+        ("CheckResources", policy_pb2.CheckResourcesRequest(resources=[huge]), "policy"),
     ]
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from services.actions.audit import iso
-from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.catalog._base import ActionKind, Change, Target, agent_path
 from services.actions.db import Conn
 
 __all__ = [
     "AgentStatusKind",
+    "agent_change",
     "apply_status",
     "iso",
     "parse_iso",
@@ -54,6 +56,12 @@ async def select_agents(conn: Conn, target: Target, *, lock: bool) -> list[async
     return list(await conn.fetch(sql, target.workspace_id, department, agent))
 
 
+def agent_change(row: asyncpg.Record, before: dict[str, Any], after: dict[str, Any]) -> Change:
+    """The change of one agent row (its path from the row's own department)."""
+    agent_id: str = row["agent_id"]
+    return Change("agent", agent_id, before, after, agent_path(row["department_id"], agent_id))
+
+
 def parse_iso(value: object) -> datetime | None:
     """The inverse of :func:`iso`."""
     if value is None:
@@ -88,6 +96,8 @@ async def apply_status(
 
 class AgentStatusKind(ActionKind):
     """An action whose changes are agents' status and ``paused_until`` (pause, resume)."""
+
+    changes_agents = True
 
     async def apply(
         self,

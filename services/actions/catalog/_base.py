@@ -18,6 +18,18 @@ from services.common.status import FieldViolation
 # The result lists at most this many agents; the full list is in action_targets.
 RESULT_AGENT_LIMIT = 100
 SCOPES = ("fleet", "department", "agent")
+FLEET_PATH = "fleet"
+
+
+def department_path(department_id: str) -> str:
+    """The policy resource path of a department (and of its own budget)."""
+    return f"{FLEET_PATH}/departments/{department_id}"
+
+
+def agent_path(department_id: str, agent_id: str) -> str:
+    """The policy resource path of an agent (and of its own budget): it names the department
+    the agent is in, so a grant or deny on a department covers its agents."""
+    return f"{FLEET_PATH}/departments/{department_id}/agents/{agent_id}"
 
 
 @dataclass(frozen=True)
@@ -29,25 +41,41 @@ class Target:
     target_id: str  # "" for fleet
     department_id: str | None  # the department (department scope) or the agent's department
     agent_status: str | None = None  # agent scope only
+    paused_until: datetime | None = None  # agent scope only
 
     @property
     def resource(self) -> str:
-        """The policy resource path of ARCHITECTURE §3."""
+        """The policy resource path: ``fleet``, a department's or an agent's."""
         if self.scope == "fleet":
-            return "fleet"
+            return FLEET_PATH
         if self.scope == "department":
-            return f"fleet/departments/{self.target_id}"
-        return f"fleet/departments/{self.department_id}/agents/{self.target_id}"
+            return department_path(self.target_id)
+        return agent_path(str(self.department_id), self.target_id)
 
 
 @dataclass(frozen=True)
 class Change:
-    """One target's before/after (a row of ``action_targets``)."""
+    """One target's before/after (a row of ``action_targets``) and the resource it changes.
+
+    ``resource`` is the policy path of what changes (the agent's, as of the locked row, or
+    the budget's): authorization checks the permission of the change on exactly that
+    path (docs/architecture.md, "Authorizing what changes").
+    """
 
     kind: str  # agent | budget
     key: str  # agent id, or "<scope>:<target_id>" for a budget
     before: dict[str, Any]
     after: dict[str, Any]
+    resource: str
+
+    def inverted(self) -> Change:
+        """The change that restores ``before`` (what a rollback applies)."""
+        return Change(self.kind, self.key, self.after, self.before, self.resource)
+
+    @property
+    def label(self) -> str:
+        """``agent/<id>`` or ``budget/<scope>:<id>``: how results and errors name it."""
+        return f"{self.kind}/{self.key}"
 
 
 class ActionKind(ABC):
@@ -58,11 +86,26 @@ class ActionKind(ABC):
     params_message: ClassVar[type[Message]]
     scopes: ClassVar[tuple[str, ...]]
     can_rollback: ClassVar[bool]
+    # Whether the effect changes the agents in the target (so a department or fleet
+    # target reaches every agent in it), rather than only the target's own budget.
+    changes_agents: ClassVar[bool]
+    # The action type whose permission undoing this one needs on each resource the
+    # rollback changes (undoing a pause resumes agents); None when it cannot be undone.
+    undone_by: ClassVar[str | None]
 
     @property
     def permission(self) -> str:
         """The policy permission, ``actions:<name>``."""
         return f"actions:{self.name}"
+
+    @property
+    def undo_permission(self) -> str | None:
+        """The permission a rollback of this action needs on every resource it restores."""
+        return None if self.undone_by is None else f"actions:{self.undone_by}"
+
+    def reaches_beyond_target(self, scope: str) -> bool:
+        """Whether an action at ``scope`` changes resources other than the target's path."""
+        return self.changes_agents and scope != "agent"
 
     def validate(self, params: Any) -> list[FieldViolation]:
         """Field violations of the params message (field paths start with the type name)."""
@@ -72,7 +115,7 @@ class ActionKind(ABC):
     def params_json(self, params: Any) -> dict[str, Any]:
         """The params as given, as a JSON object (stored, fingerprinted, shown)."""
 
-    def precheck(self, target: Target) -> None:
+    def precheck(self, target: Target, params: Any, now: datetime) -> None:
         """Refuse, before anything is recorded, a request that cannot change anything.
 
         No action touches a retired agent.
@@ -102,19 +145,6 @@ class ActionKind(ABC):
     ) -> None:
         """Write the ``after`` of every change, set-based, marking ``last_action_id``."""
 
-    async def execute(
-        self,
-        conn: Conn,
-        target: Target,
-        params: Any,
-        action_id: uuid.UUID,
-        now: datetime,
-    ) -> list[Change]:
-        """Lock, plan and apply; the returned changes are the undo (their ``before``)."""
-        changes = await self.plan(conn, target, params, now, lock=True)
-        await self.apply(conn, target.workspace_id, changes, action_id)
-        return changes
-
     async def rollback(
         self,
         conn: Conn,
@@ -125,8 +155,7 @@ class ActionKind(ABC):
         """Restore the ``before`` of ``changes`` (rows already locked by the caller)."""
         if not self.can_rollback:
             raise NotImplementedError(f"{self.name} cannot be rolled back")
-        restore = [Change(c.kind, c.key, c.after, c.before) for c in changes]
-        await self.apply(conn, workspace_id, restore, action_id)
+        await self.apply(conn, workspace_id, [c.inverted() for c in changes], action_id)
 
     def summarize(self, changes: Sequence[Change]) -> dict[str, Any]:
         """The ``result`` object: count, at most 100 agents, truncated."""

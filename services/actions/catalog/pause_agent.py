@@ -7,7 +7,14 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.catalog._agents import AgentStatusKind, select_agents, status_state
+from services.actions import errors
+from services.actions.catalog._agents import (
+    AgentStatusKind,
+    agent_change,
+    iso,
+    select_agents,
+    status_state,
+)
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 from services.common.status import FieldViolation
@@ -22,11 +29,13 @@ class PauseAgent(AgentStatusKind):
     name = "pause_agent"
     description = (
         "Pause the agents in the target for duration_minutes (default 30) or indefinitely; "
-        "at department and fleet scope already paused agents are skipped"
+        "at department and fleet scope already paused agents are skipped; an already paused "
+        "agent's pause is only ever extended (ending it early is resume_agent)"
     )
     params_message = actions_pb2.PauseAgentParams
     scopes = ("agent", "department", "fleet")
     can_rollback = True
+    undone_by = "resume_agent"
 
     def validate(self, params: Any) -> list[FieldViolation]:
         """duration_minutes in 1..10080, not together with indefinite."""
@@ -55,6 +64,12 @@ class PauseAgent(AgentStatusKind):
             out["indefinite"] = True
         return out
 
+    def precheck(self, target: Target, params: Any, now: datetime) -> None:
+        """An agent-scope pause of a paused agent must end later than its pause does."""
+        super().precheck(target, params, now)
+        if target.scope == "agent" and target.agent_status == "paused":
+            _refuse_unless_extended(target.target_id, target.paused_until, _until(params, now))
+
     async def plan(
         self,
         conn: Conn,
@@ -64,24 +79,46 @@ class PauseAgent(AgentStatusKind):
         *,
         lock: bool,
     ) -> list[Change]:
-        """Active agents (and, at agent scope, a paused one) get the new ``paused_until``."""
-        until: datetime | None = None
-        if not params.indefinite:
-            minutes = (
-                params.duration_minutes if params.HasField("duration_minutes") else DEFAULT_MINUTES
-            )
-            until = now + timedelta(minutes=minutes)
+        """Active agents get the new ``paused_until``; at agent scope a paused agent too,
+        when that extends its pause (otherwise ALREADY_IN_STATE)."""
+        until = _until(params, now)
         rows = await select_agents(conn, target, lock=lock)
-        return [
-            Change(
-                "agent",
-                r["agent_id"],
-                status_state(r["status"], r["paused_until"]),
-                status_state("paused", until),
-            )
-            for r in rows
-            if r["status"] == "active" or target.scope == "agent"
-        ]
+        changes = []
+        for r in rows:
+            if r["status"] != "active":
+                if target.scope != "agent":
+                    continue  # department and fleet scope skip paused agents
+                _refuse_unless_extended(r["agent_id"], r["paused_until"], until)
+            before = status_state(r["status"], r["paused_until"])
+            changes.append(agent_change(r, before, status_state("paused", until)))
+        return changes
+
+
+def _until(params: Any, now: datetime) -> datetime | None:
+    """When the requested pause ends; None when indefinite."""
+    if params.indefinite:
+        return None
+    minutes = params.duration_minutes if params.HasField("duration_minutes") else DEFAULT_MINUTES
+    return now + timedelta(minutes=minutes)
+
+
+def _refuse_unless_extended(
+    agent_id: str, current: datetime | None, until: datetime | None
+) -> None:
+    """ALREADY_IN_STATE unless pausing until ``until`` ends a pause ending at ``current``
+    later: a pause never shortens or ends another pause (that is a resume, with resume's
+    permission). An indefinite pause is the longest."""
+    if current is None:
+        raise errors.already_in_state(
+            agent_id, "paused", "is already paused indefinitely; a pause never shortens another"
+        )
+    if until is not None and until <= current:
+        raise errors.already_in_state(
+            agent_id,
+            "paused",
+            f"is already paused until {iso(current)}, later than the requested end; a pause "
+            "never shortens another (resume_agent ends a pause)",
+        )
 
 
 ACTION = PauseAgent()

@@ -10,7 +10,13 @@ from typing import Any
 from fleetward.actions.v1 import actions_pb2
 
 from services.actions import errors
-from services.actions.catalog._agents import APPLY_RESTART, iso, parse_iso, select_agents
+from services.actions.catalog._agents import (
+    APPLY_RESTART,
+    agent_change,
+    iso,
+    parse_iso,
+    select_agents,
+)
 from services.actions.catalog._base import RESULT_AGENT_LIMIT, ActionKind, Change, Target
 from services.actions.db import Conn
 
@@ -23,6 +29,8 @@ class RestartAgent(ActionKind):
     params_message = actions_pb2.RestartAgentParams
     scopes = ("agent",)
     can_rollback = False
+    changes_agents = True
+    undone_by = None
 
     def params_json(self, params: Any) -> dict[str, Any]:
         """No parameters."""
@@ -42,9 +50,8 @@ class RestartAgent(ActionKind):
         if not rows:
             raise errors.already_in_state(target.target_id, "retired")
         return [
-            Change(
-                "agent",
-                r["agent_id"],
+            agent_change(
+                r,
                 {
                     "status": r["status"],
                     "generation": r["generation"],

@@ -8,7 +8,12 @@ from typing import Any
 from fleetward.actions.v1 import actions_pb2
 
 from services.actions import errors
-from services.actions.catalog._agents import AgentStatusKind, select_agents, status_state
+from services.actions.catalog._agents import (
+    AgentStatusKind,
+    agent_change,
+    select_agents,
+    status_state,
+)
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 
@@ -24,14 +29,15 @@ class ResumeAgent(AgentStatusKind):
     params_message = actions_pb2.ResumeAgentParams
     scopes = ("agent", "department", "fleet")
     can_rollback = True
+    undone_by = "pause_agent"
 
     def params_json(self, params: Any) -> dict[str, Any]:
         """No parameters."""
         return {}
 
-    def precheck(self, target: Target) -> None:
+    def precheck(self, target: Target, params: Any, now: datetime) -> None:
         """An active agent at agent scope is already resumed."""
-        super().precheck(target)
+        super().precheck(target, params, now)
         if target.scope == "agent" and target.agent_status != "paused":
             raise errors.already_in_state(target.target_id, target.agent_status or "unknown")
 
@@ -50,11 +56,8 @@ class ResumeAgent(AgentStatusKind):
             # The agent changed between the look-up and the lock.
             raise errors.already_in_state(target.target_id, "active")
         return [
-            Change(
-                "agent",
-                r["agent_id"],
-                status_state(r["status"], r["paused_until"]),
-                status_state("active", None),
+            agent_change(
+                r, status_state(r["status"], r["paused_until"]), status_state("active", None)
             )
             for r in rows
             if r["status"] == "paused"

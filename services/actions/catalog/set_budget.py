@@ -45,6 +45,8 @@ class SetBudget(ActionKind):
     params_message = actions_pb2.SetBudgetParams
     scopes = ("agent", "department", "fleet")
     can_rollback = True
+    changes_agents = False  # only the target's own budget
+    undone_by = "set_budget"
 
     def validate(self, params: Any) -> list[FieldViolation]:
         """Exactly one of monthly_limit_cents and clear; the limit in range."""
@@ -77,9 +79,8 @@ class SetBudget(ActionKind):
         current = await conn.fetchval(sql, target.workspace_id, target.scope, target.target_id)
         new = None if params.clear else params.monthly_limit_cents
         key = budget_key(target.scope, target.target_id)
-        return [
-            Change("budget", key, {"monthly_limit_cents": current}, {"monthly_limit_cents": new})
-        ]
+        before, after = {"monthly_limit_cents": current}, {"monthly_limit_cents": new}
+        return [Change("budget", key, before, after, target.resource)]
 
     async def apply(
         self,

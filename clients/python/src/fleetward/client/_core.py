@@ -11,6 +11,7 @@ import enum
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -144,6 +145,7 @@ def execute_request(
     params: ActionParams,
     request_id: str | None,
     validate_only: bool,
+    skip_denied: bool = False,
 ) -> actions_pb2.ExecuteRequest:
     """Build an ``ExecuteRequest``; ``params`` picks the action type."""
     request = actions_pb2.ExecuteRequest(
@@ -153,6 +155,7 @@ def execute_request(
         reason=reason,
         request_id=request_id or new_request_id(),
         validate_only=validate_only,
+        skip_denied=skip_denied,
     )
     params.apply(request)
     return request
@@ -166,6 +169,7 @@ def rollback_request(
     request_id: str | None,
     validate_only: bool,
     skip_superseded: bool,
+    skip_denied: bool = False,
 ) -> actions_pb2.RollbackRequest:
     """Build a ``RollbackRequest`` with a fresh request id unless one is given."""
     return actions_pb2.RollbackRequest(
@@ -175,6 +179,20 @@ def rollback_request(
         request_id=request_id or new_request_id(),
         validate_only=validate_only,
         skip_superseded=skip_superseded,
+        skip_denied=skip_denied,
+    )
+
+
+def check_access_request(
+    *, workspace_id: str, targets: Sequence[tuple[ScopeLike, str]]
+) -> actions_pb2.CheckAccessRequest:
+    """Build a ``CheckAccessRequest`` from ``(scope, target_id)`` pairs."""
+    return actions_pb2.CheckAccessRequest(
+        workspace_id=workspace_id,
+        targets=[
+            actions_pb2.AccessTarget(scope=Scope.of(scope).proto, target_id=target_id)
+            for scope, target_id in targets
+        ],
     )
 
 

@@ -127,6 +127,50 @@ AGENT_STATUS_RETIRED: AgentStatus.ValueType  # 3
 """Gone from the platform's inventory; no action touches it."""
 Global___AgentStatus: _TypeAlias = AgentStatus  # noqa: Y015
 
+class _DenialCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DenialCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DenialCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DENIAL_CODE_UNSPECIFIED: _DenialCode.ValueType  # 0
+    """Never returned."""
+    DENIAL_CODE_NO_ROLE: _DenialCode.ValueType  # 1
+    """The caller holds no role in the workspace."""
+    DENIAL_CODE_NOT_GRANTED: _DenialCode.ValueType  # 2
+    """No policy rule grants it on the target's path."""
+    DENIAL_CODE_EXPLICIT_DENY: _DenialCode.ValueType  # 3
+    """A deny rule matches the target's path."""
+    DENIAL_CODE_AGENTS_DENIED: _DenialCode.ValueType  # 4
+    """Allowed on the target's path but denied on some agents in it (Execute
+    refuses the action; with skip_denied it acts on the others).
+    """
+    DENIAL_CODE_SCOPE_NOT_SUPPORTED: _DenialCode.ValueType  # 5
+    """The action type does not apply at this scope (restart_agent: agents only)."""
+    DENIAL_CODE_EVALUATION_ERROR: _DenialCode.ValueType  # 6
+    """The policy could not be evaluated (fail-closed)."""
+
+class DenialCode(_DenialCode, metaclass=_DenialCodeEnumTypeWrapper):
+    """DenialCode says why a permission is denied on a target."""
+
+DENIAL_CODE_UNSPECIFIED: DenialCode.ValueType  # 0
+"""Never returned."""
+DENIAL_CODE_NO_ROLE: DenialCode.ValueType  # 1
+"""The caller holds no role in the workspace."""
+DENIAL_CODE_NOT_GRANTED: DenialCode.ValueType  # 2
+"""No policy rule grants it on the target's path."""
+DENIAL_CODE_EXPLICIT_DENY: DenialCode.ValueType  # 3
+"""A deny rule matches the target's path."""
+DENIAL_CODE_AGENTS_DENIED: DenialCode.ValueType  # 4
+"""Allowed on the target's path but denied on some agents in it (Execute
+refuses the action; with skip_denied it acts on the others).
+"""
+DENIAL_CODE_SCOPE_NOT_SUPPORTED: DenialCode.ValueType  # 5
+"""The action type does not apply at this scope (restart_agent: agents only)."""
+DENIAL_CODE_EVALUATION_ERROR: DenialCode.ValueType  # 6
+"""The policy could not be evaluated (fail-closed)."""
+Global___DenialCode: _TypeAlias = DenialCode  # noqa: Y015
+
 @_typing.final
 class PauseAgentParams(_message.Message):
     """PauseAgentParams pauses the agents in the target."""
@@ -233,6 +277,7 @@ class ExecuteRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
+    SKIP_DENIED_FIELD_NUMBER: _builtins.int
     PAUSE_AGENT_FIELD_NUMBER: _builtins.int
     RESUME_AGENT_FIELD_NUMBER: _builtins.int
     SET_BUDGET_FIELD_NUMBER: _builtins.int
@@ -249,6 +294,12 @@ class ExecuteRequest(_message.Message):
     """Idempotency key, 1..128 of [A-Za-z0-9._:-]. The client library fills a UUID."""
     validate_only: _builtins.bool
     """Validate, check policy and preview the planned changes; write nothing."""
+    skip_denied: _builtins.bool
+    """At department or fleet scope, act on the agents the caller may change and
+    list the others in result.skipped, instead of refusing the whole action
+    with PERMISSION_DENIED when any agent it would change is denied. The
+    target's own path must still be allowed.
+    """
     @_builtins.property
     def pause_agent(self) -> Global___PauseAgentParams:
         """Pause agents."""
@@ -274,6 +325,7 @@ class ExecuteRequest(_message.Message):
         reason: _builtins.str = ...,
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
+        skip_denied: _builtins.bool = ...,
         pause_agent: Global___PauseAgentParams | None = ...,
         resume_agent: Global___ResumeAgentParams | None = ...,
         set_budget: Global___SetBudgetParams | None = ...,
@@ -281,7 +333,7 @@ class ExecuteRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "pause_agent", b"pause_agent", "restart_agent", b"restart_agent", "resume_agent", b"resume_agent", "set_budget", b"set_budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "pause_agent", b"pause_agent", "reason", b"reason", "request_id", b"request_id", "restart_agent", b"restart_agent", "resume_agent", b"resume_agent", "scope", b"scope", "set_budget", b"set_budget", "target_id", b"target_id", "validate_only", b"validate_only", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "pause_agent", b"pause_agent", "reason", b"reason", "request_id", b"request_id", "restart_agent", b"restart_agent", "resume_agent", b"resume_agent", "scope", b"scope", "set_budget", b"set_budget", "skip_denied", b"skip_denied", "target_id", b"target_id", "validate_only", b"validate_only", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_params: _TypeAlias = _typing.Literal["pause_agent", "resume_agent", "set_budget", "restart_agent"]  # noqa: Y015
     _WhichOneofArgType_params: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
@@ -301,6 +353,7 @@ class RollbackRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     SKIP_SUPERSEDED_FIELD_NUMBER: _builtins.int
+    SKIP_DENIED_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """The workspace (UUID)."""
     action_id: _builtins.str
@@ -315,6 +368,12 @@ class RollbackRequest(_message.Message):
     """Roll back the targets that were not changed later and list the skipped
     ones in the result, instead of refusing the whole rollback (SUPERSEDED).
     """
+    skip_denied: _builtins.bool
+    """Roll back the targets the caller may change (the undo of a pause needs
+    actions:resume_agent on each agent, of a resume actions:pause_agent, of a
+    budget change actions:set_budget) and list the others in result.skipped,
+    instead of refusing the whole rollback with PERMISSION_DENIED.
+    """
     def __init__(
         self,
         *,
@@ -324,10 +383,11 @@ class RollbackRequest(_message.Message):
         request_id: _builtins.str = ...,
         validate_only: _builtins.bool = ...,
         skip_superseded: _builtins.bool = ...,
+        skip_denied: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "reason", b"reason", "request_id", b"request_id", "skip_superseded", b"skip_superseded", "validate_only", b"validate_only", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "reason", b"reason", "request_id", b"request_id", "skip_denied", b"skip_denied", "skip_superseded", b"skip_superseded", "validate_only", b"validate_only", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -423,7 +483,10 @@ class Action(_message.Message):
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """What changed: {"count": N, "agents": [{"agent_id", "previous_status",
-        "new_status", "resume_at"}, ... at most 100], "truncated": bool}.
+        "new_status", "resume_at"}, ... at most 100], "truncated": bool}; with
+        skip_denied or skip_superseded also "skipped": [{"target", "reason", ...},
+        ... at most 100] and "skipped_count". A validate_only preview lists the
+        agents that would be denied in "denied" and "denied_count".
         """
 
     @_builtins.property
@@ -920,3 +983,171 @@ class ListAgentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
+
+@_typing.final
+class AccessTarget(_message.Message):
+    """AccessTarget is one target CheckAccess asks about."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    scope: Global___Scope.ValueType
+    """The scope; SCOPE_UNSPECIFIED is rejected."""
+    target_id: _builtins.str
+    """Agent id (agent scope) or department id (department scope); empty for fleet."""
+    def __init__(
+        self,
+        *,
+        scope: Global___Scope.ValueType = ...,
+        target_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope", "target_id", b"target_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessTarget: _TypeAlias = AccessTarget  # noqa: Y015
+
+@_typing.final
+class CheckAccessRequest(_message.Message):
+    """CheckAccessRequest asks which permissions the caller holds on some targets."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The workspace (UUID)."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessTarget]:
+        """The targets, 1..500."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        targets: _abc.Iterable[Global___AccessTarget] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["targets", b"targets", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAccessRequest: _TypeAlias = CheckAccessRequest  # noqa: Y015
+
+@_typing.final
+class AccessDenial(_message.Message):
+    """AccessDenial is one permission the caller does not hold on a target."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMISSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    DENIED_COUNT_FIELD_NUMBER: _builtins.int
+    DENIED_AGENT_IDS_FIELD_NUMBER: _builtins.int
+    permission: _builtins.str
+    """The permission, e.g. actions:pause_agent."""
+    reason: _builtins.str
+    """Why, for people: "requires actions:pause_agent; your roles: viewer"."""
+    code: Global___DenialCode.ValueType
+    """Why, for programs."""
+    denied_count: _builtins.int
+    """With DENIAL_CODE_AGENTS_DENIED: how many agents in the target are denied."""
+    @_builtins.property
+    def denied_agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With DENIAL_CODE_AGENTS_DENIED: the first (at most 10) denied agent ids."""
+
+    def __init__(
+        self,
+        *,
+        permission: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        code: Global___DenialCode.ValueType = ...,
+        denied_count: _builtins.int = ...,
+        denied_agent_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "denied_agent_ids", b"denied_agent_ids", "denied_count", b"denied_count", "permission", b"permission", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessDenial: _TypeAlias = AccessDenial  # noqa: Y015
+
+@_typing.final
+class TargetAccess(_message.Message):
+    """TargetAccess is the answer for one target."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    DENIED_FIELD_NUMBER: _builtins.int
+    scope: Global___Scope.ValueType
+    """The target's scope, as asked."""
+    target_id: _builtins.str
+    """The target id, as asked."""
+    @_builtins.property
+    def allowed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The permissions the caller holds on it (actions:read, actions:rollback,
+        actions:<action type>), sorted.
+        """
+
+    @_builtins.property
+    def denied(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessDenial]:
+        """Every other permission, with the reason, sorted by permission."""
+
+    def __init__(
+        self,
+        *,
+        scope: Global___Scope.ValueType = ...,
+        target_id: _builtins.str = ...,
+        allowed: _abc.Iterable[_builtins.str] | None = ...,
+        denied: _abc.Iterable[Global___AccessDenial] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "denied", b"denied", "scope", b"scope", "target_id", b"target_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TargetAccess: _TypeAlias = TargetAccess  # noqa: Y015
+
+@_typing.final
+class CheckAccessResponse(_message.Message):
+    """CheckAccessResponse answers every target against one policy version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    policy_version: _builtins.str
+    """The policy version all answers were decided with."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetAccess]:
+        """One answer per target, in request order."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The caller's roles in the workspace, sorted."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TargetAccess] | None = ...,
+        policy_version: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy_version", b"policy_version", "results", b"results", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAccessResponse: _TypeAlias = CheckAccessResponse  # noqa: Y015

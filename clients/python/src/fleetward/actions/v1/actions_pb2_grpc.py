@@ -76,6 +76,11 @@ class ActionServiceStub:
                 request_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.CheckAccess = channel.unary_unary(
+                '/fleetward.actions.v1.ActionService/CheckAccess',
+                request_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessRequest.SerializeToString,
+                response_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessResponse.FromString,
+                _registered_method=True)
 
 
 class ActionServiceServicer:
@@ -145,6 +150,17 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckAccess(self, request, context):
+        """CheckAccess answers "can I?" for the caller: which permissions (action
+        types, rollback, read) it holds on each target, by the rule Execute
+        applies: the target's own path and, for an action that changes agents,
+        every non-retired agent in the target. Writes nothing; any authenticated
+        caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +203,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsRequest.FromString,
                     response_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'CheckAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAccess,
+                    request_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessRequest.FromString,
+                    response_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +428,33 @@ class ActionService:
             '/fleetward.actions.v1.ActionService/ListAgents',
             fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsRequest.SerializeToString,
             fleetward_dot_actions_dot_v1_dot_actions__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetward.actions.v1.ActionService/CheckAccess',
+            fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessRequest.SerializeToString,
+            fleetward_dot_actions_dot_v1_dot_actions__pb2.CheckAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,

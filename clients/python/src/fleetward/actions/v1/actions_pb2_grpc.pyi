@@ -67,6 +67,13 @@ class ActionServiceStub:
     """GetAgent returns an agent's control state."""
     ListAgents: _grpc.UnaryUnaryMultiCallable[_actions_pb2.ListAgentsRequest, _actions_pb2.ListAgentsResponse]
     """ListAgents lists agents of a workspace, ordered by agent_id."""
+    CheckAccess: _grpc.UnaryUnaryMultiCallable[_actions_pb2.CheckAccessRequest, _actions_pb2.CheckAccessResponse]
+    """CheckAccess answers "can I?" for the caller: which permissions (action
+    types, rollback, read) it holds on each target, by the rule Execute
+    applies: the target's own path and, for an action that changes agents,
+    every non-retired agent in the target. Writes nothing; any authenticated
+    caller.
+    """
 
 @_typing.type_check_only
 class ActionServiceAsyncStub(ActionServiceStub):
@@ -100,6 +107,13 @@ class ActionServiceAsyncStub(ActionServiceStub):
     """GetAgent returns an agent's control state."""
     ListAgents: _aio.UnaryUnaryMultiCallable[_actions_pb2.ListAgentsRequest, _actions_pb2.ListAgentsResponse]  # type: ignore[assignment]
     """ListAgents lists agents of a workspace, ordered by agent_id."""
+    CheckAccess: _aio.UnaryUnaryMultiCallable[_actions_pb2.CheckAccessRequest, _actions_pb2.CheckAccessResponse]  # type: ignore[assignment]
+    """CheckAccess answers "can I?" for the caller: which permissions (action
+    types, rollback, read) it holds on each target, by the rule Execute
+    applies: the target's own path and, for an action that changes agents,
+    every non-retired agent in the target. Writes nothing; any authenticated
+    caller.
+    """
 
 class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
     """ActionService runs actions on the fleet and reads back their audit trail and
@@ -178,5 +192,18 @@ class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_actions_pb2.ListAgentsResponse, _abc.Awaitable[_actions_pb2.ListAgentsResponse]]:
         """ListAgents lists agents of a workspace, ordered by agent_id."""
+
+    @_abc_1.abstractmethod
+    def CheckAccess(
+        self,
+        request: _actions_pb2.CheckAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_actions_pb2.CheckAccessResponse, _abc.Awaitable[_actions_pb2.CheckAccessResponse]]:
+        """CheckAccess answers "can I?" for the caller: which permissions (action
+        types, rollback, read) it holds on each target, by the rule Execute
+        applies: the target's own path and, for an action that changes agents,
+        every non-retired agent in the target. Writes nothing; any authenticated
+        caller.
+        """
 
 def add_ActionServiceServicer_to_server(servicer: ActionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

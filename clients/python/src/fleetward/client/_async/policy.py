@@ -74,6 +74,29 @@ class AsyncPolicyClient(AsyncClientBase):
             self._stub.BatchCheck, request, retry=Retry.READ, deadline=deadline
         )
 
+    async def check_resources(
+        self,
+        *,
+        subject: str,
+        workspace_id: str,
+        action: str,
+        resources: Sequence[str],
+        deadline: float | None = None,
+    ) -> policy_pb2.CheckResourcesResponse:
+        """Decide one subject and permission on each resource (1..20,000), in one policy
+        version; only the denials are listed.
+
+        Requests above the channel's message limit (1 MiB by default: about 7,000 of the
+        longest paths) need a larger ``grpc.max_send_message_length`` in the config's
+        options.
+        """
+        request = policy_pb2.CheckResourcesRequest(
+            subject=subject, workspace_id=workspace_id, action=action, resources=list(resources)
+        )
+        return await self._transport.unary(
+            self._stub.CheckResources, request, retry=Retry.READ, deadline=deadline
+        )
+
     async def get_policy_info(
         self, *, deadline: float | None = None
     ) -> policy_pb2.GetPolicyInfoResponse:

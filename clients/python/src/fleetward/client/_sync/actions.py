@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import grpc
@@ -55,6 +55,7 @@ class ActionsClient(SyncClientBase):
         params: ActionParams,
         request_id: str | None = None,
         validate_only: bool = False,
+        skip_denied: bool = False,
         deadline: float | None = None,
     ) -> actions_pb2.Action:
         """Run one action (or preview it with ``validate_only``).
@@ -71,6 +72,10 @@ class ActionsClient(SyncClientBase):
             request_id: Idempotency key; pass your own to make retries across processes
                 safe too.
             validate_only: Validate, check policy and preview ``result``; write nothing.
+            skip_denied: At department or fleet scope, act on the agents the caller may
+                change and list the others in ``result["skipped"]``, instead of raising
+                :class:`~fleetward.client.errors.PermissionDenied` (metadata
+                ``denied_count``, ``denied_agent_ids``) when any agent is denied.
             deadline: Seconds for the whole call, retries included (default from config).
 
         Returns:
@@ -84,6 +89,7 @@ class ActionsClient(SyncClientBase):
             params=params,
             request_id=request_id,
             validate_only=validate_only,
+            skip_denied=skip_denied,
         )
         return self._transport.unary(
             self._stub.Execute, request, retry=Retry.MUTATION, deadline=deadline
@@ -98,9 +104,15 @@ class ActionsClient(SyncClientBase):
         request_id: str | None = None,
         validate_only: bool = False,
         skip_superseded: bool = False,
+        skip_denied: bool = False,
         deadline: float | None = None,
     ) -> actions_pb2.Action:
         """Undo a completed action through a new audited ``rollback`` action.
+
+        Needs ``actions:rollback`` on the original's target and, on every agent or budget
+        it restores, the permission of that change (undoing a pause needs
+        ``actions:resume_agent``, a resume ``actions:pause_agent``, a budget change
+        ``actions:set_budget``).
 
         Args:
             workspace_id: The workspace (UUID).
@@ -111,6 +123,8 @@ class ActionsClient(SyncClientBase):
             validate_only: Validate and preview; write nothing.
             skip_superseded: Roll back the targets not changed since and list the
                 skipped ones, instead of refusing with ``SUPERSEDED``.
+            skip_denied: Roll back the targets the caller may change and list the others,
+                instead of raising ``PermissionDenied``.
             deadline: Seconds for the whole call, retries included.
 
         Returns:
@@ -123,9 +137,37 @@ class ActionsClient(SyncClientBase):
             request_id=request_id,
             validate_only=validate_only,
             skip_superseded=skip_superseded,
+            skip_denied=skip_denied,
         )
         return self._transport.unary(
             self._stub.Rollback, request, retry=Retry.MUTATION, deadline=deadline
+        )
+
+    def check_access(
+        self,
+        *,
+        workspace_id: str,
+        targets: Sequence[tuple[ScopeLike, str]],
+        deadline: float | None = None,
+    ) -> actions_pb2.CheckAccessResponse:
+        """Which permissions the caller holds on each target ("can I?"); writes nothing.
+
+        Decided by Execute's rule: the target's own path and, for an action type that
+        changes agents, every non-retired agent in the target.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            targets: ``(scope, target_id)`` pairs, 1..500: ``("agent", "eng-code-1")``,
+                ``("department", "engineering")``, ``("fleet", "")``.
+            deadline: Seconds for the whole call, retries included.
+
+        Returns:
+            One ``TargetAccess`` per target, in order: ``allowed`` permissions and
+            ``denied`` ones with their reason and code.
+        """
+        request = _core.check_access_request(workspace_id=workspace_id, targets=targets)
+        return self._transport.unary(
+            self._stub.CheckAccess, request, retry=Retry.READ, deadline=deadline
         )
 
     def get_action(

@@ -40,6 +40,7 @@ _BY_CODE = {
 EPILOG = """exit codes:
   0  ok                          5  not found
   1  internal error / failed     6  conflict or failed precondition
+     (can-i: denied)
   2  usage or invalid argument   7  unavailable, overloaded or timed out
   3  unauthenticated             8  declined at the confirmation prompt
   4  permission denied         130  interrupted

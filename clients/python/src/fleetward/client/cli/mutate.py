@@ -120,6 +120,7 @@ def run_execute(ctx: Context) -> int:
             params=params,
             request_id=None if validate_only else args.request_id,
             validate_only=validate_only,
+            skip_denied=getattr(args, "skip_denied", False),
         )
 
     where = target_of(scope.proto, target_id)
@@ -142,6 +143,7 @@ def run_rollback(ctx: Context) -> int:
             request_id=None if validate_only else args.request_id,
             validate_only=validate_only,
             skip_superseded=args.skip_superseded,
+            skip_denied=args.skip_denied,
         )
 
     return _preview_then_act(

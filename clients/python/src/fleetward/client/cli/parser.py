@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fleetward.client.cli import exit_codes, mutate, reads
+from fleetward.client.cli import access, exit_codes, mutate, reads
 
 ENVIRONMENT = """environment:
   FLEETWARD_TARGET         action service host:port (default 127.0.0.1:50051)
@@ -64,6 +64,37 @@ def _target_flags(parser: argparse.ArgumentParser, *, agent_only: bool = False) 
         target.add_argument("--fleet", action="store_true", help="every agent of the workspace")
 
 
+def _skip_denied_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-denied",
+        action="store_true",
+        help="act on what you may change and list the rest, instead of refusing the whole "
+        "action when some agent is denied",
+    )
+
+
+def _can_i(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: list[argparse.ArgumentParser]
+) -> None:
+    can_i = sub.add_parser(
+        "can-i",
+        parents=leaf,
+        help="may I do ACTION on a target? (exit 0 yes, 1 no)",
+        description="Ask the action service whether you may do ACTION on the target, by the "
+        "rule Execute applies (the target and every agent in it). Prints yes or no and why; "
+        "exits 0 when allowed, 1 when denied. --list shows every permission.",
+    )
+    can_i.add_argument(
+        "permission",
+        nargs="?",
+        metavar="ACTION",
+        help="an action type (pause_agent, ...), rollback or read; actions:… also accepted",
+    )
+    can_i.add_argument("--list", action="store_true", help="every permission on the target")
+    _target_flags(can_i)
+    can_i.set_defaults(run=access.run_can_i)
+
+
 def _execute(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: list[argparse.ArgumentParser]
 ) -> None:
@@ -88,6 +119,8 @@ def _execute(
     restart = kinds.add_parser("restart_agent", parents=leaf, help="restart one agent")
     _target_flags(restart, agent_only=True)
 
+    for kind in (pause, resume, budget):
+        _skip_denied_flag(kind)
     for kind in (pause, resume, budget, restart):
         _confirm_flags(kind)
         kind.set_defaults(run=mutate.run_execute)
@@ -127,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument(
         "--skip-superseded", action="store_true", help="skip agents changed later"
     )
+    _skip_denied_flag(rollback)
     _confirm_flags(rollback)
     rollback.set_defaults(run=mutate.run_rollback)
+
+    _can_i(sub, leaf)
 
     agents = sub.add_parser("agents", help="agents and their control state")
     agents_sub = agents.add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")

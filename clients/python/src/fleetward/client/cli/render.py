@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format, message, timestamp_pb2
 
 from fleetward.actions.v1 import actions_pb2
-from fleetward.client.results import action_result
+from fleetward.client.results import SkippedTarget, action_result
 from fleetward.policy.v1 import policy_pb2
 
 
@@ -124,10 +124,30 @@ def changes_table(action: actions_pb2.Action) -> str:
             for b in budgets
         ]
         parts.append(table(("BUDGET OF", "MONTHLY LIMIT (CENTS)"), budget_rows))
-    skipped = result.raw.get("skipped", [])
-    if skipped:
-        parts.append(f"skipped (changed later): {dumps(skipped, compact=True)}")
+    if result.skipped:
+        parts.append(table(("SKIPPED", "WHY"), [(s.target, _why(s)) for s in result.skipped]))
+        if result.skipped_count > len(result.skipped):
+            parts.append(f"… and {result.skipped_count - len(result.skipped)} more skipped")
     return "\n".join(parts)
+
+
+def _why(skipped: SkippedTarget) -> str:
+    if skipped.reason == "denied":
+        return f"denied: you lack {skipped.permission or 'the permission'} on it"
+    if skipped.reason == "superseded":
+        if skipped.superseded_by == "retired":
+            return "retired since"
+        return f"changed later by {skipped.superseded_by}"
+    if skipped.reason == "unchecked":
+        return "joined the target after the permission check; left unchanged"
+    return skipped.reason
+
+
+def access_table(access: actions_pb2.TargetAccess) -> str:
+    """``fleetward can-i --list``: every permission on one target, allowed or why not."""
+    rows = [(p, "yes", "") for p in access.allowed]
+    rows += [(d.permission, "no", d.reason) for d in access.denied]
+    return table(("PERMISSION", "ALLOWED", "WHY NOT"), sorted(rows))
 
 
 def _cents(value: object) -> str:

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fleetward/policy/v1/policy.proto\x12\x13\x66leetward.policy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n\x0c\x43heckRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08resource\x18\x04 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\xa7\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x33\n\x06reason\x18\x02 \x01(\x0e\x32#.fleetward.policy.v1.DecisionReason\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x14\n\x0cmatched_rule\x18\x06 \x01(\t\"F\n\x11\x42\x61tchCheckRequest\x12\x31\n\x06\x63hecks\x18\x01 \x03(\x0b\x32!.fleetward.policy.v1.CheckRequest\"a\n\x12\x42\x61tchCheckResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".fleetward.policy.v1.CheckResponse\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\"\x16\n\x14GetPolicyInfoRequest\"\xda\x01\n\x15GetPolicyInfoResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrule_count\x18\x03 \x01(\x03\x12\x17\n\x0frole_link_count\x18\x04 \x01(\x03\x12\x19\n\x11last_reload_error\x18\x05 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe4\x01\n\x0e\x44\x65\x63isionReason\x12\x1f\n\x1b\x44\x45\x43ISION_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45\x43ISION_REASON_ALLOWED\x10\x01\x12$\n DECISION_REASON_NO_MATCHING_RULE\x10\x02\x12!\n\x1d\x44\x45\x43ISION_REASON_EXPLICIT_DENY\x10\x03\x12%\n!DECISION_REASON_UNKNOWN_WORKSPACE\x10\x04\x12$\n DECISION_REASON_EVALUATION_ERROR\x10\x05\x32\xa6\x02\n\rPolicyService\x12N\n\x05\x43heck\x12!.fleetward.policy.v1.CheckRequest\x1a\".fleetward.policy.v1.CheckResponse\x12]\n\nBatchCheck\x12&.fleetward.policy.v1.BatchCheckRequest\x1a\'.fleetward.policy.v1.BatchCheckResponse\x12\x66\n\rGetPolicyInfo\x12).fleetward.policy.v1.GetPolicyInfoRequest\x1a*.fleetward.policy.v1.GetPolicyInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fleetward/policy/v1/policy.proto\x12\x13\x66leetward.policy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n\x0c\x43heckRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x10\n\x08resource\x18\x04 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x05 \x01(\x08\"\xa7\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x33\n\x06reason\x18\x02 \x01(\x0e\x32#.fleetward.policy.v1.DecisionReason\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x14\n\x0cmatched_rule\x18\x06 \x01(\t\"F\n\x11\x42\x61tchCheckRequest\x12\x31\n\x06\x63hecks\x18\x01 \x03(\x0b\x32!.fleetward.policy.v1.CheckRequest\"a\n\x12\x42\x61tchCheckResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".fleetward.policy.v1.CheckResponse\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\"a\n\x15\x43heckResourcesRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tresources\x18\x04 \x03(\t\"|\n\x0eResourceDenial\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x33\n\x06reason\x18\x03 \x01(\x0e\x32#.fleetward.policy.v1.DecisionReason\x12\x14\n\x0cmatched_rule\x18\x04 \x01(\t\"\xa0\x01\n\x16\x43heckResourcesResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x15\n\rallowed_count\x18\x03 \x01(\x05\x12\x33\n\x06\x64\x65nied\x18\x04 \x03(\x0b\x32#.fleetward.policy.v1.ResourceDenial\x12\r\n\x05roles\x18\x05 \x03(\t\"\x16\n\x14GetPolicyInfoRequest\"\xda\x01\n\x15GetPolicyInfoResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\t\x12-\n\tloaded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrule_count\x18\x03 \x01(\x03\x12\x17\n\x0frole_link_count\x18\x04 \x01(\x03\x12\x19\n\x11last_reload_error\x18\x05 \x01(\t\x12\x32\n\x0elast_reload_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe4\x01\n\x0e\x44\x65\x63isionReason\x12\x1f\n\x1b\x44\x45\x43ISION_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45\x43ISION_REASON_ALLOWED\x10\x01\x12$\n DECISION_REASON_NO_MATCHING_RULE\x10\x02\x12!\n\x1d\x44\x45\x43ISION_REASON_EXPLICIT_DENY\x10\x03\x12%\n!DECISION_REASON_UNKNOWN_WORKSPACE\x10\x04\x12$\n DECISION_REASON_EVALUATION_ERROR\x10\x05\x32\x91\x03\n\rPolicyService\x12N\n\x05\x43heck\x12!.fleetward.policy.v1.CheckRequest\x1a\".fleetward.policy.v1.CheckResponse\x12]\n\nBatchCheck\x12&.fleetward.policy.v1.BatchCheckRequest\x1a\'.fleetward.policy.v1.BatchCheckResponse\x12i\n\x0e\x43heckResources\x12*.fleetward.policy.v1.CheckResourcesRequest\x1a+.fleetward.policy.v1.CheckResourcesResponse\x12\x66\n\rGetPolicyInfo\x12).fleetward.policy.v1.GetPolicyInfoRequest\x1a*.fleetward.policy.v1.GetPolicyInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fleetward.policy.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISIONREASON']._serialized_start=783
-  _globals['_DECISIONREASON']._serialized_end=1011
+  _globals['_DECISIONREASON']._serialized_start=1171
+  _globals['_DECISIONREASON']._serialized_end=1399
   _globals['_CHECKREQUEST']._serialized_start=90
   _globals['_CHECKREQUEST']._serialized_end=194
   _globals['_CHECKRESPONSE']._serialized_start=197
@@ -42,10 +42,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHCHECKREQUEST']._serialized_end=436
   _globals['_BATCHCHECKRESPONSE']._serialized_start=438
   _globals['_BATCHCHECKRESPONSE']._serialized_end=535
-  _globals['_GETPOLICYINFOREQUEST']._serialized_start=537
-  _globals['_GETPOLICYINFOREQUEST']._serialized_end=559
-  _globals['_GETPOLICYINFORESPONSE']._serialized_start=562
-  _globals['_GETPOLICYINFORESPONSE']._serialized_end=780
-  _globals['_POLICYSERVICE']._serialized_start=1014
-  _globals['_POLICYSERVICE']._serialized_end=1308
+  _globals['_CHECKRESOURCESREQUEST']._serialized_start=537
+  _globals['_CHECKRESOURCESREQUEST']._serialized_end=634
+  _globals['_RESOURCEDENIAL']._serialized_start=636
+  _globals['_RESOURCEDENIAL']._serialized_end=760
+  _globals['_CHECKRESOURCESRESPONSE']._serialized_start=763
+  _globals['_CHECKRESOURCESRESPONSE']._serialized_end=923
+  _globals['_GETPOLICYINFOREQUEST']._serialized_start=925
+  _globals['_GETPOLICYINFOREQUEST']._serialized_end=947
+  _globals['_GETPOLICYINFORESPONSE']._serialized_start=950
+  _globals['_GETPOLICYINFORESPONSE']._serialized_end=1168
+  _globals['_POLICYSERVICE']._serialized_start=1402
+  _globals['_POLICYSERVICE']._serialized_end=1803
 # @@protoc_insertion_point(module_scope)

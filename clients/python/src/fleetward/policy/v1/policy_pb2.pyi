@@ -199,6 +199,122 @@ class BatchCheckResponse(_message.Message):
 Global___BatchCheckResponse: _TypeAlias = BatchCheckResponse  # noqa: Y015
 
 @_typing.final
+class CheckResourcesRequest(_message.Message):
+    """CheckResourcesRequest asks whether subject may do action on each resource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    subject: _builtins.str
+    """The policy subject, e.g. "bob"."""
+    workspace_id: _builtins.str
+    """The workspace (UUID)."""
+    action: _builtins.str
+    """The permission: actions:<action type>, actions:rollback or actions:read."""
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resource paths (as in CheckRequest), 1..20,000; duplicates are allowed
+        and decided once each.
+        """
+
+    def __init__(
+        self,
+        *,
+        subject: _builtins.str = ...,
+        workspace_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "resources", b"resources", "subject", b"subject", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResourcesRequest: _TypeAlias = CheckResourcesRequest  # noqa: Y015
+
+@_typing.final
+class ResourceDenial(_message.Message):
+    """ResourceDenial is one resource the subject may not act on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MATCHED_RULE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the resource in CheckResourcesRequest.resources."""
+    resource: _builtins.str
+    """The resource path."""
+    reason: Global___DecisionReason.ValueType
+    """Why it was denied."""
+    matched_rule: _builtins.str
+    """The deciding deny line, when a deny rule decided (empty otherwise)."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        resource: _builtins.str = ...,
+        reason: Global___DecisionReason.ValueType = ...,
+        matched_rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "matched_rule", b"matched_rule", "reason", b"reason", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceDenial: _TypeAlias = ResourceDenial  # noqa: Y015
+
+@_typing.final
+class CheckResourcesResponse(_message.Message):
+    """CheckResourcesResponse answers every resource against one policy version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_COUNT_FIELD_NUMBER: _builtins.int
+    DENIED_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    policy_version: _builtins.str
+    """Short content hash of the policy files that decided."""
+    decision_id: _builtins.str
+    """Unique id of this batch decision (one line in the decision log)."""
+    allowed_count: _builtins.int
+    """How many resources were allowed."""
+    @_builtins.property
+    def denied(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceDenial]:
+        """The denied resources, in request order; empty when all are allowed."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The subject's roles in the workspace (direct and inherited), sorted; empty
+        when the subject holds no role there.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy_version: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        allowed_count: _builtins.int = ...,
+        denied: _abc.Iterable[Global___ResourceDenial] | None = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_count", b"allowed_count", "decision_id", b"decision_id", "denied", b"denied", "policy_version", b"policy_version", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResourcesResponse: _TypeAlias = CheckResourcesResponse  # noqa: Y015
+
+@_typing.final
 class GetPolicyInfoRequest(_message.Message):
     """GetPolicyInfoRequest asks for the served policy."""
 

@@ -45,6 +45,11 @@ class PolicyServiceStub:
                 request_serializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckRequest.SerializeToString,
                 response_deserializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckResponse.FromString,
                 _registered_method=True)
+        self.CheckResources = channel.unary_unary(
+                '/fleetward.policy.v1.PolicyService/CheckResources',
+                request_serializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesRequest.SerializeToString,
+                response_deserializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesResponse.FromString,
+                _registered_method=True)
         self.GetPolicyInfo = channel.unary_unary(
                 '/fleetward.policy.v1.PolicyService/GetPolicyInfo',
                 request_serializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.GetPolicyInfoRequest.SerializeToString,
@@ -70,6 +75,16 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckResources(self, request, context):
+        """CheckResources decides one subject and one permission over up to 20,000
+        resources against one policy version, listing only the denials. The action
+        service asks it for every agent a department- or fleet-scope action would
+        change. One decision id and one decision-log line cover the whole batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPolicyInfo(self, request, context):
         """GetPolicyInfo reports the policy being served and the last reload.
         """
@@ -89,6 +104,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.BatchCheck,
                     request_deserializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckRequest.FromString,
                     response_serializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckResponse.SerializeToString,
+            ),
+            'CheckResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckResources,
+                    request_deserializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesRequest.FromString,
+                    response_serializer=fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesResponse.SerializeToString,
             ),
             'GetPolicyInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicyInfo,
@@ -151,6 +171,33 @@ class PolicyService:
             '/fleetward.policy.v1.PolicyService/BatchCheck',
             fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckRequest.SerializeToString,
             fleetward_dot_policy_dot_v1_dot_policy__pb2.BatchCheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetward.policy.v1.PolicyService/CheckResources',
+            fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesRequest.SerializeToString,
+            fleetward_dot_policy_dot_v1_dot_policy__pb2.CheckResourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,

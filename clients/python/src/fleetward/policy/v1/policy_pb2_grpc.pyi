@@ -41,6 +41,12 @@ class PolicyServiceStub:
     """Check decides one request. UNAVAILABLE until the first policy has loaded."""
     BatchCheck: _grpc.UnaryUnaryMultiCallable[_policy_pb2.BatchCheckRequest, _policy_pb2.BatchCheckResponse]
     """BatchCheck decides several requests against one policy version."""
+    CheckResources: _grpc.UnaryUnaryMultiCallable[_policy_pb2.CheckResourcesRequest, _policy_pb2.CheckResourcesResponse]
+    """CheckResources decides one subject and one permission over up to 20,000
+    resources against one policy version, listing only the denials. The action
+    service asks it for every agent a department- or fleet-scope action would
+    change. One decision id and one decision-log line cover the whole batch.
+    """
     GetPolicyInfo: _grpc.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyInfoRequest, _policy_pb2.GetPolicyInfoResponse]
     """GetPolicyInfo reports the policy being served and the last reload."""
 
@@ -53,6 +59,12 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """Check decides one request. UNAVAILABLE until the first policy has loaded."""
     BatchCheck: _aio.UnaryUnaryMultiCallable[_policy_pb2.BatchCheckRequest, _policy_pb2.BatchCheckResponse]  # type: ignore[assignment]
     """BatchCheck decides several requests against one policy version."""
+    CheckResources: _aio.UnaryUnaryMultiCallable[_policy_pb2.CheckResourcesRequest, _policy_pb2.CheckResourcesResponse]  # type: ignore[assignment]
+    """CheckResources decides one subject and one permission over up to 20,000
+    resources against one policy version, listing only the denials. The action
+    service asks it for every agent a department- or fleet-scope action would
+    change. One decision id and one decision-log line cover the whole batch.
+    """
     GetPolicyInfo: _aio.UnaryUnaryMultiCallable[_policy_pb2.GetPolicyInfoRequest, _policy_pb2.GetPolicyInfoResponse]  # type: ignore[assignment]
     """GetPolicyInfo reports the policy being served and the last reload."""
 
@@ -74,6 +86,18 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_pb2.BatchCheckResponse, _abc.Awaitable[_policy_pb2.BatchCheckResponse]]:
         """BatchCheck decides several requests against one policy version."""
+
+    @_abc_1.abstractmethod
+    def CheckResources(
+        self,
+        request: _policy_pb2.CheckResourcesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_pb2.CheckResourcesResponse, _abc.Awaitable[_policy_pb2.CheckResourcesResponse]]:
+        """CheckResources decides one subject and one permission over up to 20,000
+        resources against one policy version, listing only the denials. The action
+        service asks it for every agent a department- or fleet-scope action would
+        change. One decision id and one decision-log line cover the whole batch.
+        """
 
     @_abc_1.abstractmethod
     def GetPolicyInfo(
