@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import grpc
 import pytest
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
+from services.policy import decision_log
 from services.policy.server import PolicyServer, build_server
 from services.policy.settings import PolicySettings
 from tests.conftest import Secrets
@@ -97,6 +98,13 @@ async def demo(start_policy: StartPolicy) -> AsyncIterator[RunningPolicy]:
     """A server on the real ``policies/`` (read only, no watcher)."""
     async with start_policy() as running:
         yield running
+
+
+@pytest.fixture
+def restore_decision_logger() -> Iterator[None]:
+    """Leave the decision log off (its state before any ``configure``) after the test."""
+    yield
+    decision_log.stop()
 
 
 @pytest.fixture

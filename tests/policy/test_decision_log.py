@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,6 @@ FIELDS = {
     "policy_version",
     "latency_us",
 }
-
-
-@pytest.fixture
-def restore_decision_logger() -> Iterator[None]:
-    """Leave the decision log off (its state before any ``configure``) after the test."""
-    yield
-    decision_log.stop()
 
 
 def record(n: int) -> None:
