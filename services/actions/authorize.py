@@ -11,8 +11,10 @@ A :class:`Grant` is the answer for one permission over a set of paths. Execute a
 Rollback ask for one before they record anything (the target's path plus every resource
 the planned effect changes), and the effect, under its row locks, keeps only the
 changes whose path the grant allows (:meth:`Grant.split`). A resource the grant never
-saw (an agent that joined the department, or moved, after the check) is left unchanged
-and reported, never changed unchecked.
+saw (an agent that joined the department, or moved, after the check) is never changed
+unchecked: a department- or fleet-wide action leaves it as it is and reports it; where
+the action named it (agent scope, a rollback's recorded targets) the action fails with
+ABORTED ``TARGETS_CHANGED`` (:func:`require_checked`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Grant:
                 detail = {"permission": self.permission, "policy_reason": reason}
                 skipped.append(Skip(change.label, DENIED, detail))
             else:
-                detail = {"detail": "joined or moved within the target after the check"}
+                detail = {"detail": "joined the target or changed department after the check"}
                 skipped.append(Skip(change.label, UNCHECKED, detail))
         return kept, skipped
 
@@ -123,11 +125,23 @@ class Grant:
 
 
 def question_resources(target: str | None, changes: Sequence[Change]) -> list[str]:
-    """The paths to decide: the target's (when given) first, then each change's, once."""
+    """The paths to decide: the target's (when given) first, then each change's, once.
+
+    A change without a path (an agent budget whose agent is unknown) is not asked about:
+    it stays unchecked, so it is never applied.
+    """
     seen: dict[str, None] = {} if target is None else {target: None}
     for change in changes:
-        seen.setdefault(change.resource, None)
+        if change.resource:
+            seen.setdefault(change.resource, None)
     return list(seen)
+
+
+def require_checked(action_id: uuid.UUID, skipped: Sequence[Skip]) -> None:
+    """ABORTED ``TARGETS_CHANGED`` when a change the action names was never checked."""
+    moved = [s.target for s in skipped if s.reason == UNCHECKED]
+    if moved:
+        raise errors.targets_changed(str(action_id), moved)
 
 
 async def grant(

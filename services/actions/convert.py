@@ -9,8 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from services.actions.catalog import ActionKind
 from services.actions.db import Row
-from services.actions.errors import DENIED_IDS_LISTED
-from services.actions.permissions import Access
+from services.actions.permissions import DENIED_IDS_IN_ANSWER, Access
 from services.actions.validation import SCOPE_VALUES
 
 ACTION_STATUS = {
@@ -120,7 +119,7 @@ def access(answer: Access) -> actions_pb2.CheckAccessResponse:
                         reason=d.reason,
                         code=actions_pb2.DenialCode.Value(f"DENIAL_CODE_{d.code}"),
                         denied_count=len(d.denied_agents),
-                        denied_agent_ids=d.denied_agents[:DENIED_IDS_LISTED],
+                        denied_agent_ids=d.denied_agents[:DENIED_IDS_IN_ANSWER],
                     )
                     for d in t.denied
                 ],

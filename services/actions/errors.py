@@ -29,6 +29,7 @@ __all__ = [
     "request_in_progress",
     "rollback_refused",
     "superseded",
+    "targets_changed",
     "to_json",
 ]
 
@@ -147,6 +148,20 @@ def superseded(action_id: str, later: Mapping[str, str]) -> FleetwardError:
             PreconditionViolation("SUPERSEDED", later_id, f"{key} was changed later by {later_id}")
             for key, later_id in sorted(later.items())
         ],
+    )
+
+
+def targets_changed(action_id: str, targets: Sequence[str]) -> FleetwardError:
+    """ABORTED ``TARGETS_CHANGED``: what the action names moved between its permission check
+    and its row locks (an agent changed department); nothing was changed, a new request
+    is checked against where things are now."""
+    listed = ", ".join(targets[:DENIED_IDS_LISTED])
+    return FleetwardError(
+        grpc.StatusCode.ABORTED,
+        "TARGETS_CHANGED",
+        f"action {action_id} failed: {listed} moved while the action was being authorized; "
+        "nothing was changed; retry with a new request_id",
+        metadata={"action_id": action_id, "targets": listed},
     )
 
 

@@ -106,6 +106,7 @@ class Executor:
             )
             new = dataclasses.replace(
                 new,
+                roles=grant.roles,
                 policy_version=grant.policy_version,
                 decision_id=f"{gate.decision_id},{grant.decision_id}",
             )
@@ -120,6 +121,8 @@ class Executor:
         async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
             locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
             kept, skipped = grant.split(locked)
+            if not cmd.kind.reaches_beyond_target(cmd.scope):
+                authorize.require_checked(new.action_id, skipped)  # the one named resource
             await cmd.kind.apply(conn, target.workspace_id, kept, new.action_id)
             return Outcome(outcome_result(cmd.kind, kept, skipped), changes=kept)
 

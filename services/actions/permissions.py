@@ -7,6 +7,12 @@ agents, so is the path of every non-retired agent in it (a department is allowed
 agents its effect would change at that moment, a subset of these, so "allowed" here
 means Execute will not be refused by the policy. ``actions:read`` and
 ``actions:rollback`` are answered for the target's own path. Nothing is written.
+
+Asking is reading: the caller needs ``actions:read`` on every target it asks about. A
+target it may not read is refused exactly like an unknown one (PERMISSION_DENIED, or
+NOT_FOUND to a reader of the workspace, as Execute answers), so the answer never tells
+an outsider what exists. Agents in a department or the fleet are looked at only for
+permissions the target's own path already allows.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Target
 from services.actions.catalog._base import agent_path
-from services.actions.errors import DENIED_IDS_LISTED
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import AccessCommand
 
@@ -46,6 +51,9 @@ AGENTS_IN = """
 SELECT agent_id, department_id FROM agents
 WHERE workspace_id = $1 AND status <> 'retired' AND ($2 OR department_id = ANY($3::text[]))
 ORDER BY agent_id"""
+# An answer names at most this many denied agents per permission and target (the count
+# covers them all): 500 targets of long ids stay well inside the 1 MiB message limit.
+DENIED_IDS_IN_ANSWER = 5
 
 _CODES: dict[int, str] = {
     policy_pb2.DECISION_REASON_UNKNOWN_WORKSPACE: "NO_ROLE",
@@ -83,10 +91,7 @@ class Access:
     roles: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class _Target:
-    target: Target
-    agents: tuple[tuple[str, str], ...]  # (agent id, its path) a wide action may change
+Agents = tuple[tuple[str, str], ...]  # (agent id, its path)
 
 
 class Permissions:
@@ -97,140 +102,161 @@ class Permissions:
         self._policy = policy
 
     async def check(self, call: Call, cmd: AccessCommand) -> Access:
-        """Which permissions the caller holds on each target (unknown target: NOT_FOUND to a
-        reader of the workspace, PERMISSION_DENIED to anyone else, as Execute answers)."""
+        """Which permissions the caller holds on each target (in request order)."""
         call.ensure_time_left()
-        found = await self._targets(call, cmd)
+        asked = list(dict.fromkeys(cmd.targets))  # each distinct target once
+        targets = await self._look_up(call, cmd.workspace_id, asked)
         kinds = sorted(catalog.registry().values(), key=lambda k: k.name)
-        questions = [access.READ, access.ROLLBACK, *(k.permission for k in kinds)]
-        by_permission = {k.permission: k for k in kinds}
-        for _ in range(2):
-            grants = await asyncio.gather(
-                *(
-                    self._grant(call, cmd.workspace_id, p, by_permission.get(p), found)
-                    for p in questions
-                )
-            )
-            versions = {g.policy_version for g in grants if g is not None}
-            if len(versions) <= 1:
+        for _ in range(2):  # once more if a reload lands between the questions
+            decided = await self._decide(call, cmd.workspace_id, targets, kinds)
+            if decided is not None:
                 break
         else:
             raise errors.policy_unavailable("the policy was reloaded during the check")
-        decided = [g for g in grants if g is not None]
-        roles = next((g.roles for g in decided if g.has_role), ())
-        results = []
-        for t in found:
-            answer = TargetAccess(t.target.scope, t.target.target_id)
-            for permission, granted in zip(questions, grants, strict=True):
-                denial = _denial(permission, by_permission.get(permission), granted, t, roles)
+        grants, wide, agents = decided
+        read = grants[access.READ]
+        questions: list[tuple[str, ActionKind | None]] = [
+            (access.READ, None),
+            (access.ROLLBACK, None),
+        ]
+        questions += [(k.permission, k) for k in kinds]
+        answers = {}
+        for target in targets:
+            answer = TargetAccess(target.scope, target.target_id)
+            for permission, kind in questions:
+                within = agents.get(target.resource, ())
+                denial = _denial(
+                    permission, kind, grants.get(permission), wide.get(permission), target, within
+                )
                 if denial is None:
                     answer.allowed.append(permission)
                 else:
                     answer.denied.append(denial)
             answer.allowed.sort()
             answer.denied.sort(key=lambda d: d.permission)
-            results.append(answer)
-        return Access(results, decided[0].policy_version if decided else "", roles)
+            answers[(target.scope, target.target_id)] = answer
+        return Access([answers[t] for t in cmd.targets], read.policy_version, read.roles)
 
-    async def _targets(self, call: Call, cmd: AccessCommand) -> list[_Target]:
-        scopes = [scope for scope, _ in cmd.targets]
-        ids = [target_id for _, target_id in cmd.targets]
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(LOOK_UP_TARGETS, cmd.workspace_id, scopes, ids)
-            missing = next((r for r in rows if not r["found"]), None)
-            if missing is not None:
-                raise await access.not_found_or_denied(
-                    self._policy,
-                    call,
-                    cmd.workspace_id,
-                    access.READ,
-                    missing["scope"],
-                    missing["target_id"] or str(cmd.workspace_id),
-                )
-            wide = {r["target_id"] for r in rows if r["scope"] == "department"}
-            fleet = "fleet" in scopes
-            agents = (
-                await conn.fetch(AGENTS_IN, cmd.workspace_id, fleet, sorted(wide))
-                if (fleet or wide)
-                else []
+    async def _look_up(
+        self, call: Call, workspace_id: uuid.UUID, asked: Sequence[tuple[str, str]]
+    ) -> list[Target]:
+        scopes = [scope for scope, _ in asked]
+        ids = [target_id for _, target_id in asked]
+        rows = await self._pool.fetch(LOOK_UP_TARGETS, workspace_id, scopes, ids)
+        missing = next((r for r in rows if not r["found"]), None)
+        if missing is not None:
+            raise await access.not_found_or_denied(
+                self._policy,
+                call,
+                workspace_id,
+                access.READ,
+                missing["scope"],
+                missing["target_id"] or str(workspace_id),
             )
-        paths = [
-            (a["agent_id"], a["department_id"], agent_path(a["department_id"], a["agent_id"]))
-            for a in agents
-        ]
-        out = []
+        return [Target(workspace_id, r["scope"], r["target_id"], r["department_id"]) for r in rows]
+
+    async def _decide(
+        self, call: Call, workspace_id: uuid.UUID, targets: list[Target], kinds: list[ActionKind]
+    ) -> tuple[dict[str, Grant], dict[str, Grant], dict[str, Agents]] | None:
+        """The grants on the targets' own paths, then on the agents within the targets whose
+        own path allows a wide permission; None when they span two policy versions."""
+        own = {access.READ: targets, access.ROLLBACK: targets}
+        own.update({k.permission: [t for t in targets if t.scope in k.scopes] for k in kinds})
+        grants = await self._grants(
+            call, workspace_id, {p: [t.resource for t in ts] for p, ts in own.items()}
+        )
+        unreadable = [t for t in targets if t.resource in grants[access.READ].denied]
+        if unreadable:
+            # Told apart from an unknown target by nothing: the same denial.
+            raise grants[access.READ].denial()
+        reaching = {
+            k.permission: [
+                t
+                for t in own[k.permission]
+                if k.reaches_beyond_target(t.scope)
+                and t.resource not in grants[k.permission].denied
+            ]
+            for k in kinds
+        }
+        agents = await self._agents(workspace_id, [t for ts in reaching.values() for t in ts])
+        wide = await self._grants(
+            call,
+            workspace_id,
+            {p: [path for t in ts for _, path in agents[t.resource]] for p, ts in reaching.items()},
+        )
+        versions = {g.policy_version for g in (*grants.values(), *wide.values())}
+        return (grants, wide, agents) if len(versions) == 1 else None
+
+    async def _grants(
+        self, call: Call, workspace_id: uuid.UUID, paths: dict[str, list[str]]
+    ) -> dict[str, Grant]:
+        """One grant per permission over its paths (each path once); none for no paths."""
+        asked = {p: list(dict.fromkeys(ps)) for p, ps in paths.items() if ps}
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                p: group.create_task(authorize.grant(self._policy, call, workspace_id, p, ps))
+                for p, ps in asked.items()
+            }
+        return {p: task.result() for p, task in tasks.items()}
+
+    async def _agents(self, workspace_id: uuid.UUID, targets: list[Target]) -> dict[str, Agents]:
+        """The non-retired agents in each department or fleet target, by its path."""
+        if not targets:
+            return {}
+        fleet = any(t.scope == "fleet" for t in targets)
+        departments = sorted({t.target_id for t in targets if t.scope == "department"})
+        rows = await self._pool.fetch(AGENTS_IN, workspace_id, fleet, departments)
+        by_department: dict[str, list[tuple[str, str]]] = {}
         for r in rows:
-            scope, target_id = r["scope"], r["target_id"]
-            target = Target(cmd.workspace_id, scope, target_id, r["department_id"])
-            within = tuple(
-                (agent_id, path)
-                for agent_id, department_id, path in paths
-                if scope == "fleet" or (scope == "department" and department_id == target_id)
-            )
-            out.append(_Target(target, within))
-        return out
-
-    async def _grant(
-        self,
-        call: Call,
-        workspace_id: uuid.UUID,
-        permission: str,
-        kind: ActionKind | None,
-        targets: Sequence[_Target],
-    ) -> Grant | None:
-        """One decision over every path this permission is asked about (None: none is)."""
-        paths: dict[str, None] = {}
+            path = agent_path(r["department_id"], r["agent_id"])
+            by_department.setdefault(r["department_id"], []).append((r["agent_id"], path))
+        out: dict[str, Agents] = {}
         for t in targets:
-            if kind is not None and t.target.scope not in kind.scopes:
-                continue
-            paths.setdefault(t.target.resource, None)
-            if kind is not None and kind.reaches_beyond_target(t.target.scope):
-                paths.update((path, None) for _, path in t.agents)
-        if not paths:
-            return None
-        return await authorize.grant(self._policy, call, workspace_id, permission, list(paths))
+            if t.scope == "fleet":
+                out[t.resource] = tuple(a for group in by_department.values() for a in group)
+            else:
+                out[t.resource] = tuple(by_department.get(t.target_id, ()))
+        return out
 
 
 def _denial(
     permission: str,
     kind: ActionKind | None,
     granted: Grant | None,
-    t: _Target,
-    roles: Sequence[str],
+    wide: Grant | None,
+    target: Target,
+    agents: Agents,
 ) -> Denial | None:
-    target = t.target
     if kind is not None and target.scope not in kind.scopes:
         return Denial(
             permission,
             f"{kind.name} applies at {', '.join(kind.scopes)} scope only",
             "SCOPE_NOT_SUPPORTED",
         )
-    assert granted is not None  # asked about every target whose scope applies
+    assert granted is not None  # every target whose scope applies was asked about
     reason = granted.denied.get(target.resource)
     if reason is not None:
         code = _CODES.get(reason, "EVALUATION_ERROR")
-        return Denial(permission, _explain(permission, code, target.resource, roles), code)
-    if kind is None or not kind.reaches_beyond_target(target.scope):
+        return Denial(permission, _explain(permission, code, granted.roles), code)
+    if wide is None or kind is None or not kind.reaches_beyond_target(target.scope):
         return None
-    denied = tuple(agent_id for agent_id, path in t.agents if path in granted.denied)
+    denied = tuple(agent_id for agent_id, path in agents if path in wide.denied)
     if not denied:
         return None
-    listed = ", ".join(denied[:DENIED_IDS_LISTED])
-    more = f" and {len(denied) - DENIED_IDS_LISTED} more" if len(denied) > DENIED_IDS_LISTED else ""
     return Denial(
         permission,
-        f"{permission} is denied on {len(denied)} of {len(t.agents)} agents in this "
-        f"{target.scope} ({listed}{more}); skip_denied acts on the others",
+        f"{permission} is denied on {len(denied)} of {len(agents)} agents in this "
+        f"{target.scope}; skip_denied acts on the others",
         "AGENTS_DENIED",
         denied,
     )
 
 
-def _explain(permission: str, code: str, resource: str, roles: Sequence[str]) -> str:
+def _explain(permission: str, code: str, roles: Sequence[str]) -> str:
     if code == "NO_ROLE":
         return f"requires {permission}; you hold no role in this workspace"
     if code == "EXPLICIT_DENY":
-        return f"{permission} is denied on {resource} by a deny rule"
+        return f"{permission} is denied here by a deny rule"
     if code == "EVALUATION_ERROR":
         return f"{permission} could not be decided (the policy failed closed)"
     return f"requires {permission}; your roles: {', '.join(roles) or 'none'}"

@@ -199,13 +199,22 @@ class PolicyClient:
         )
         timeout = self._timeout(remaining_s, len(resources) * TIME_PER_RESOURCE_S)
         try:
-            return await self._stub.CheckResources(
+            answer = await self._stub.CheckResources(
                 request, timeout=timeout, metadata=self._bearer()
             )
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable(exc, remaining_s, timeout) from exc
         except (grpc.RpcError, grpc.aio.UsageError) as exc:
             raise errors.policy_unavailable(type(exc).__name__) from exc
+        # Only denials are listed, so a short or garbled answer would read as "allowed":
+        # an answer that does not account for every resource is no answer (fail closed).
+        consistent = answer.allowed_count + len(answer.denied) == len(resources) and all(
+            0 <= d.index < len(resources) and resources[d.index] == d.resource
+            for d in answer.denied
+        )
+        if not consistent:
+            raise errors.policy_unavailable("CheckResources answered for other resources")
+        return answer
 
     def _unavailable(
         self, exc: grpc.aio.AioRpcError, remaining_s: float | None, timeout: float

@@ -31,33 +31,24 @@ from services.actions.validation import RollbackCommand
 ROLLBACK = "rollback"
 SUPERSEDED = "superseded"
 
-# Current owners of the original's targets (and the department that builds their policy
-# path), in the fixed lock order: agents by agent_id, budgets by (scope, target_id).
-_OWNERS = {
-    "agent": (
-        """
-SELECT agent_id AS key, last_action_id, status, department_id, 'agent' AS scope,
-       agent_id AS target_id
-FROM agents
-WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id""",
-        " FOR UPDATE",
-    ),
-    "budget": (
-        """
-SELECT b.scope || ':' || b.target_id AS key, b.last_action_id, '' AS status,
-       a.department_id, b.scope, b.target_id
-FROM budgets AS b
-LEFT JOIN agents AS a
-       ON b.scope = 'agent' AND a.workspace_id = b.workspace_id AND a.agent_id = b.target_id
-WHERE b.workspace_id = $1 AND b.scope || ':' || b.target_id = ANY($2::text[])
-ORDER BY b.scope, b.target_id""",
-        " FOR UPDATE OF b",
-    ),
-}
+# Current owners of the original's targets, in the fixed lock order: agents by agent_id,
+# budgets by (scope, target_id). An agent budget's policy path names the agent's
+# department, so those agents are read first (FOR SHARE under lock: not moved meanwhile).
+_AGENTS = """
+SELECT agent_id AS key, last_action_id, status, department_id FROM agents
+WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id"""
+_BUDGETS = """
+SELECT scope || ':' || target_id AS key, last_action_id, '' AS status, scope, target_id
+FROM budgets
+WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
+ORDER BY scope, target_id"""
 OWNERS = {
-    (kind, lock): sql + (suffix if lock else "")
-    for kind, (sql, suffix) in _OWNERS.items()
-    for lock in (False, True)
+    ("agent", False): _AGENTS,
+    ("agent", True): _AGENTS + " FOR UPDATE",
+    ("budget", False): _BUDGETS,
+    ("budget", True): _BUDGETS + " FOR UPDATE",
+    ("budget agents", False): _AGENTS,
+    ("budget agents", True): _AGENTS + " FOR SHARE",
 }
 # NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
 # block the foreign-key checks (KEY SHARE) of rows that reference the original (another
@@ -105,39 +96,47 @@ def refusal(original: Row) -> errors.FleetwardError | None:
     return None
 
 
-def _path(owner: asyncpg.Record) -> str:
-    """The policy path of an owner row (an agent, or a budget of the fleet, a department
-    or an agent); "" when the agent of an agent budget is unknown (never allowed)."""
+def _path(kind: str, owner: asyncpg.Record, departments: dict[str, str]) -> str:
+    """The policy path of what an owner row holds: an agent, or a budget of the fleet, a
+    department or an agent ("" when that agent is unknown: never checked, never applied)."""
+    if kind == "agent":
+        return agent_path(owner["department_id"], owner["key"])
     if owner["scope"] == "fleet":
         return FLEET_PATH
     if owner["scope"] == "department":
         return department_path(owner["target_id"])
-    if owner["department_id"] is None:
-        return ""
-    return agent_path(owner["department_id"], owner["target_id"])
+    department = departments.get(owner["target_id"])
+    return "" if department is None else agent_path(department, owner["target_id"])
 
 
 async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     """Split the original's targets into restorable and superseded (locked with ``lock``)."""
     rows = await conn.fetch(audit.SELECT_TARGETS, original["action_id"])
-    owners: dict[str, asyncpg.Record] = {}
+    workspace_id = original["workspace_id"]
+    keys = {
+        kind: [r["target_key"] for r in rows if r["target_kind"] == kind]
+        for kind in ("agent", "budget")
+    }
+    agent_budgets = [k.partition(":")[2] for k in keys["budget"] if k.startswith("agent:")]
+    departments: dict[str, str] = {}
+    if agent_budgets:
+        agents = await conn.fetch(OWNERS["budget agents", lock], workspace_id, agent_budgets)
+        departments = {a["key"]: a["department_id"] for a in agents}
+    owners: dict[str, tuple[asyncpg.Record, str]] = {}
     for kind in ("agent", "budget"):
-        keys = [r["target_key"] for r in rows if r["target_kind"] == kind]
-        if keys:
-            for found in await conn.fetch(OWNERS[kind, lock], original["workspace_id"], keys):
-                owners[f"{kind}/{found['key']}"] = found
+        if keys[kind]:
+            for row in await conn.fetch(OWNERS[kind, lock], workspace_id, keys[kind]):
+                owners[f"{kind}/{row['key']}"] = (row, _path(kind, row, departments))
     restore: list[Change] = []
     superseded: dict[str, str] = {}
     for r in rows:
         label = f"{r['target_kind']}/{r['target_key']}"
-        owner: asyncpg.Record | None = owners.get(label)
+        owner, path = owners.get(label) or (None, "")
         if owner is not None and owner["status"] == "retired":
             # Retired by the inventory (not an action): never brought back by a rollback.
             superseded[label] = "retired"
         elif owner is not None and owner["last_action_id"] == original["action_id"]:
-            restore.append(
-                Change(r["target_kind"], r["target_key"], r["before"], r["after"], _path(owner))
-            )
+            restore.append(Change(r["target_kind"], r["target_key"], r["before"], r["after"], path))
         else:
             superseded[label] = str(None if owner is None else owner["last_action_id"])
     return RollbackPlan(restore, superseded)
@@ -217,6 +216,8 @@ class RollbackRunner:
                 gate = await self._gate(call, cmd, target.resource)
                 if gate.policy_version != undo.policy_version:
                     raise errors.policy_unavailable("the policy was reloaded during the check")
+                new = _new_action(cmd, call, request_fp, original, gate)
+                record = gate.has_role and not cmd.validate_only
                 if gate.denied:
                     return await deny(self._pool, self._tasks, new, record, gate.denial())
             new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
@@ -295,6 +296,9 @@ def _effect(
         if locked.superseded and not cmd.skip_superseded:
             raise errors.superseded(str(cmd.action_id), locked.superseded)
         kept, skipped = _split(undo, locked)
+        # A rollback names its targets: one that moved since the check fails it (a new
+        # request checks the new path) rather than leave the original half undone.
+        authorize.require_checked(new.action_id, skipped)
         await kind.rollback(conn, cmd.workspace_id, kept, new.action_id)
         rolled = one(
             await conn.fetchrow(audit.MARK_ROLLED_BACK, cmd.action_id, new.action_id), "rolled back"

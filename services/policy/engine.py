@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import casbin
 from casbin.persist.adapter import Adapter
@@ -72,6 +72,8 @@ UNLISTED_WORKSPACE = ""
 
 class Decider(Protocol):
     """Answers permission questions against one immutable policy."""
+
+    thread_safe: ClassVar[bool]  # whether a worker thread may decide while the loop does
 
     def decide(
         self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
@@ -164,6 +166,9 @@ def build_enforcer(files: PolicyFiles, lines: Iterable[PolicyLine]) -> Any:
 
 class CasbinDecider:
     """Decides with plain ``enforce_ex`` on an enforcer nobody modifies any more."""
+
+    # pycasbin's role managers are not documented as safe to read from several threads.
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, enforcer: Any, lines: Iterable[PolicyLine] = ()) -> None:
         lines = list(lines)
@@ -295,6 +300,9 @@ class IndexedDecider(CasbinDecider):
     The enforcer stays for ``probe`` (the loader's matcher check) and as the reference; no
     request touches it, so its per-workspace role caches never grow after the load.
     """
+
+    # The index and role graph are read-only once built: any thread may decide with them.
+    thread_safe: ClassVar[bool] = True
 
     def __init__(self, enforcer: Any, lines: Iterable[PolicyLine], index: DecisionIndex) -> None:
         super().__init__(enforcer, lines)

@@ -6,6 +6,7 @@ Translation only: decisions come from the snapshot's ``Decider`` (fail-closed th
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -24,6 +25,8 @@ from services.policy.queries import Query, parse_batch, parse_query, parse_resou
 from services.policy.reload import PolicyState
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Batches larger than this are decided in a worker thread.
+THREAD_BATCH = 200
 _REASONS = {
     name.removeprefix("DECISION_REASON_"): value
     for name, value in policy_pb2.DecisionReason.items()
@@ -140,9 +143,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         except FleetwardError as err:
             await context.abort_with_status(err.to_status())
         start = time.perf_counter()
-        answer = decide_resources_safely(
-            snapshot.decider, query.subject, query.workspace, query.action, query.resources
-        )
+        question = (snapshot.decider, query.subject, query.workspace, query.action, query.resources)
+        if len(query.resources) > THREAD_BATCH and snapshot.decider.thread_safe:
+            # 20,000 paths take ~0.2 s of CPU: off the event loop, single Checks keep flowing
+            # (the decider is immutable, so a worker thread may read it).
+            answer = await asyncio.to_thread(decide_resources_safely, *question)
+        else:
+            answer = decide_resources_safely(*question)
         latency_us = int((time.perf_counter() - start) * 1e6)
         decision_id = str(uuid.uuid4())
         allowed_count = len(query.resources) - len(answer.denied)

@@ -19,7 +19,7 @@ from tests.servers import running_action_server, running_policy_server, write_te
 
 # The demo policy's deny (operators may not pause the code-review agents), and roles
 # that reach further: frank pauses the whole fleet except those agents; paula may pause
-# anything but resume nothing.
+# anything but resume nothing; eve sets budgets in engineering only.
 GUARD_LINES = (
     "p, operator, *, fleet/departments/engineering/agents/eng-review-*, actions:pause_agent, deny",
     "p, fleetop, *, fleet, actions:pause_agent, allow",
@@ -31,8 +31,14 @@ GUARD_LINES = (
     "p, pauser, *, fleet/**, actions:pause_agent, allow",
     "g, fleetop, viewer, *",
     "g, pauser, viewer, *",
+    "p, budgeteer, *, fleet/departments/engineering/**, actions:set_budget, allow",
+    "p, budgeteer, *, fleet/departments/engineering/**, actions:rollback, allow",
+    # Agents named zz-* anywhere: operators may not pause them (the answer-size test).
+    "p, operator, *, fleet/departments/*/agents/zz-*, actions:pause_agent, deny",
+    "g, budgeteer, viewer, *",
     "g, frank, fleetop, *",
     "g, paula, pauser, *",
+    "g, eve, budgeteer, *",
 )
 ENGINEERING = ("eng-code-1", "eng-code-2", "eng-review-1", "eng-review-2")
 SUPPORT = ("sup-chat-1",)
@@ -47,12 +53,12 @@ class Guarded:
     policy_target: str
     secrets: Secrets
 
-    def client(self, subject: str) -> AsyncActionsClient:
+    def client(self, subject: str, *, retry: RetryPolicy = FAST) -> AsyncActionsClient:
         """The real async client, acting as ``subject``."""
         config = ClientConfig(
             target=self.target,
             token=self.secrets.user_token(subject),
-            retry=FAST,
+            retry=retry,
             default_deadline=30,
         )
         return AsyncActionsClient(config)

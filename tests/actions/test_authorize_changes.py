@@ -24,6 +24,7 @@ from fleetward.client import (
     PauseAgent,
     PermissionDenied,
     ResumeAgent,
+    ScopeLike,
     action_result,
 )
 
@@ -305,3 +306,35 @@ async def test_ten_thousand_denied_agents_fit_in_a_bounded_status(
 
 def test_guard_lines_are_a_valid_policy(tmp_path: Path) -> None:
     assert policy_main(["validate", str(guarded_policy(tmp_path))]) == 0
+
+
+async def test_check_access_of_500_large_departments_fits_in_one_answer(
+    guarded: Guarded, pool: asyncpg.Pool
+) -> None:
+    departments = [f"d{i:03d}-{'x' * 59}" for i in range(500)]
+    agents = {f"zz-{d[:4]}-{j:02d}-{'y' * 53}": d for d in departments for j in range(11)}
+    ws = await create_workspace(pool, agents)
+    targets: list[tuple[ScopeLike, str]] = [("department", d) for d in departments]
+    async with guarded.client("bob") as client:
+        answer = await client.check_access(workspace_id=str(ws), targets=targets)
+    assert answer.ByteSize() < 1024 * 1024
+    for access in answer.results:
+        [pause] = [d for d in access.denied if d.permission == "actions:pause_agent"]
+        assert pause.denied_count == 11
+        assert len(pause.denied_agent_ids) == 5
+
+
+async def test_check_access_of_the_same_target_500_times_is_asked_once(
+    guarded: Guarded, pool: asyncpg.Pool
+) -> None:
+    ws = await create_workspace(pool)
+    fleet: list[tuple[ScopeLike, str]] = [("fleet", "")] * 500
+    async with guarded.client("mallory") as client:
+        with pytest.raises(PermissionDenied):  # may not read: asks nothing about agents
+            await client.check_access(workspace_id=str(ws), targets=fleet)
+    async with guarded.client("frank") as client:
+        answer = await client.check_access(workspace_id=str(ws), targets=fleet)
+    assert len(answer.results) == 500
+    assert answer.results[0] == answer.results[499]
+    [pause] = [d for d in answer.results[0].denied if d.permission == "actions:pause_agent"]
+    assert list(pause.denied_agent_ids) == ["eng-review-1", "eng-review-2"]

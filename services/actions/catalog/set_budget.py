@@ -9,7 +9,7 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.catalog._base import ActionKind, Change, Target, agent_path
 from services.actions.db import Conn
 from services.common.status import FieldViolation
 
@@ -18,8 +18,12 @@ MAX_CENTS = 10**12
 _SELECT = """
 SELECT monthly_limit_cents FROM budgets
 WHERE workspace_id = $1 AND scope = $2 AND target_id = $3"""
-SELECT_BUDGET = _SELECT
-SELECT_BUDGET_FOR_UPDATE = _SELECT + " FOR UPDATE"
+SELECT_BUDGET = {False: _SELECT, True: _SELECT + " FOR UPDATE"}
+# An agent budget's policy path names the agent's department as of the lock: FOR SHARE
+# keeps the inventory from moving the agent until the budget is written. Agents are
+# locked before budgets everywhere (rollback too), so the two never deadlock.
+_DEPARTMENT = "SELECT department_id FROM agents WHERE workspace_id = $1 AND agent_id = $2"
+AGENT_DEPARTMENT = {False: _DEPARTMENT, True: _DEPARTMENT + " FOR SHARE"}
 # A cleared budget keeps its row (NULL limit) so last_action_id still names its last change.
 UPSERT_BUDGET = """
 INSERT INTO budgets (workspace_id, scope, target_id, monthly_limit_cents, last_action_id)
@@ -75,12 +79,19 @@ class SetBudget(ActionKind):
         lock: bool,
     ) -> list[Change]:
         """The target's budget, from its current limit (or none) to the new one."""
-        sql = SELECT_BUDGET_FOR_UPDATE if lock else SELECT_BUDGET
-        current = await conn.fetchval(sql, target.workspace_id, target.scope, target.target_id)
+        resource = target.resource
+        if target.scope == "agent":
+            department = await conn.fetchval(
+                AGENT_DEPARTMENT[lock], target.workspace_id, target.target_id
+            )
+            resource = "" if department is None else agent_path(department, target.target_id)
+        current = await conn.fetchval(
+            SELECT_BUDGET[lock], target.workspace_id, target.scope, target.target_id
+        )
         new = None if params.clear else params.monthly_limit_cents
         key = budget_key(target.scope, target.target_id)
         before, after = {"monthly_limit_cents": current}, {"monthly_limit_cents": new}
-        return [Change("budget", key, before, after, target.resource)]
+        return [Change("budget", key, before, after, resource)]
 
     async def apply(
         self,

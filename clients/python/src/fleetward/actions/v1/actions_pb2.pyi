@@ -483,10 +483,10 @@ class Action(_message.Message):
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """What changed: {"count": N, "agents": [{"agent_id", "previous_status",
-        "new_status", "resume_at"}, ... at most 100], "truncated": bool}; with
-        skip_denied or skip_superseded also "skipped": [{"target", "reason", ...},
-        ... at most 100] and "skipped_count". A validate_only preview lists the
-        agents that would be denied in "denied" and "denied_count".
+        "new_status", "resume_at"}, ... at most 100], "truncated": bool}; when
+        targets were left unchanged also "skipped": [{"target", "reason"
+        (denied, superseded, unchecked), ...}, ... at most 100] and
+        "skipped_count" (a rollback always has both).
         """
 
     @_builtins.property
@@ -1059,7 +1059,7 @@ class AccessDenial(_message.Message):
     """With DENIAL_CODE_AGENTS_DENIED: how many agents in the target are denied."""
     @_builtins.property
     def denied_agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """With DENIAL_CODE_AGENTS_DENIED: the first (at most 10) denied agent ids."""
+        """With DENIAL_CODE_AGENTS_DENIED: the first (at most 5) denied agent ids."""
 
     def __init__(
         self,

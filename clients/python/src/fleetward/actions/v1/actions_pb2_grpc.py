@@ -154,8 +154,9 @@ class ActionServiceServicer:
         """CheckAccess answers "can I?" for the caller: which permissions (action
         types, rollback, read) it holds on each target, by the rule Execute
         applies: the target's own path and, for an action that changes agents,
-        every non-retired agent in the target. Writes nothing; any authenticated
-        caller.
+        every non-retired agent in the target. Writes nothing. Asking is reading:
+        a target the caller may not read (actions:read) is refused like an unknown
+        one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,8 +71,9 @@ class ActionServiceStub:
     """CheckAccess answers "can I?" for the caller: which permissions (action
     types, rollback, read) it holds on each target, by the rule Execute
     applies: the target's own path and, for an action that changes agents,
-    every non-retired agent in the target. Writes nothing; any authenticated
-    caller.
+    every non-retired agent in the target. Writes nothing. Asking is reading:
+    a target the caller may not read (actions:read) is refused like an unknown
+    one.
     """
 
 @_typing.type_check_only
@@ -111,8 +112,9 @@ class ActionServiceAsyncStub(ActionServiceStub):
     """CheckAccess answers "can I?" for the caller: which permissions (action
     types, rollback, read) it holds on each target, by the rule Execute
     applies: the target's own path and, for an action that changes agents,
-    every non-retired agent in the target. Writes nothing; any authenticated
-    caller.
+    every non-retired agent in the target. Writes nothing. Asking is reading:
+    a target the caller may not read (actions:read) is refused like an unknown
+    one.
     """
 
 class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -202,8 +204,9 @@ class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
         """CheckAccess answers "can I?" for the caller: which permissions (action
         types, rollback, read) it holds on each target, by the rule Execute
         applies: the target's own path and, for an action that changes agents,
-        every non-retired agent in the target. Writes nothing; any authenticated
-        caller.
+        every non-retired agent in the target. Writes nothing. Asking is reading:
+        a target the caller may not read (actions:read) is refused like an unknown
+        one.
         """
 
 def add_ActionServiceServicer_to_server(servicer: ActionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

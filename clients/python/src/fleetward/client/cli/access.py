@@ -5,7 +5,7 @@ from __future__ import annotations
 from fleetward.client.cli import exit_codes
 from fleetward.client.cli.context import Context, UsageError
 from fleetward.client.cli.mutate import scope_of
-from fleetward.client.cli.render import access_table, dumps, to_json
+from fleetward.client.cli.render import access_table, denial_text, dumps, to_json
 from fleetward.client.cli.spinner import Spinner
 
 PREFIX = "actions:"
@@ -49,5 +49,5 @@ def run_can_i(ctx: Context) -> int:
             )
         )
     else:
-        ctx.out("yes" if denial is None else f"no: {denial.reason}")
+        ctx.out("yes" if denial is None else f"no: {denial_text(denial)}")
     return exit_codes.OK if denial is None else DENIED

@@ -146,8 +146,17 @@ def _why(skipped: SkippedTarget) -> str:
 def access_table(access: actions_pb2.TargetAccess) -> str:
     """``fleetward can-i --list``: every permission on one target, allowed or why not."""
     rows = [(p, "yes", "") for p in access.allowed]
-    rows += [(d.permission, "no", d.reason) for d in access.denied]
+    rows += [(d.permission, "no", denial_text(d)) for d in access.denied]
     return table(("PERMISSION", "ALLOWED", "WHY NOT"), sorted(rows))
+
+
+def denial_text(denial: actions_pb2.AccessDenial) -> str:
+    """A denial's reason, naming the denied agents it lists."""
+    ids = list(denial.denied_agent_ids)
+    if not ids:
+        return denial.reason
+    more = " …" if denial.denied_count > len(ids) else ""
+    return f"{denial.reason} (denied: {', '.join(ids)}{more})"
 
 
 def _cents(value: object) -> str:
