@@ -61,6 +61,15 @@ def _policy_dirs(
     )
 
 
+def _bound_subject(policy: policygen.GeneratedPolicy) -> tuple[str, str]:
+    """A (subject, workspace) the policy binds, so CheckResources walks its roles."""
+    for line in policy.lines:
+        fields = line.split(", ")
+        if fields[0] == "g" and fields[1].startswith("user-") and fields[3] != "*":
+            return fields[1], fields[3]
+    raise RuntimeError("the generated policy binds no user to a workspace")
+
+
 async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
     """The whole bench; returns the results."""
     size = _sizes(quick)
@@ -167,6 +176,21 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
                 )
                 out[f"check_per_s{label}"] = load.per_s
                 out[f"check_errors{label}"] = load.errors
+
+            _log("check resources")
+            for label, service, policy, subject, workspace in (
+                ("", policy50, small, USER, str(fleet_ws)),
+                ("_10k", policy10k, large, *_bound_subject(large)),
+            ):
+                times = await scenarios.check_resources_ms(
+                    service.target,
+                    service_token,
+                    subject,
+                    workspace,
+                    scenarios.agent_paths(policy, 10_000),
+                    3 if quick else 10,
+                )
+                out[f"check_resources_10k_ms{label}"] = percentile(times, 50)
 
             _log("execute")
             times = await scenarios.execute_latencies_ms(

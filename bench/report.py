@@ -31,6 +31,8 @@ ROWS: list[tuple[str, str, str, str | None, tuple[str, float] | None]] = [
         "floor_echo_per_s",
         ("min", 3000),
     ),
+    ("check_resources_10k_ms", "CheckResources of 10,000 paths (50 lines)", "ms", None, None),
+    ("check_resources_10k_ms_10k", "CheckResources of 10,000 paths (10k lines)", "ms", None, None),
     ("execute_p50_ms", "Execute p50 (sequential)", "ms", "floor_execute_p50_ms", ("ratio", 1.5)),
     ("execute_p99_ms", "Execute p99 (sequential)", "ms", None, None),
     ("execute_per_s", "Execute throughput (64 in flight, 16 ws)", "/s", None, ("min", 900)),
@@ -42,7 +44,13 @@ ROWS: list[tuple[str, str, str, str | None, tuple[str, float] | None]] = [
     ("list_actions_p50_ms_1m", "ListActions p50, page by target", "ms", None, None),
     ("list_actions_p99_ms_1m", "ListActions p99, page by target", "ms", None, ("max", 10.0)),
     ("list_actions_by_type_p99_ms_1m", "ListActions p99, page by type", "ms", None, ("max", 10.0)),
-    ("fleet_pause_10k_s", "fleet pause of 10,000 agents", "s", None, ("max", 1.0)),
+    (
+        "fleet_pause_10k_s",
+        "fleet pause of 10,000 agents (10,000 decisions)",
+        "s",
+        None,
+        ("max", 1.0),
+    ),
     ("rss_mb_actions", "peak RSS action service", "MB", None, ("max", 200)),
     ("rss_mb_policy", "peak RSS policy service (max of both)", "MB", None, ("max", 200)),
 ]

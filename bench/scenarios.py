@@ -124,6 +124,41 @@ async def fleet_pause_s(target: str, token: str, workspace: uuid.UUID, rounds: i
     return durations
 
 
+async def check_resources_ms(
+    target: str,
+    token: str,
+    subject: str,
+    workspace: str,
+    resources: Sequence[str],
+    rounds: int,
+) -> list[float]:
+    """Milliseconds per CheckResources of ``resources`` (after one warm-up call)."""
+    request = policy_pb2.CheckResourcesRequest(
+        subject=subject, workspace_id=workspace, action="actions:pause_agent", resources=resources
+    )
+    times = []
+    options = [("grpc.max_send_message_length", 8 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub: Any = policy_pb2_grpc.PolicyServiceStub(channel)
+        for i in range(rounds + 1):
+            begun = time.perf_counter()
+            reply = await stub.CheckResources(request, metadata=bearer(token), timeout=60)
+            if i:
+                times.append((time.perf_counter() - begun) * 1000)
+            if reply.allowed_count + len(reply.denied) != len(resources):
+                raise RuntimeError("CheckResources did not account for every resource")
+    return times
+
+
+def agent_paths(policy: GeneratedPolicy, count: int) -> list[str]:
+    """``count`` distinct agent paths spread over the policy's departments."""
+    departments = policy.departments
+    return [
+        f"fleet/departments/{departments[i % len(departments)]}/agents/agent-{i}"
+        for i in range(count)
+    ]
+
+
 async def list_actions_latencies_ms(
     target: str, token: str, workspace: uuid.UUID, targets: int, calls: int, by: str
 ) -> list[float]:
