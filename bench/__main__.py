@@ -1,4 +1,6 @@
-"""``python -m bench [--quick]`` (``make bench``): every figure of ARCHITECTURE §11, one run.
+"""``python -m bench [--quick]`` (``make bench``): every figure of the method, in one run.
+
+The method is docs/architecture.md §11.
 
 Needs DATABASE_URL (``make bench`` runs it under ``services.dev with-db``: embedded
 PostgreSQL unless set). Creates and migrates a scratch database, starts the action

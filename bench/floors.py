@@ -1,4 +1,4 @@
-"""The floors (ARCHITECTURE §11): what any implementation of the design must pay.
+"""The floors (docs/architecture.md §11): what any implementation of the design must pay.
 
 - ``floor_echo``: one bare grpc.aio round trip to a separate process;
 - ``floor_enforce``: one in-process plain pycasbin ``enforce``;

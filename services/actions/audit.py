@@ -1,4 +1,4 @@
-"""SQL for the audit log and its hash-chained events (ARCHITECTURE §5, §6).
+"""SQL for the audit log and its hash-chained events (docs/architecture.md §5, §6).
 
 Every transaction that changes an action appends its events with :func:`append_events`
 (or, on the hot path, the two functions :mod:`services.actions.lifecycle` calls), which

@@ -1,4 +1,4 @@
-"""``python -m services.actions audit verify [--workspace ID]`` (ARCHITECTURE §6).
+"""``python -m services.actions audit verify [--workspace ID]`` (docs/architecture.md §6).
 
 Recomputes every workspace's hash chain with the same code that appends it
 (:func:`services.actions.audit.event_document` and :func:`~services.actions.audit.event_hash`),

@@ -1,4 +1,4 @@
-"""Authenticating callers: ``authorization: Bearer <JWT>`` (ARCHITECTURE §8)."""
+"""Authenticating callers: ``authorization: Bearer <JWT>`` (docs/architecture.md §8)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Authorizing what an action changes, not only what it names (docs/architecture.md,
-"Authorizing what changes").
+"""Authorizing what an action changes, not only what it names (docs/architecture.md §5.10).
 
 No agent or budget changes unless the caller holds the permission of that change on that
 resource's own policy path, under the one policy version the action records. Naming a

@@ -1,4 +1,4 @@
-"""Who is calling and how much time is left (the caller's deadline, ARCHITECTURE §5.9)."""
+"""Who is calling and how much time is left (the caller's deadline, docs/architecture.md §5.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``seed-demo``: the demo workspace "acme" (ARCHITECTURE §1), its departments and agents."""
+"""``seed-demo``: the demo workspace "acme", its departments and agents.
+
+See docs/architecture.md §1.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Domain errors of the action service → one gRPC status each (ARCHITECTURE §4), in one place.
+"""Domain errors of the action service → one gRPC status each, in one place.
+
+The table of codes and reasons is docs/architecture.md §4.
 
 Every constructor returns a :class:`FleetwardError`; the servicer aborts with its status.
 Failed and denied actions store their error as JSON (``error_details``) so that an

@@ -25,7 +25,6 @@ from services.actions.db import Conn, Row
 from services.actions.lifecycle import NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import ExecuteCommand
-from services.common.status import FleetwardError
 
 
 def fingerprint(cmd: ExecuteCommand) -> str:
@@ -93,7 +92,7 @@ class Executor:
         new = _new_action(cmd, call, request_fp, gate)
         if gate.denied:
             record = gate.has_role and not cmd.validate_only
-            return await deny(self._pool, self._tasks, new, record, gate.denial())
+            return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
         now = datetime.now(UTC)
         cmd.kind.precheck(target, cmd.params, now)
         grant, planned = gate, None
@@ -113,7 +112,7 @@ class Executor:
             refused = grant.refusal(target.resource, planned, cmd.skip_denied)
             if refused is not None:
                 record = grant.has_role and not cmd.validate_only
-                return await deny(self._pool, self._tasks, new, record, refused)
+                return await lifecycle.deny(self._pool, self._tasks, new, record, refused)
         if cmd.validate_only:
             return await self._preview(cmd, target, new, grant, planned, now)
         call.ensure_time_left()
@@ -144,21 +143,6 @@ class Executor:
                 planned = await cmd.kind.plan(conn, target, cmd.params, now, lock=False)
         kept, skipped = grant.split(planned)
         return new.preview(outcome_result(cmd.kind, kept, skipped))
-
-
-async def deny(
-    pool: asyncpg.Pool, tasks: TaskSet, new: NewAction, record: bool, error: FleetwardError
-) -> Row:
-    """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
-
-    Returns instead the original outcome when the request's key was already recorded
-    (an idempotent repeat that raced past the first look-up).
-    """
-    if record:
-        replayed = await tasks.shielded(lifecycle.record_denied(pool, new, error))
-        if replayed is not None:
-            return replayed
-    raise error
 
 
 def _new_action(cmd: ExecuteCommand, call: Call, request_fp: str, gate: Grant) -> NewAction:

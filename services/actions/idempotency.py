@@ -1,4 +1,4 @@
-"""Idempotency on ``(workspace_id, actor, request_id)`` (ARCHITECTURE §5.3, §5.7).
+"""Idempotency on ``(workspace_id, actor, request_id)`` (docs/architecture.md §5.3, §5.7).
 
 The claim itself is the atomic ``INSERT … ON CONFLICT DO NOTHING`` of the pending row
 (:mod:`services.actions.lifecycle`); this module fingerprints requests and turns an

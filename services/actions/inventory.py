@@ -1,4 +1,4 @@
-"""``import-agents``: the platform's agent inventory from a CSV file (ARCHITECTURE §6).
+"""``import-agents``: the platform's agent inventory from a CSV file (docs/architecture.md §6).
 
 The file has a header row and the columns ``workspace_id,department_id,agent_id`` (or,
 with ``--workspace ID``, just ``department_id,agent_id``) plus an optional
@@ -36,7 +36,7 @@ REQUIRED = ("workspace_id", "department_id", "agent_id")
 OPTIONAL = ("department_name",)
 
 _KNOWN_WORKSPACES = "SELECT id FROM workspaces WHERE id = ANY($1::uuid[])"
-# Actions lock agents ORDER BY agent_id within one workspace (ARCHITECTURE §5.4); taking the
+# Actions lock agents ORDER BY agent_id within one workspace (docs/architecture.md §5.4); taking the
 # same order here means an import and a running action never deadlock.
 _LOCK_AGENTS = """
 SELECT 1 FROM agents WHERE workspace_id = ANY($1::uuid[])

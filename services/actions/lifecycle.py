@@ -1,4 +1,6 @@
-"""The recorded part of an action's life (ARCHITECTURE §5.2, §5.7): pending → effect → final.
+"""The recorded part of an action's life: pending → effect → final (docs/architecture.md §5.2).
+
+Crash recovery relies on it too (§5.7).
 
 :func:`run` holds the action's session advisory lock on a dedicated connection from
 before the pending row commits until the row is final; commits the pending row and its
@@ -144,6 +146,21 @@ async def record_denied(
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
             raise errors.internal("idempotency conflict without a row")
         return await idempotency.replay(conn, existing, new.fingerprint)
+
+
+async def deny(
+    pool: asyncpg.Pool, tasks: TaskSet, new: NewAction, record: bool, error: FleetwardError
+) -> asyncpg.Record:
+    """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
+
+    Returns instead the original outcome when the request's key was already recorded
+    (an idempotent repeat that raced past the first look-up).
+    """
+    if record:
+        replayed = await tasks.shielded(record_denied(pool, new, error))
+        if replayed is not None:
+            return replayed
+    raise error
 
 
 async def run(

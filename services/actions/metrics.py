@@ -1,4 +1,4 @@
-"""The action service's own Prometheus metrics (ARCHITECTURE §9); RPC metrics are shared."""
+"""The action service's own Prometheus metrics (docs/architecture.md §9); RPC metrics are shared."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """CheckAccess ("can I?"): which permissions the caller holds on each target.
 
-The rule is Execute's (docs/architecture.md, "Authorizing what changes"): a permission
+The rule is Execute's (docs/architecture.md §5.10): a permission
 holds on a target when its own path is allowed and, for an action type that changes
 agents, so is the path of every non-retired agent in it (a department is allowed for
 ``pause_agent`` only if the department and every agent in it are). Execute checks the

@@ -1,4 +1,4 @@
-"""Crash recovery (ARCHITECTURE §5.7): fail actions whose executor is gone.
+"""Crash recovery (docs/architecture.md §5.7): fail actions whose executor is gone.
 
 An executor holds its action's session advisory lock from before the pending row commits
 until the row is final, so a pending/in_progress row whose lock is free was interrupted;

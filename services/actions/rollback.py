@@ -1,6 +1,6 @@
 """Rollback: a new audited ``rollback`` action restoring what ``action_targets`` recorded.
 
-Authorization (docs/architecture.md, "Rollback"): ``actions:rollback`` on the original's
+Authorization (docs/architecture.md §5.5): ``actions:rollback`` on the original's
 target, and on every resource the rollback changes, the permission of the action that
 makes that change (the kind's :attr:`~services.actions.catalog.ActionKind.undo_permission`:
 undoing a pause resumes agents, so it needs ``actions:resume_agent`` on each of them).
@@ -23,7 +23,6 @@ from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
 from services.actions.catalog._base import FLEET_PATH, agent_path, department_path
 from services.actions.db import Conn, Row, one
-from services.actions.executor import deny
 from services.actions.lifecycle import NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import RollbackCommand
@@ -197,7 +196,7 @@ class RollbackRunner:
         new = _new_action(cmd, call, request_fp, original, gate)
         record = gate.has_role and not cmd.validate_only
         if gate.denied:
-            return await deny(self._pool, self._tasks, new, record, gate.denial())
+            return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
         kind = catalog.get(original["action_type"])
         refused = refusal(original)
         if refused is not None or kind is None or kind.undo_permission is None:
@@ -219,12 +218,12 @@ class RollbackRunner:
                 new = _new_action(cmd, call, request_fp, original, gate)
                 record = gate.has_role and not cmd.validate_only
                 if gate.denied:
-                    return await deny(self._pool, self._tasks, new, record, gate.denial())
+                    return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
             new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
             refused = undo.refusal(None, planned.restore, cmd.skip_denied)
             if refused is not None:
                 record = undo.has_role and not cmd.validate_only
-                return await deny(self._pool, self._tasks, new, record, refused)
+                return await lifecycle.deny(self._pool, self._tasks, new, record, refused)
         if cmd.validate_only:
             if planned.superseded and not cmd.skip_superseded:
                 raise errors.superseded(str(cmd.action_id), planned.superseded)

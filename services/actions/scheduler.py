@@ -1,4 +1,4 @@
-"""Expiring pauses (ARCHITECTURE §5.8) and the loop that runs background jobs.
+"""Expiring pauses (docs/architecture.md §5.8) and the loop that runs background jobs.
 
 Every action-service process runs :func:`resume_expired` periodically. It finds the
 actions that left agents paused with a ``paused_until`` in the past (the agents'

@@ -1,4 +1,4 @@
-"""Looking up a target (ARCHITECTURE §5.1): an agent's department builds its resource path.
+"""Looking up a target (docs/architecture.md §5.1): an agent's department builds its resource path.
 
 One statement per scope, optionally joined to the caller's idempotency key (Execute's one
 read before the policy call): the key's audit row columns (NULLs when unclaimed) and the

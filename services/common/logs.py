@@ -1,4 +1,7 @@
-"""Structured JSON log lines (ARCHITECTURE §9): one object per line, never a token or secret."""
+"""Structured JSON log lines: one object per line, never a token or secret.
+
+See docs/architecture.md §9.
+"""
 
 from __future__ import annotations
 

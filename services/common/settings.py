@@ -1,4 +1,4 @@
-"""Reading FLEETWARD_* environment variables into typed values (ARCHITECTURE §9)."""
+"""Reading FLEETWARD_* environment variables into typed values (docs/architecture.md §9)."""
 
 from __future__ import annotations
 

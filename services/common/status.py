@@ -1,4 +1,4 @@
-"""The error model of ARCHITECTURE §4: one exception type that becomes one rich gRPC status.
+"""The error model of docs/architecture.md §4: one exception type that becomes one rich gRPC status.
 
 Every non-OK status carries a ``google.rpc.Status`` with exactly one ``ErrorInfo``
 (domain ``fleetward``) plus ``BadRequest`` or ``PreconditionFailure`` where they apply.

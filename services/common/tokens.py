@@ -1,4 +1,4 @@
-"""Minting and verifying the JWTs of ARCHITECTURE §8.
+"""Minting and verifying the JWTs of docs/architecture.md §8.
 
 User tokens: HS256 with ``FLEETWARD_JWT_SECRET``, or RS256/ES256 with keys from a JWKS
 file (chosen by ``kid``). Service tokens (``sub = svc:<name>``, audience

@@ -72,6 +72,10 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
         f'"resource":"{agent}","explain":true}}'
     )
     check_carol = check_bob.replace('"bob"', '"carol"')
+    can_i = (
+        f'{{"workspace_id":"{ws}","targets":[{{"scope":"SCOPE_DEPARTMENT",'
+        f'"target_id":"engineering"}}]}}'
+    )
     return "\n".join(
         [
             f"workspace id (acme): {ws}",
@@ -90,6 +94,9 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
             f'{grpcurl} -plaintext -H "authorization: Bearer $BOB" '
             f'-d \'{{"workspace_id":"{ws}"}}\' '
             f"{actions} fleetward.actions.v1.ActionService/ListActions",
+            "# can bob pause the engineering department? (no: eng-review-1 is denied to him)",
+            f"{grpcurl} -plaintext -H \"authorization: Bearer $BOB\" -d '{can_i}' "
+            f"{actions} fleetward.actions.v1.ActionService/CheckAccess",
             f"{grpcurl} -plaintext {policy} list",
             f"{grpcurl} -plaintext -H \"authorization: Bearer $SVC\" -d '{check_bob}' "
             f"{policy} fleetward.policy.v1.PolicyService/Check",

@@ -1,4 +1,4 @@
-"""Who may ask the policy service: service callers only (ARCHITECTURE §8).
+"""Who may ask the policy service: service callers only (docs/architecture.md §8).
 
 A caller proves it is a service with a service JWT (``sub`` ``svc:<name>``, audience
 ``fleetward-policy``, signed with ``FLEETWARD_SERVICE_JWT_SECRET``) or, when the server

@@ -1,6 +1,6 @@
 """The grammar of what the policy service is asked about: ids, resource paths, permissions.
 
-Resource paths encode the scope (ARCHITECTURE §3): ``fleet``,
+Resource paths encode the scope (docs/architecture.md §3): ``fleet``,
 ``fleet/departments/<id>``, ``fleet/departments/<id>/agents/<id>``. Permissions are
 ``actions:read``, ``actions:rollback`` and ``actions:<ExecuteRequest params field>``; the
 field names are read from the generated descriptors, so no running service is needed.

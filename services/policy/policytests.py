@@ -12,6 +12,17 @@ A suite::
 
 ``workspace`` may be set per case; ``reason`` (a ``DecisionReason`` name, with or without
 the ``DECISION_REASON_`` prefix) and ``name`` are optional.
+
+A case can also pin what an action at a department or fleet target is allowed to do: it
+names the paths the action would change in ``changes``, and is allowed only when the
+target and every change are (the action service's rule, docs/architecture.md §5.10).
+``denied`` optionally lists exactly which of them are denied::
+
+      - {subject: bob, action: actions:pause_agent,
+         resource: fleet/departments/engineering,
+         changes: [fleet/departments/engineering/agents/eng-code-1,
+                   fleet/departments/engineering/agents/eng-review-1],
+         expect: deny, denied: [fleet/departments/engineering/agents/eng-review-1]}
 """
 
 from __future__ import annotations
@@ -23,9 +34,25 @@ from typing import Any
 import yaml
 
 from services.policy import names
-from services.policy.engine import Decider, Decision, Reason, decide_safely
+from services.policy.engine import (
+    Decider,
+    Decision,
+    Reason,
+    decide_resources_safely,
+    decide_safely,
+)
 
-_CASE_KEYS = {"name", "subject", "workspace", "action", "resource", "expect", "reason"}
+_CASE_KEYS = {
+    "name",
+    "subject",
+    "workspace",
+    "action",
+    "resource",
+    "expect",
+    "reason",
+    "changes",
+    "denied",
+}
 _LINE = "__line__"
 
 
@@ -46,11 +73,14 @@ class Case:
     resource: str
     expect_allow: bool
     reason: Reason | None = None
+    changes: tuple[str, ...] = ()  # the paths an action at ``resource`` would change
+    expect_denied: tuple[str, ...] | None = None  # exactly these of them denied
 
     def describe(self) -> str:
-        """``subject action resource @ workspace``."""
+        """``subject action resource @ workspace`` (and how many changes)."""
         label = f"{self.name}: " if self.name else ""
-        return f"{label}{self.subject} {self.action} {self.resource} @ {self.workspace}"
+        changing = f" changing {len(self.changes)} paths" if self.changes else ""
+        return f"{label}{self.subject} {self.action} {self.resource}{changing} @ {self.workspace}"
 
 
 @dataclass(frozen=True)
@@ -58,12 +88,16 @@ class CaseResult:
     """A case and the decision it got."""
 
     case: Case
-    decision: Decision
+    decision: Decision  # with changes: the first denial's (or an allow)
+    denied: tuple[str, ...] = ()  # with changes: every denied path, in case order
 
     @property
     def passed(self) -> bool:
-        """The decision matches the expectation (and the reason, when one is expected)."""
+        """The decision matches the expectation (and the reason and denied paths, when
+        those are expected)."""
         if self.decision.allowed != self.case.expect_allow:
+            return False
+        if self.case.expect_denied is not None and set(self.denied) != set(self.case.expect_denied):
             return False
         return self.case.reason is None or self.case.reason is self.decision.reason
 
@@ -84,6 +118,9 @@ class CaseResult:
             "actual_reason": d.reason.value,
             "roles": list(d.roles),
             "matched_rule": d.matched_rule,
+            "changes": list(c.changes),
+            "expected_denied": None if c.expect_denied is None else list(c.expect_denied),
+            "denied": list(self.denied),
             "passed": self.passed,
         }
 
@@ -94,6 +131,10 @@ class CaseResult:
         if c.reason:
             expected += f" ({c.reason.value})"
         actual = f"{'allow' if d.allowed else 'deny'} ({d.reason.value})"
+        if c.expect_denied is not None:
+            expected += f", denied {sorted(c.expect_denied)}"
+        if c.changes:
+            actual += f", denied {sorted(self.denied)}"
         rule = d.matched_rule or "no rule matched"
         roles = ", ".join(d.roles) or "none"
         return (
@@ -145,6 +186,15 @@ def _case(path: str, raw: Any, defaults: dict[str, Any], index: int) -> Case:
     if merged["expect"] not in ("allow", "deny"):
         raise SuiteError(f"{where}: expect must be allow or deny, not {merged['expect']!r}")
     reason = _reason(merged["reason"], where) if merged.get("reason") else None
+    changes = _paths(merged.get("changes", []), "changes", where)
+    expect_denied = None
+    if "denied" in merged:
+        if not changes:
+            raise SuiteError(f"{where}: 'denied' needs 'changes'")
+        expect_denied = _paths(merged["denied"], "denied", where)
+        stray = set(expect_denied) - {merged["resource"], *changes}
+        if stray:
+            raise SuiteError(f"{where}: denied paths not in the case: {sorted(stray)}")
     return Case(
         file=path,
         line=line,
@@ -155,7 +205,18 @@ def _case(path: str, raw: Any, defaults: dict[str, Any], index: int) -> Case:
         resource=merged["resource"],
         expect_allow=merged["expect"] == "allow",
         reason=reason,
+        changes=changes,
+        expect_denied=expect_denied,
     )
+
+
+def _paths(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SuiteError(f"{where}: {key!r} must be a list of resource paths")
+    bad = [v for v in value if not names.is_resource(v)]
+    if bad:
+        raise SuiteError(f"{where}: {key!r} holds non-resource paths: {bad}")
+    return tuple(value)
 
 
 def parse_suite(path: str, text: str) -> list[Case]:
@@ -192,12 +253,18 @@ def parse_suites(suites: Iterable[tuple[str, str]]) -> list[Case]:
 
 def run_cases(decider: Decider, cases: Iterable[Case]) -> list[CaseResult]:
     """Decide every case (fail-closed, with explanations)."""
-    return [
-        CaseResult(
-            case,
-            decide_safely(
-                decider, case.subject, case.workspace, case.action, case.resource, explain=True
-            ),
+    return [_run(decider, case) for case in cases]
+
+
+def _run(decider: Decider, case: Case) -> CaseResult:
+    if not case.changes:
+        decision = decide_safely(
+            decider, case.subject, case.workspace, case.action, case.resource, explain=True
         )
-        for case in cases
-    ]
+        return CaseResult(case, decision)
+    paths = [case.resource, *case.changes]
+    answer = decide_resources_safely(decider, case.subject, case.workspace, case.action, paths)
+    denied = tuple(paths[i] for i, _ in answer.denied)
+    if answer.denied:
+        return CaseResult(case, answer.denied[0][1], denied)
+    return CaseResult(case, Decision(True, Reason.ALLOWED, answer.roles), denied)

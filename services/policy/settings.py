@@ -1,4 +1,4 @@
-"""Frozen settings of the policy service, from FLEETWARD_* variables (ARCHITECTURE §9)."""
+"""Frozen settings of the policy service, from FLEETWARD_* variables (docs/architecture.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every action type at every scope it allows, with the edge semantics of ARCHITECTURE §2."""
+"""Every action type at every scope it allows, with its edge semantics (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

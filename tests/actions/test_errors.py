@@ -1,4 +1,4 @@
-"""The error rows of ARCHITECTURE §4 that Execute can produce, each with its rich status."""
+"""The error rows of docs/architecture.md §4 that Execute can produce, each with its rich status."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rollback (ARCHITECTURE §5.5): restores, links, refusals, supersession, races."""
+"""Rollback (docs/architecture.md §5.5): restores, links, refusals, supersession, races."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ PUBLIC_API = [
     "Scope",
     "ScopeLike",
     "SetBudget",
+    "SkippedTarget",
     "TlsConfig",
     "TokenProvider",
     "Unauthenticated",

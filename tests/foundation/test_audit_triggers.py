@@ -1,4 +1,4 @@
-"""The database guards of ARCHITECTURE §5.6: status machine, immutable columns, append-only.
+"""The database guards of docs/architecture.md §5.6: status machine, immutable columns, append-only.
 
 Rows are written directly in SQL, in a database of this module's own (``isolated_pool``),
 so no running service ever meets them.

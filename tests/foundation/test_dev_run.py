@@ -168,6 +168,19 @@ def test_the_printed_list_actions_line_answers(run_output: list[str]) -> None:
     json.loads(proc.stdout)
 
 
+def test_the_printed_check_access_line_names_the_agent_bob_may_not_pause(
+    run_output: list[str],
+) -> None:
+    proc = _paste(run_output, "CheckAccess")
+
+    assert proc.returncode == 0, proc.stderr
+    [engineering] = json.loads(proc.stdout)["results"]
+    [pause] = [d for d in engineering["denied"] if d["permission"] == "actions:pause_agent"]
+    assert pause["code"] == "DENIAL_CODE_AGENTS_DENIED"
+    assert pause["deniedAgentIds"] == ["eng-review-1"]
+    assert "actions:resume_agent" in engineering["allowed"]
+
+
 def test_the_printed_check_lines_allow_bob_and_deny_carol(run_output: list[str]) -> None:
     bob = _paste(run_output, '"subject":"bob"')
     carol = _paste(run_output, '"subject":"carol"')

@@ -1,4 +1,7 @@
-"""Dev secrets and ``make token`` (``python -m services.dev token SUB``), ARCHITECTURE §8."""
+"""Dev secrets and ``make token`` (``python -m services.dev token SUB``).
+
+See docs/architecture.md §8.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``import-agents``: the platform inventory as an idempotent upsert (ARCHITECTURE §6)."""
+"""``import-agents``: the platform inventory as an idempotent upsert (docs/architecture.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``python -m services.actions seed-demo``: the demo workspace acme (ARCHITECTURE §1)."""
+"""``python -m services.actions seed-demo``: the demo workspace acme (docs/architecture.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The migrated session database has the tables of ARCHITECTURE §6."""
+"""The migrated session database has the tables of docs/architecture.md §6."""
 
 from __future__ import annotations
 

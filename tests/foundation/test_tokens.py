@@ -1,4 +1,4 @@
-"""``services.common.tokens``: the user and service token checks of ARCHITECTURE §8."""
+"""``services.common.tokens``: the user and service token checks of docs/architecture.md §8."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile input to every RPC of both services (issue 8, bad input; ARCHITECTURE §4).
+"""Hostile input to every RPC of both services (issue 8, bad input; docs/architecture.md §4).
 
 Hypothesis draws the requests (see :mod:`tests.security.badinput`); they are then sent
 16 at a time. Each must get exactly the status the contract gives it, with one

@@ -59,7 +59,7 @@ class Change:
 
     ``resource`` is the policy path of what changes (the agent's, as of the locked row, or
     the budget's): authorization checks the permission of the change on exactly that
-    path (docs/architecture.md, "Authorizing what changes").
+    path (docs/architecture.md §5.10).
     """
 
     kind: str  # agent | budget

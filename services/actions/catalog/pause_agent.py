@@ -1,4 +1,4 @@
-"""``pause_agent``: agents in the target become ``paused`` (ARCHITECTURE §2)."""
+"""``pause_agent``: agents in the target become ``paused`` (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

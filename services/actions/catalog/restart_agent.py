@@ -1,4 +1,7 @@
-"""``restart_agent``: one agent's generation + 1 and ``restart_requested_at`` (ARCHITECTURE §2)."""
+"""``restart_agent``: one agent's generation + 1 and ``restart_requested_at``.
+
+See docs/architecture.md §2.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``resume_agent``: paused agents in the target become ``active`` (ARCHITECTURE §2)."""
+"""``resume_agent``: paused agents in the target become ``active`` (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``set_budget``: set or clear the target's own monthly budget (ARCHITECTURE §2)."""
+"""``set_budget``: set or clear the target's own monthly budget (docs/architecture.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WatchActions (ARCHITECTURE §2, §6): replay a workspace's events by ``seq``, then tail them.
+"""WatchActions: replay a workspace's events by ``seq``, then tail them (docs/architecture.md §6).
 
 The table is the truth: a stream reads ``seq > last`` in pages of at most
 :data:`PAGE_SIZE` and, once caught up, sleeps on its notifier subscription until a

@@ -43,7 +43,7 @@ from fleetward.client.params import (
     ScopeLike,
     SetBudget,
 )
-from fleetward.client.results import ActionResult, AgentChange, action_result
+from fleetward.client.results import ActionResult, AgentChange, SkippedTarget, action_result
 
 __all__ = [
     "Aborted",
@@ -74,6 +74,7 @@ __all__ = [
     "Scope",
     "ScopeLike",
     "SetBudget",
+    "SkippedTarget",
     "TlsConfig",
     "TokenProvider",
     "Unauthenticated",
