@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from services.actions.server import ActionServer
 from services.actions.server import build_server as build_action_server
 from services.actions.settings import ActionSettings
+from services.policy.server import PolicyServer
 from services.policy.server import build_server as build_policy_server
 from services.policy.settings import PolicySettings
 
@@ -72,6 +73,18 @@ async def running_policy_server(
     policy_dir: Path, secrets: SigningSecrets, *, expect_loaded: bool = True
 ) -> AsyncIterator[str]:
     """The real policy service on a free port, serving ``policy_dir``; yields its target."""
+    async with running_policy_server_handle(
+        policy_dir, secrets, expect_loaded=expect_loaded
+    ) as built:
+        yield f"127.0.0.1:{built.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_policy_server_handle(
+    policy_dir: Path, secrets: SigningSecrets, *, expect_loaded: bool = True
+) -> AsyncIterator[PolicyServer]:
+    """Like :func:`running_policy_server`, yielding the :class:`PolicyServer` itself (its
+    ``reloader`` reloads the policy on demand)."""
     settings = PolicySettings(
         listen_addr=LOCALHOST,
         policy_dir=policy_dir,
@@ -84,7 +97,7 @@ async def running_policy_server(
     try:
         if expect_loaded and not loaded:
             raise RuntimeError(f"the policy in {policy_dir} did not load")
-        yield f"127.0.0.1:{built.port}"
+        yield built
     finally:
         await built.stop(grace=0.5)
 

@@ -72,7 +72,8 @@ def permission_denied(
             f"permission {required_permission} denied on {len(denied_agents)} of "
             f"{checked_agents} agents the action would change ({listed}"
             + (f" and {more} more" if more > 0 else "")
-            + f"){who}; nothing was changed; skip_denied acts on the others"
+            + f"){who}; nothing was changed"
+            + ("; skip_denied acts on the others" if checked_agents > len(denied_agents) else "")
         )
     if denied_agents:
         metadata["denied_count"] = str(len(denied_agents))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
@@ -122,21 +123,12 @@ class PolicyClient:
             )
             for q in questions
         ]
-        try:
-            if len(checks) == 1:
-                one = await self._stub.Check(checks[0], timeout=timeout, metadata=self._bearer())
-                results = [one]
-            else:
-                batch = await self._stub.BatchCheck(
-                    policy_pb2.BatchCheckRequest(checks=checks),
-                    timeout=timeout,
-                    metadata=self._bearer(),
-                )
-                results = list(batch.results)
-        except grpc.aio.AioRpcError as exc:
-            raise self._unavailable(exc, remaining_s, timeout) from exc
-        except (grpc.RpcError, grpc.aio.UsageError) as exc:
-            raise errors.policy_unavailable(type(exc).__name__) from exc
+        if len(checks) == 1:
+            results = [await self._ask(self._stub.Check, checks[0], timeout, remaining_s)]
+        else:
+            request = policy_pb2.BatchCheckRequest(checks=checks)
+            batch = await self._ask(self._stub.BatchCheck, request, timeout, remaining_s)
+            results = list(batch.results)
         if len(results) != len(checks):
             raise errors.policy_unavailable(
                 "the policy service answered the wrong number of checks"
@@ -198,14 +190,9 @@ class PolicyClient:
             subject=subject, workspace_id=workspace_id, action=permission, resources=resources
         )
         timeout = self._timeout(remaining_s, len(resources) * TIME_PER_RESOURCE_S)
-        try:
-            answer = await self._stub.CheckResources(
-                request, timeout=timeout, metadata=self._bearer()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise self._unavailable(exc, remaining_s, timeout) from exc
-        except (grpc.RpcError, grpc.aio.UsageError) as exc:
-            raise errors.policy_unavailable(type(exc).__name__) from exc
+        answer: policy_pb2.CheckResourcesResponse = await self._ask(
+            self._stub.CheckResources, request, timeout, remaining_s
+        )
         # Only denials are listed, so a short or garbled answer would read as "allowed":
         # an answer that does not account for every resource is no answer (fail closed).
         consistent = answer.allowed_count + len(answer.denied) == len(resources) and all(
@@ -216,17 +203,22 @@ class PolicyClient:
             raise errors.policy_unavailable("CheckResources answered for other resources")
         return answer
 
-    def _unavailable(
-        self, exc: grpc.aio.AioRpcError, remaining_s: float | None, timeout: float
-    ) -> errors.FleetwardError:
-        code = exc.code()
-        if (
-            code == grpc.StatusCode.DEADLINE_EXCEEDED
-            and remaining_s is not None
-            and remaining_s <= timeout
-        ):
-            return errors.deadline_exceeded()
-        return errors.policy_unavailable(f"{code.name}: {exc.details()}")
+    async def _ask(self, rpc: Any, request: Any, budget_s: float, remaining_s: float | None) -> Any:
+        """One call with the service token; every failure is POLICY_UNAVAILABLE, except the
+        caller's own deadline running out (DEADLINE_EXCEEDED)."""
+        try:
+            return await rpc(request, timeout=budget_s, metadata=self._bearer())
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if (
+                code == grpc.StatusCode.DEADLINE_EXCEEDED
+                and remaining_s is not None
+                and remaining_s <= budget_s
+            ):
+                raise errors.deadline_exceeded() from exc
+            raise errors.policy_unavailable(f"{code.name}: {exc.details()}") from exc
+        except (grpc.RpcError, grpc.aio.UsageError) as exc:
+            raise errors.policy_unavailable(type(exc).__name__) from exc
 
     async def close(self) -> None:
         """Close the channel."""

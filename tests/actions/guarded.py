@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,9 +84,10 @@ async def guarded_servers(
 
 
 async def create_workspace(
-    pool: asyncpg.Pool, agents: Mapping[str, str] | None = None
+    pool: asyncpg.Pool, agents: Mapping[str, str] | None = None, *, also: Sequence[str] = ()
 ) -> uuid.UUID:
-    """A fresh workspace whose agents (id -> department) default to the guarded ones."""
+    """A fresh workspace whose agents (id -> department) default to the guarded ones; the
+    departments are the agents' and those in ``also``."""
     if agents is None:
         agents = {**dict.fromkeys(ENGINEERING, "engineering"), **dict.fromkeys(SUPPORT, "support")}
     ws = uuid.uuid4()
@@ -96,7 +97,7 @@ async def create_workspace(
             "INSERT INTO departments (workspace_id, department_id, name) "
             "SELECT $1, d, d FROM unnest($2::text[]) AS d",
             ws,
-            sorted(set(agents.values())),
+            sorted({*agents.values(), *also}),
         )
         await conn.execute(
             "INSERT INTO agents (workspace_id, agent_id, department_id) "

@@ -44,10 +44,9 @@ from fleetward.client.errors import FleetwardError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.policy.server import PolicyServer, build_server
-from services.policy.settings import PolicySettings
+from services.policy.server import PolicyServer
 from tests.conftest import Secrets
-from tests.servers import POLICIES, running_action_server
+from tests.servers import POLICIES, running_action_server, running_policy_server_handle
 
 T = TypeVar("T")
 DEPARTMENTS = ("d1", "d2")
@@ -123,16 +122,9 @@ def stack(
     exits = contextlib.AsyncExitStack()
 
     async def start() -> Stack:
-        settings = PolicySettings(
-            listen_addr="127.0.0.1:0",
-            policy_dir=policy_dir,
-            service_jwt_secret=dev_secrets.service_jwt_secret,
-            decision_log="off",
-            watch=False,
+        built = await exits.enter_async_context(
+            running_policy_server_handle(policy_dir, dev_secrets)
         )
-        built = await build_server(settings)
-        assert await built.start()
-        exits.push_async_callback(built.stop, 0)
         target = await exits.enter_async_context(
             running_action_server(
                 database_dsn, f"127.0.0.1:{built.port}", dev_secrets, policy_timeout_ms=5000

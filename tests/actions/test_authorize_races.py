@@ -36,11 +36,10 @@ from fleetward.client import (
 )
 from fleetward.policy.v1 import policy_pb2_grpc
 
-from services.policy.server import PolicyServer, build_server
-from services.policy.settings import PolicySettings
+from services.policy.server import PolicyServer
 from tests.actions.guarded import Guarded, create_workspace, guarded_policy, statuses
 from tests.conftest import Secrets
-from tests.servers import running_action_server
+from tests.servers import running_action_server, running_policy_server_handle
 
 Hook = Callable[[], Awaitable[None]]
 Tamper = Callable[[Any], Any]
@@ -98,16 +97,9 @@ async def raced(
     """Real policy service → hooked proxy → real action service."""
     policy_dir = guarded_policy(tmp_path_factory.mktemp("raced"))
     async with contextlib.AsyncExitStack() as stack:
-        settings = PolicySettings(
-            listen_addr="127.0.0.1:0",
-            policy_dir=policy_dir,
-            service_jwt_secret=dev_secrets.service_jwt_secret,
-            decision_log="off",
-            watch=False,
+        real = await stack.enter_async_context(
+            running_policy_server_handle(policy_dir, dev_secrets)
         )
-        real = await build_server(settings)
-        assert await real.start()
-        stack.push_async_callback(real.stop, 0)
         channel = await stack.enter_async_context(
             grpc.aio.insecure_channel(f"127.0.0.1:{real.port}")
         )
@@ -232,11 +224,7 @@ async def test_an_agent_budget_follows_the_agent_to_where_it_is_at_the_lock(
     raced: Raced, pool: asyncpg.Pool
 ) -> None:
     # eve sets budgets in engineering only; the agent moves to support after the check.
-    ws = await create_workspace(pool, {"eng-code-1": "engineering"})
-    await pool.execute(
-        "INSERT INTO departments (workspace_id, department_id, name) VALUES ($1, 'support', 's')",
-        ws,
-    )
+    ws = await create_workspace(pool, {"eng-code-1": "engineering"}, also=["support"])
     raced.policy.hooks["Check"] = _move(pool, ws, "eng-code-1", "support")
     with pytest.raises(Aborted) as err:
         await _act(
@@ -254,10 +242,8 @@ async def test_an_agent_budget_follows_the_agent_to_where_it_is_at_the_lock(
 async def test_a_rollback_whose_target_moved_since_the_check_fails_and_can_be_retried(
     raced: Raced, pool: asyncpg.Pool
 ) -> None:
-    ws = await create_workspace(pool, {"eng-code-1": "engineering", "eng-code-2": "engineering"})
-    await pool.execute(
-        "INSERT INTO departments (workspace_id, department_id, name) VALUES ($1, 'support', 's')",
-        ws,
+    ws = await create_workspace(
+        pool, {"eng-code-1": "engineering", "eng-code-2": "engineering"}, also=["support"]
     )
     dept = {"scope": "department", "target_id": "engineering"}
     pause = await _act(raced, "alice", ws, params=PauseAgent(), **dept)
