@@ -13,7 +13,7 @@ QUICK ?= 0
 help:
 	@echo "make run               start embedded PostgreSQL (unless DATABASE_URL), migrate, seed demo, serve"
 	@echo "make test              set up and run the test suite"
-	@echo "make test-reliability  reliability + security suites incl. slow runs (<= 10 min)"
+	@echo "make test-reliability  reliability, security and authorization-property suites incl. slow runs (<= 10 min)"
 	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
 	@echo "make lint              ruff + mypy strict"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
@@ -39,7 +39,7 @@ bench: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,)
 
 test-reliability: $(STAMP)
-	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security $(PYTEST_ARGS)
+	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security tests/actions/test_authorize_property.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
