@@ -6,9 +6,13 @@ import grpc
 
 from services.actions.settings import ActionSettings
 from services.common.status import unauthenticated
-from services.common.tokens import Principal, UserTokenVerifier, VerifiedTokens, bearer_token
-
-MAX_SUBJECT = 256
+from services.common.tokens import (
+    Principal,
+    UserTokenVerifier,
+    VerifiedTokens,
+    bearer_token,
+    subject_problem,
+)
 
 
 class Authenticator:
@@ -32,6 +36,7 @@ class Authenticator:
         """The verified caller of this RPC."""
         principal = self._verifier.verify(bearer_token(context.invocation_metadata()))
         # The subject is stored in the audit log and sent to the policy service as is.
-        if len(principal.subject) > MAX_SUBJECT or not principal.subject.isprintable():
-            raise unauthenticated("token subject must be 1..256 printable characters")
+        problem = subject_problem(principal.subject)
+        if problem is not None:
+            raise unauthenticated(f"the token's subject is not usable: {problem}")
         return principal

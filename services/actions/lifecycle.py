@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -132,7 +133,11 @@ Effect = Callable[[Conn, asyncpg.Record], Awaitable[Outcome]]
 async def record_denied(
     pool: asyncpg.Pool, new: NewAction, error: FleetwardError
 ) -> asyncpg.Record | None:
-    """Record a policy denial (status ``denied``) with its event, or replay an earlier claim."""
+    """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
+
+    A denied action changed nothing, so it is recorded with ``can_rollback = false``.
+    """
+    new = dataclasses.replace(new, can_rollback=False)
     async with pool.acquire() as conn:
         async with conn.transaction():
             row = await conn.fetchrow(

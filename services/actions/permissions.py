@@ -8,11 +8,11 @@ agents its effect would change at that moment, a subset of these, so "allowed" h
 means Execute will not be refused by the policy. ``actions:read`` and
 ``actions:rollback`` are answered for the target's own path. Nothing is written.
 
-Asking is reading: the caller needs ``actions:read`` on every target it asks about. A
-target it may not read is refused exactly like an unknown one (PERMISSION_DENIED, or
-NOT_FOUND to a reader of the workspace, as Execute answers), so the answer never tells
-an outsider what exists. Agents in a department or the fleet are looked at only for
-permissions the target's own path already allows.
+Asking is reading: the caller needs ``actions:read`` on the workspace's fleet before
+anything is looked up (so neither the answer nor its timing tells an outsider what
+exists), and on every target it asks about; an unknown target is NOT_FOUND. Agents in a
+department or the fleet are looked at only for permissions the target's own path already
+allows.
 """
 
 from __future__ import annotations
@@ -104,8 +104,10 @@ class Permissions:
     async def check(self, call: Call, cmd: AccessCommand) -> Access:
         """Which permissions the caller holds on each target (in request order)."""
         call.ensure_time_left()
+        # First, and the same for every request: may the caller read this workspace at all?
+        await access.require(self._policy, call, cmd.workspace_id, access.READ, access.FLEET)
         asked = list(dict.fromkeys(cmd.targets))  # each distinct target once
-        targets = await self._look_up(call, cmd.workspace_id, asked)
+        targets = await self._look_up(cmd.workspace_id, asked)
         kinds = sorted(catalog.registry().values(), key=lambda k: k.name)
         for _ in range(2):  # once more if a reload lands between the questions
             decided = await self._decide(call, cmd.workspace_id, targets, kinds)
@@ -138,21 +140,15 @@ class Permissions:
         return Access([answers[t] for t in cmd.targets], read.policy_version, read.roles)
 
     async def _look_up(
-        self, call: Call, workspace_id: uuid.UUID, asked: Sequence[tuple[str, str]]
+        self, workspace_id: uuid.UUID, asked: Sequence[tuple[str, str]]
     ) -> list[Target]:
+        """The targets; NOT_FOUND for the first unknown one (the caller reads the fleet)."""
         scopes = [scope for scope, _ in asked]
         ids = [target_id for _, target_id in asked]
         rows = await self._pool.fetch(LOOK_UP_TARGETS, workspace_id, scopes, ids)
         missing = next((r for r in rows if not r["found"]), None)
         if missing is not None:
-            raise await access.not_found_or_denied(
-                self._policy,
-                call,
-                workspace_id,
-                access.READ,
-                missing["scope"],
-                missing["target_id"] or str(workspace_id),
-            )
+            raise errors.not_found(missing["scope"], missing["target_id"] or str(workspace_id))
         return [Target(workspace_id, r["scope"], r["target_id"], r["department_id"]) for r in rows]
 
     async def _decide(
@@ -192,12 +188,18 @@ class Permissions:
     ) -> dict[str, Grant]:
         """One grant per permission over its paths (each path once); none for no paths."""
         asked = {p: list(dict.fromkeys(ps)) for p, ps in paths.items() if ps}
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                p: group.create_task(authorize.grant(self._policy, call, workspace_id, p, ps))
-                for p, ps in asked.items()
-            }
-        return {p: task.result() for p, task in tasks.items()}
+        answers = await asyncio.gather(
+            *(authorize.grant(self._policy, call, workspace_id, p, ps) for p, ps in asked.items()),
+            return_exceptions=True,
+        )
+        # Every question was answered or failed on its own; the first failure is the
+        # answer (POLICY_UNAVAILABLE, DEADLINE_EXCEEDED), as one call would have said.
+        grants: dict[str, Grant] = {}
+        for permission, answer in zip(asked, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            grants[permission] = answer
+        return grants
 
     async def _agents(self, workspace_id: uuid.UUID, targets: list[Target]) -> dict[str, Agents]:
         """The non-retired agents in each department or fleet target, by its path."""

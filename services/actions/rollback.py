@@ -78,10 +78,6 @@ def refusal(original: Row) -> errors.FleetwardError | None:
         return errors.rollback_refused(
             "NOT_ROLLBACKABLE", action_id, "a rollback cannot be rolled back"
         )
-    if not original["can_rollback"]:
-        return errors.rollback_refused(
-            "NOT_ROLLBACKABLE", action_id, f"{original['action_type']} cannot be rolled back"
-        )
     if original["status"] == "rolled_back":
         return errors.rollback_refused(
             "ALREADY_ROLLED_BACK",
@@ -89,8 +85,13 @@ def refusal(original: Row) -> errors.FleetwardError | None:
             f"action {action_id} was already rolled back by {original['rollback_action_id']}",
         )
     if original["status"] != "completed":
+        # Denied and failed actions changed nothing (and are recorded as not rollbackable).
         return errors.rollback_refused(
             "NOT_COMPLETED", action_id, f"action {action_id} is {original['status']}, not completed"
+        )
+    if not original["can_rollback"]:
+        return errors.rollback_refused(
+            "NOT_ROLLBACKABLE", action_id, f"{original['action_type']} cannot be rolled back"
         )
     return None
 

@@ -21,6 +21,25 @@ from services.common.status import FleetwardError, unauthenticated
 SERVICE_AUDIENCE = "fleetward-policy"
 SERVICE_PREFIX = "svc:"
 RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
+MAX_SUBJECT = 256
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why ``subject`` cannot be a policy subject, or None.
+
+    One rule for both services: the action service refuses such a token as
+    UNAUTHENTICATED, so the policy service (which refuses it as INVALID_ARGUMENT) never
+    sees one, and the audit log never stores a subject that prints as another.
+    """
+    if not subject:
+        return "required"
+    if len(subject) > MAX_SUBJECT:
+        return f"at most {MAX_SUBJECT} characters"
+    if subject != subject.strip() or not subject.isprintable():
+        return "must be printable, without control characters or surrounding whitespace"
+    return None
+
+
 _ASYMMETRIC = ["RS256", "ES256"]
 
 

@@ -3,17 +3,16 @@ become ``BadRequest`` field violations (INVALID_ARGUMENT), never a silent deny."
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from fleetward.policy.v1 import policy_pb2
 
 from services.common.status import FieldViolation
+from services.common.tokens import subject_problem
 from services.policy import names
 
 MAX_BATCH = 100
 MAX_RESOURCES = 20_000
-MAX_SUBJECT = 256
 # A CheckResources request of MAX_RESOURCES of the longest paths (154 characters) is
 # about 3.2 MB: the policy service (internal; only service callers) accepts 4 MiB. Its
 # answer, every resource denied with a long deny line, can be larger still.
@@ -21,7 +20,6 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # Bad resources reported one by one; the rest are counted in one more violation.
 MAX_RESOURCE_VIOLATIONS = 5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RESOURCE_PROBLEM = (
     "must be fleet, fleet/departments/<id> or fleet/departments/<id>/agents/<id> "
     "with ids matching ^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -49,16 +47,6 @@ class ResourcesQuery:
     resources: tuple[str, ...]
 
 
-def _subject_problem(subject: str) -> str | None:
-    if not subject:
-        return "required"
-    if len(subject) > MAX_SUBJECT:
-        return f"at most {MAX_SUBJECT} characters"
-    if subject != subject.strip() or _CONTROL.search(subject):
-        return "must not contain control characters or surrounding whitespace"
-    return None
-
-
 def _action_problem(action: str) -> str | None:
     if not action:
         return "required"
@@ -72,7 +60,7 @@ def _who_and_what(
     subject: str, workspace_id: str, action: str, prefix: str, violations: list[FieldViolation]
 ) -> str | None:
     """Check the subject, workspace and permission; the normalized workspace or None."""
-    problem = _subject_problem(subject)
+    problem = subject_problem(subject)
     if problem:
         violations.append(FieldViolation(prefix + "subject", problem))
     workspace = names.normalize_workspace(workspace_id)

@@ -39,6 +39,10 @@ def _tokens(secrets: Secrets) -> dict[str, str | None]:
         "reserved_subject": "Bearer " + secrets.user_token("svc:actions"),
         "control_char_subject": "Bearer " + secrets.user_token("bob\x00"),
         "huge_subject": "Bearer " + secrets.user_token("b" * 300),
+        # The policy service refuses these subjects: the action service must too, as
+        # UNAUTHENTICATED, not relay a retryable POLICY_UNAVAILABLE with its reasons.
+        "padded_subject": "Bearer " + secrets.user_token("bob "),
+        "zero_width_subject": "Bearer " + secrets.user_token("bob\u200b"),
     }
 
 
@@ -58,6 +62,8 @@ def _tokens(secrets: Secrets) -> dict[str, str | None]:
         "reserved_subject",
         "control_char_subject",
         "huge_subject",
+        "padded_subject",
+        "zero_width_subject",
     ],
 )
 async def test_bad_token_is_unauthenticated_and_writes_nothing(

@@ -91,6 +91,7 @@ async def test_department_pause_is_refused_when_an_agent_in_it_is_denied(
     assert set((await statuses(pool, ws)).values()) == {"active"}
     [row] = await _denied_rows(pool, ws)
     assert row["scope"] == "department"
+    assert row["can_rollback"] is False  # nothing to undo
     stored = json.loads(row["error_details"])
     assert stored["metadata"]["denied_agent_ids"] == "eng-review-1,eng-review-2"
     # A repeat of the same request gets the same refusal back, from the audit row.

@@ -28,6 +28,7 @@ import pytest
 from fleetward.client import (
     Aborted,
     PauseAgent,
+    PermissionDenied,
     ResumeAgent,
     RetryPolicy,
     SetBudget,
@@ -53,12 +54,14 @@ class HookedPolicy(policy_pb2_grpc.PolicyServiceServicer):
         self._up = upstream
         self.hooks: dict[str, Hook] = {}
         self.tamper: Tamper | None = None
+        self.calls: list[str] = []  # the RPCs forwarded, in order
 
     @staticmethod
     def _auth(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str]]:
         return [(k, str(v)) for k, v in context.invocation_metadata() or () if k == "authorization"]
 
     async def _forward(self, rpc: str, request: Any, context: Any) -> Any:
+        self.calls.append(rpc)
         answer = await getattr(self._up, rpc)(request, metadata=self._auth(context))
         hook = self.hooks.pop(rpc, None)
         if hook is not None:
@@ -309,3 +312,37 @@ async def test_an_answer_that_leaves_out_a_denial_fails_closed(
         )
     assert err.value.reason == "POLICY_UNAVAILABLE"
     assert set((await statuses(pool, ws)).values()) == {"active"}
+
+
+async def test_check_access_asks_an_outsider_the_same_whatever_exists(
+    raced: Raced, pool: asyncpg.Pool
+) -> None:
+    # Same questions, same answer, whether the target exists: no timing tells them apart.
+    ws = await create_workspace(pool, {"eng-code-1": "engineering"})
+    seen = []
+    for target in ("eng-code-1", "no-such-agent"):
+        raced.policy.calls.clear()
+        async with raced.guarded.client("mallory", retry=ONCE) as client:
+            with pytest.raises(PermissionDenied) as err:
+                await client.check_access(workspace_id=str(ws), targets=[("agent", target)])
+        seen.append((list(raced.policy.calls), err.value.message))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == ["Check"]
+
+
+async def test_check_access_reports_a_failed_policy_question_as_unavailable(
+    raced: Raced, pool: asyncpg.Pool
+) -> None:
+    ws = await create_workspace(pool)
+
+    def miscount(answer: Any) -> Any:
+        answer.allowed_count += 1
+        return answer
+
+    raced.policy.tamper = miscount  # one of the parallel CheckResources answers
+    async with raced.guarded.client("bob", retry=ONCE) as client:
+        with pytest.raises(Unavailable) as err:
+            await client.check_access(
+                workspace_id=str(ws), targets=[("department", "engineering"), ("fleet", "")]
+            )
+    assert err.value.reason == "POLICY_UNAVAILABLE"

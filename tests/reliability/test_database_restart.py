@@ -149,9 +149,12 @@ async def restarts_under_load(
             stop.set()
             outcomes = await running
             await wait_for_database(dsn)
-            # The same service process serves again: a fresh request succeeds.
+            # The same service process serves again: a fresh request succeeds (a budget:
+            # the load may have left the agent paused, and a pause never shortens another).
             api = Api(channel, secrets)
-            done = await api.execute("bob", spaces[0], "pause_agent", target="eng-code-1")
+            done = await api.execute(
+                "alice", spaces[0], "set_budget", target="eng-code-1", monthly_limit_cents=7
+            )
             assert done.action_id
             await asyncio.sleep(2.5)  # one recovery pass for rows of dead sessions
         await pool.expire_connections()
