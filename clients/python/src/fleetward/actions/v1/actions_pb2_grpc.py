@@ -155,8 +155,8 @@ class ActionServiceServicer:
         types, rollback, read) it holds on each target, by the rule Execute
         applies: the target's own path and, for an action that changes agents,
         every non-retired agent in the target. Writes nothing. Asking is reading:
-        a target the caller may not read (actions:read) is refused like an unknown
-        one.
+        it needs actions:read on the workspace's fleet (checked before anything is
+        looked up) and on each target.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -72,8 +72,8 @@ class ActionServiceStub:
     types, rollback, read) it holds on each target, by the rule Execute
     applies: the target's own path and, for an action that changes agents,
     every non-retired agent in the target. Writes nothing. Asking is reading:
-    a target the caller may not read (actions:read) is refused like an unknown
-    one.
+    it needs actions:read on the workspace's fleet (checked before anything is
+    looked up) and on each target.
     """
 
 @_typing.type_check_only
@@ -113,8 +113,8 @@ class ActionServiceAsyncStub(ActionServiceStub):
     types, rollback, read) it holds on each target, by the rule Execute
     applies: the target's own path and, for an action that changes agents,
     every non-retired agent in the target. Writes nothing. Asking is reading:
-    a target the caller may not read (actions:read) is refused like an unknown
-    one.
+    it needs actions:read on the workspace's fleet (checked before anything is
+    looked up) and on each target.
     """
 
 class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -205,8 +205,8 @@ class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
         types, rollback, read) it holds on each target, by the rule Execute
         applies: the target's own path and, for an action that changes agents,
         every non-retired agent in the target. Writes nothing. Asking is reading:
-        a target the caller may not read (actions:read) is refused like an unknown
-        one.
+        it needs actions:read on the workspace's fleet (checked before anything is
+        looked up) and on each target.
         """
 
 def add_ActionServiceServicer_to_server(servicer: ActionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
