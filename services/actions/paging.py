@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.actions import audit
-from services.common.status import FieldViolation, invalid_argument
+from services.common.status import FieldViolation, FleetwardError, invalid_argument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Our tokens are about 150 characters; anything much longer was not issued by us.
+MAX_TOKEN = 1024
 
 
 def page_size(requested: int) -> int:
@@ -33,19 +35,31 @@ def encode(filters: Mapping[str, Any], cursor: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(token: str, filters: Mapping[str, Any]) -> list[Any] | None:
-    """The cursor of ``token`` (None for an empty token); INVALID_ARGUMENT when it does not fit."""
+def malformed() -> FleetwardError:
+    """INVALID_ARGUMENT for a page token we could not have issued."""
+    return invalid_argument([FieldViolation("page_token", "malformed page token")])
+
+
+def decode(token: str, filters: Mapping[str, Any]) -> list[str] | None:
+    """The cursor of ``token`` (None for an empty token); INVALID_ARGUMENT when it does not fit.
+
+    A cursor is a list of strings; callers check what each string must look like.
+    """
     if not token:
         return None
+    if len(token) > MAX_TOKEN:
+        raise malformed()
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         cursor = data["c"]
         bound = data["f"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise invalid_argument([FieldViolation("page_token", "malformed page token")]) from exc
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise malformed() from exc
     if bound != _binding(filters) or not isinstance(cursor, list):
         raise invalid_argument(
             [FieldViolation("page_token", "was issued for another workspace or other filters")]
         )
+    if not all(isinstance(value, str) for value in cursor):
+        raise malformed()
     return cursor

@@ -14,8 +14,9 @@ from fleetward.actions.v1 import actions_pb2
 from services.actions import access, audit, catalog, convert, errors, paging, targets
 from services.actions.call import Call
 from services.actions.policy_client import PolicyClient
-from services.actions.validation import check_id, parse_uuid
+from services.actions.validation import ID_PATTERN, check_id, parse_uuid
 from services.common.status import FieldViolation, invalid_argument
+from services.common.tokens import subject_problem
 
 LIST_ACTIONS = """
 SELECT * FROM action_audit_log
@@ -67,11 +68,29 @@ def _workspace(value: str, out: list[FieldViolation]) -> uuid.UUID:
     return parse_uuid(value, "workspace_id", out)
 
 
-def _when(msg: actions_pb2.ListActionsRequest, name: str) -> datetime | None:
+# The Timestamps a ListActions filter may hold: 0001-01-01 .. 9999-12-31T23:59:59.999999999Z
+# (protobuf's own range; outside it, or with nanos outside 0..999,999,999, the value is no
+# time at all).
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _when(
+    msg: actions_pb2.ListActionsRequest, name: str, out: list[FieldViolation]
+) -> datetime | None:
     if not msg.HasField(name):  # type: ignore[arg-type]
         return None
-    value: datetime = getattr(msg, name).ToDatetime(tzinfo=UTC)
+    stamp = getattr(msg, name)
+    if not MIN_SECONDS <= stamp.seconds <= MAX_SECONDS or not 0 <= stamp.nanos < 10**9:
+        out.append(FieldViolation(name, "must be a time between 0001-01-01 and 9999-12-31 (UTC)"))
+        return None
+    value: datetime = stamp.ToDatetime(tzinfo=UTC)
     return value
+
+
+def _subject_filter(value: str, out: list[FieldViolation]) -> None:
+    problem = subject_problem(value) if value else None
+    if problem is not None:
+        out.append(FieldViolation("actor_subject", problem))
 
 
 class Reads:
@@ -114,15 +133,14 @@ class Reads:
             out.append(FieldViolation("action_type", f"must be one of {', '.join(sorted(known))}"))
         if request.target_id:
             check_id(request.target_id, "target_id", out)
-        if len(request.actor_subject) > 256:
-            out.append(FieldViolation("actor_subject", "at most 256 characters"))
+        _subject_filter(request.actor_subject, out)
         status = convert.ACTION_STATUS_NAMES.get(request.status)
         if request.status and status is None:
             out.append(FieldViolation("status", "unknown status"))
+        after, before = _when(request, "created_after", out), _when(request, "created_before", out)
         if out:
             raise invalid_argument(out)
         size = paging.page_size(request.page_size)
-        after, before = _when(request, "created_after"), _when(request, "created_before")
         filters: Mapping[str, Any] = {
             "workspace_id": str(workspace_id),
             "action_type": request.action_type,
@@ -135,10 +153,12 @@ class Reads:
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
         try:
-            cursor_at = None if cursor is None else datetime.fromisoformat(str(cursor[0]))
-            cursor_id = None if cursor is None else uuid.UUID(str(cursor[1]))
+            cursor_at = None if cursor is None else datetime.fromisoformat(cursor[0])
+            cursor_id = None if cursor is None else uuid.UUID(cursor[1])
         except (ValueError, IndexError) as exc:
-            raise invalid_argument([FieldViolation("page_token", "malformed page token")]) from exc
+            raise paging.malformed() from exc
+        if cursor_at is not None and cursor_at.tzinfo is None:
+            raise paging.malformed()
         rows = await self._pool.fetch(
             LIST_ACTIONS,
             workspace_id,
@@ -193,7 +213,9 @@ class Reads:
         }
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
-        after = None if cursor is None or not cursor else str(cursor[0])
+        after = None if cursor is None or not cursor else cursor[0]
+        if after is not None and not ID_PATTERN.fullmatch(after):
+            raise paging.malformed()
         rows = await self._pool.fetch(
             LIST_AGENTS, workspace_id, request.department_id or None, status, after, size + 1
         )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2
+from google.protobuf import timestamp_pb2
 
-from services.actions import catalog
+from services.actions import catalog, paging
 from tests.actions.helpers import STATUS, Api, details
 from tests.conftest import NewWorkspace
 
@@ -199,3 +203,138 @@ async def test_page_tokens_survive_concurrent_inserts(
     seen = [a.action_id for a in [*first.actions, *second.actions]]
     assert seen == [a.action_id for a in reversed(old)]
     assert second.next_page_token == ""
+
+
+def _forged_token(cursor: list[object]) -> str:
+    raw = json.dumps({"f": "x" * 24, "c": cursor}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        # Found by an outside review: each of these reached INTERNAL.
+        (
+            lambda ws: actions_pb2.ListActionsRequest(
+                workspace_id=ws, created_after=timestamp_pb2.Timestamp(seconds=10**12)
+            ),
+            "created_after",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(
+                workspace_id=ws, created_before=timestamp_pb2.Timestamp(seconds=-(10**12))
+            ),
+            "created_before",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(
+                workspace_id=ws, created_after=timestamp_pb2.Timestamp(nanos=-5)
+            ),
+            "created_after",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(
+                workspace_id=ws, created_after=timestamp_pb2.Timestamp(nanos=10**9)
+            ),
+            "created_after",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(workspace_id=ws, actor_subject="a\x00b"),
+            "actor_subject",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(workspace_id=ws, actor_subject="a\x1b[2Kb"),
+            "actor_subject",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(
+                workspace_id=ws, page_token=base64.urlsafe_b64encode(b"[" * 50_000).decode()
+            ),
+            "page_token",
+        ),
+        (
+            lambda ws: actions_pb2.ListAgentsRequest(
+                workspace_id=ws, page_token=base64.urlsafe_b64encode(b"[" * 50_000).decode()
+            ),
+            "page_token",
+        ),
+        (
+            lambda ws: actions_pb2.ListActionsRequest(workspace_id=ws, page_token="A" * 5000),
+            "page_token",
+        ),
+    ],
+)
+async def test_hostile_read_filters_are_invalid_argument_not_internal(
+    api: Api, new_workspace: NewWorkspace, request_: Any, field: str
+) -> None:
+    ws = await new_workspace()
+    request = request_(str(ws.id))
+    method = (
+        api.stub.ListActions
+        if isinstance(request, actions_pb2.ListActionsRequest)
+        else api.stub.ListAgents
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await method(request, metadata=api.auth("bob"))
+    d = details(err.value)
+    assert d.code == grpc.StatusCode.INVALID_ARGUMENT, d
+    assert field in d.field_violations
+
+
+async def test_forged_page_cursors_are_invalid_argument_not_internal(
+    api: Api, new_workspace: NewWorkspace
+) -> None:
+    # The binding of a token to its filters is a plain hash anyone can compute, so a forged
+    # token may carry any cursor: each value is checked before it reaches PostgreSQL.
+    ws = await new_workspace()
+    agents_filters = {"workspace_id": str(ws.id), "department_id": "", "status": None}
+    actions_filters = {
+        "workspace_id": str(ws.id),
+        "action_type": "",
+        "status": None,
+        "actor_subject": "",
+        "target_id": "",
+        "created_after": None,
+        "created_before": None,
+    }
+    cases: list[tuple[Any, Any]] = [
+        (
+            api.stub.ListAgents,
+            actions_pb2.ListAgentsRequest(
+                workspace_id=str(ws.id), page_token=paging.encode(agents_filters, ["a\x00"])
+            ),
+        ),
+        (
+            api.stub.ListAgents,
+            actions_pb2.ListAgentsRequest(
+                workspace_id=str(ws.id),
+                page_token=paging.encode(agents_filters, [7]),
+            ),
+        ),
+        (
+            api.stub.ListActions,
+            actions_pb2.ListActionsRequest(
+                workspace_id=str(ws.id),
+                page_token=paging.encode(
+                    actions_filters, ["2026-01-01T00:00:00", str(uuid.uuid4())]
+                ),
+            ),
+        ),
+        (
+            api.stub.ListActions,
+            actions_pb2.ListActionsRequest(
+                workspace_id=str(ws.id),
+                page_token=paging.encode(actions_filters, [None, None]),
+            ),
+        ),
+        (
+            api.stub.ListActions,
+            actions_pb2.ListActionsRequest(
+                workspace_id=str(ws.id), page_token=_forged_token(["x"])
+            ),
+        ),
+    ]
+    for method, request in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(request, metadata=api.auth("bob"))
+        assert details(err.value).code == grpc.StatusCode.INVALID_ARGUMENT, request

@@ -155,11 +155,12 @@ async def test_a_few_hundred_hostile_requests_get_their_contract_status(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-async def test_ten_thousand_hostile_requests_get_their_contract_status(
+@pytest.mark.timeout(900)
+async def test_twenty_thousand_hostile_requests_get_their_contract_status(
     target: Target, pool: asyncpg.Pool, corpus: tuple[list[uuid.UUID], list[str], list[str]]
 ) -> None:
-    await fuzz(target, pool, corpus, 10_500)
+    # About a third make exactly one field of a valid request hostile (badinput.py).
+    await fuzz(target, pool, corpus, 20_000)
 
 
 def _huge_requests(ws: str) -> list[tuple[str, Any, str]]:
