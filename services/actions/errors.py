@@ -193,13 +193,20 @@ def deadline_exceeded() -> FleetwardError:
     )
 
 
-def execution_failed(action_id: str, message: str) -> FleetwardError:
-    """INTERNAL ``ACTION_EXECUTION_FAILED``: the audit row says ``failed``."""
+def execution_failed(action_id: str, message: str, correlation_id: str = "") -> FleetwardError:
+    """INTERNAL ``ACTION_EXECUTION_FAILED``: the audit row says ``failed``.
+
+    Args:
+        correlation_id: Names the log line with the details of an unexpected failure.
+    """
+    metadata = {"action_id": action_id}
+    if correlation_id:
+        metadata["correlation_id"] = correlation_id
     return FleetwardError(
         grpc.StatusCode.INTERNAL,
         "ACTION_EXECUTION_FAILED",
         f"action {action_id} failed: {message}",
-        metadata={"action_id": action_id},
+        metadata=metadata,
     )
 
 

@@ -299,9 +299,17 @@ async def _finish(
     except DATABASE_ERRORS:
         raise  # the row stays unfinished; recovery (§5.7) fails it once our lock is gone
     except Exception as exc:
-        log.exception("action %s failed", new.action_id)
-        failure = errors.execution_failed(str(new.action_id), _describe(exc))
-        await _fail(conn, new, _describe(exc), failure)
+        message, correlation_id = _describe(exc)
+        if correlation_id:
+            log.error(
+                "action %s failed (correlation id %s)",
+                new.action_id,
+                correlation_id,
+                exc_info=exc,
+                extra={"action_id": str(new.action_id), "correlation_id": correlation_id},
+            )
+        failure = errors.execution_failed(str(new.action_id), message, correlation_id)
+        await _fail(conn, new, message, failure)
         raise failure from exc
 
 
@@ -322,10 +330,17 @@ async def _fail(conn: Conn, new: NewAction, message: str, err: FleetwardError) -
     await audit.fail_action(conn, new.workspace_id, new.action_id, message, errors.to_json(err))
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """What the audit row and the caller are told, and the correlation id ("" when the
+    message says all): nothing from inside the process, the log has the traceback."""
     if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
-        return "timed out waiting for locked rows; no changes were applied"
-    return f"{type(exc).__name__}: {exc}"
+        return "timed out waiting for locked rows; no changes were applied", ""
+    correlation_id = str(uuid.uuid4())
+    return (
+        "an unexpected error stopped it; no changes were applied "
+        f"(correlation id {correlation_id})",
+        correlation_id,
+    )
 
 
 class TaskSet:

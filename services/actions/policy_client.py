@@ -6,6 +6,7 @@ Any transport failure, timeout or NOT_SERVING answer becomes UNAVAILABLE
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.actions import errors
 from services.common.tokens import mint_service_token
+
+log = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 300
 TOKEN_REFRESH_S = 60
@@ -216,7 +219,9 @@ class PolicyClient:
                 and remaining_s <= budget_s
             ):
                 raise errors.deadline_exceeded() from exc
-            raise errors.policy_unavailable(f"{code.name}: {exc.details()}") from exc
+            # The policy service's own words stay in our log: a caller learns the code only.
+            log.warning("policy call failed: %s: %s", code.name, exc.details())
+            raise errors.policy_unavailable(code.name) from exc
         except (grpc.RpcError, grpc.aio.UsageError) as exc:
             raise errors.policy_unavailable(type(exc).__name__) from exc
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import grpc
-from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
+from fleetward.actions.v1 import actions_pb2
 from grpc_health.v1 import health
 
 from services.actions.auth import Authenticator
@@ -30,10 +30,12 @@ from services.common import server as common
 from services.common.accesslog import log_rpc
 from services.common.metrics import record_rpc, start_metrics_server
 from services.common.observe import observed
+from services.common.registration import add_servicer
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name
+SERVICE = actions_pb2.DESCRIPTOR.services_by_name["ActionService"]
+SERVICE_NAME = SERVICE.full_name
 POOL_MAX_SIZE = 20
 SHUTDOWN_GRACE_S = 10.0
 
@@ -121,9 +123,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     )
     server = common.new_server()
     observers = (record_rpc, log_rpc)
-    actions_pb2_grpc.add_ActionServiceServicer_to_server(
-        observed(servicer, SERVICE_NAME, observers), server
-    )
+    add_servicer(server, observed(servicer, SERVICE_NAME, observers), SERVICE)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
     jobs = [

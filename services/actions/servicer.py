@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ from services.actions.validation import (
     validate_execute,
     validate_rollback,
 )
-from services.common.status import FleetwardError
+from services.common import funnel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,20 +54,7 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         return Call.start(principal, context.time_remaining())
 
     async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await work()
-        except FleetwardError as err:
-            error = err
-        except asyncio.CancelledError:
-            raise
-        except DATABASE_ERRORS as exc:
-            log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-            error = errors.database_unavailable(type(exc).__name__)
-        except Exception:
-            log.exception("unexpected error")
-            error = errors.internal("internal error; see the action service log")
-        await context.abort_with_status(error.to_status())
-        raise AssertionError("abort_with_status returned")  # pragma: no cover
+        return await funnel.unary(context, work, database_error, "an action service RPC")
 
     async def Execute(
         self, request: actions_pb2.ExecuteRequest, context: Context
@@ -177,14 +163,13 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
             return await self._watcher.open(self._call(context), request)
 
         stream = await self._guard(context, work)
-        try:
-            async for event in stream:
-                yield event
-        except FleetwardError as err:  # token expired, read permission revoked
-            await context.abort_with_status(err.to_status())
-        except DATABASE_ERRORS as exc:
-            # The client resumes from the last seq it received once the database is back.
-            log.warning("watch stream ended: database unavailable: %s", type(exc).__name__)
-            await context.abort_with_status(
-                errors.database_unavailable(type(exc).__name__).to_status()
-            )
+        async for event in funnel.stream(context, stream, database_error, "WatchActions"):
+            yield event
+
+
+def database_error(exc: Exception) -> errors.FleetwardError | None:
+    """DATABASE_UNAVAILABLE for a database failure (a watcher resumes from its last seq)."""
+    if not isinstance(exc, DATABASE_ERRORS):
+        return None
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return errors.database_unavailable(type(exc).__name__)

@@ -12,13 +12,14 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
+from fleetward.policy.v1 import policy_pb2
 from grpc_health.v1 import health
 
 from services.common import logs
 from services.common import server as common
 from services.common.metrics import record_rpc, start_metrics_server
 from services.common.observe import observed
+from services.common.registration import add_servicer
 from services.policy import decision_log, queries
 from services.policy.auth import CallerAuthenticator
 from services.policy.loader import PolicySnapshot
@@ -26,7 +27,8 @@ from services.policy.reload import Reloader
 from services.policy.servicer import PolicyServicer
 from services.policy.settings import PolicySettings
 
-SERVICE_NAME = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"]
+SERVICE_NAME = SERVICE.full_name
 log = logging.getLogger(__name__)
 
 
@@ -78,10 +80,8 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
     reloader = Reloader(
         settings.policy_dir, debounce_ms=settings.reload_debounce_ms, on_loaded=on_loaded
     )
-    policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-        observed(PolicyServicer(reloader.state, authenticator), SERVICE_NAME, [record_rpc]),
-        server,
-    )
+    servicer = PolicyServicer(reloader.state, authenticator)
+    add_servicer(server, observed(servicer, SERVICE_NAME, [record_rpc]), SERVICE)
     port = common.bind(server, settings.listen_addr, settings.tls)
     return PolicyServer(server, health_servicer, port, reloader, settings)
 

@@ -16,6 +16,7 @@ import grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 from google.protobuf import timestamp_pb2
 
+from services.common import funnel
 from services.common.metrics import child
 from services.common.status import FleetwardError, invalid_argument
 from services.policy import decision_log, metrics
@@ -113,50 +114,53 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.CheckRequest, context: Context
     ) -> policy_pb2.CheckResponse:
         """Decide one request."""
-        try:
+
+        async def work() -> policy_pb2.CheckResponse:
             caller = self._auth.authenticate(context)
             snapshot = self._serving()
             query, violations = parse_query(request)
             if query is None:
                 raise invalid_argument(violations)
-        except FleetwardError as err:
-            await context.abort_with_status(err.to_status())
-        return self._decide(snapshot, caller, query)
+            return self._decide(snapshot, caller, query)
+
+        return await funnel.unary(context, work, what="Check")
 
     async def BatchCheck(
         self, request: policy_pb2.BatchCheckRequest, context: Context
     ) -> policy_pb2.BatchCheckResponse:
         """Decide 1..100 requests, in order, against one snapshot."""
-        try:
+
+        async def work() -> policy_pb2.BatchCheckResponse:
             caller = self._auth.authenticate(context)
             snapshot = self._serving()
             queries, violations = parse_batch(request)
             if violations:
                 raise invalid_argument(violations)
-        except FleetwardError as err:
-            await context.abort_with_status(err.to_status())
-        results = [self._decide(snapshot, caller, query) for query in queries]
-        return policy_pb2.BatchCheckResponse(results=results, policy_version=snapshot.version)
+            results = [self._decide(snapshot, caller, query) for query in queries]
+            return policy_pb2.BatchCheckResponse(results=results, policy_version=snapshot.version)
+
+        return await funnel.unary(context, work, what="BatchCheck")
 
     async def CheckResources(
         self, request: policy_pb2.CheckResourcesRequest, context: Context
     ) -> policy_pb2.CheckResourcesResponse:
         """Decide one subject and permission over 1..20,000 resources in one snapshot."""
-        try:
+
+        async def work() -> policy_pb2.CheckResourcesResponse:
             caller = self._auth.authenticate(context)
             snapshot = self._serving()
             query, violations = parse_resources(request)
             if query is None:
                 raise invalid_argument(violations)
-        except FleetwardError as err:
-            await context.abort_with_status(err.to_status())
-        if len(query.resources) > THREAD_BATCH and snapshot.decider.thread_safe:
-            # 20,000 paths take ~0.2 s of CPU: decided (and answered) in a worker thread,
-            # one batch at a time, so single Checks keep getting the event loop (and
-            # the GIL) in between; the decider is immutable, so a thread may read it.
-            async with self._batches:
-                return await asyncio.to_thread(self._answer_resources, snapshot, caller, query)
-        return self._answer_resources(snapshot, caller, query)
+            if len(query.resources) > THREAD_BATCH and snapshot.decider.thread_safe:
+                # 20,000 paths take ~0.2 s of CPU: decided (and answered) in a worker
+                # thread, one batch at a time, so single Checks keep getting the event loop
+                # (and the GIL) in between; the decider is immutable, so a thread may read it.
+                async with self._batches:
+                    return await asyncio.to_thread(self._answer_resources, snapshot, caller, query)
+            return self._answer_resources(snapshot, caller, query)
+
+        return await funnel.unary(context, work, what="CheckResources")
 
     def _answer_resources(
         self, snapshot: PolicySnapshot, caller: str, query: ResourcesQuery
@@ -203,17 +207,18 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.GetPolicyInfoRequest, context: Context
     ) -> policy_pb2.GetPolicyInfoResponse:
         """Describe the served policy and the last reload (also before the first load)."""
-        try:
+
+        async def work() -> policy_pb2.GetPolicyInfoResponse:
             self._auth.authenticate(context)
-        except FleetwardError as err:
-            await context.abort_with_status(err.to_status())
-        state = self._state
-        snapshot = state.snapshot
-        return policy_pb2.GetPolicyInfoResponse(
-            policy_version=snapshot.version if snapshot else "",
-            loaded_at=_timestamp(snapshot.loaded_at if snapshot else None),
-            rule_count=snapshot.rule_count if snapshot else 0,
-            role_link_count=snapshot.role_link_count if snapshot else 0,
-            last_reload_error=state.last_reload_error,
-            last_reload_at=_timestamp(state.last_reload_at),
-        )
+            state = self._state
+            snapshot = state.snapshot
+            return policy_pb2.GetPolicyInfoResponse(
+                policy_version=snapshot.version if snapshot else "",
+                loaded_at=_timestamp(snapshot.loaded_at if snapshot else None),
+                rule_count=snapshot.rule_count if snapshot else 0,
+                role_link_count=snapshot.role_link_count if snapshot else 0,
+                last_reload_error=state.last_reload_error,
+                last_reload_at=_timestamp(state.last_reload_at),
+            )
+
+        return await funnel.unary(context, work, what="GetPolicyInfo")
