@@ -102,7 +102,12 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
             await conn.close()
 
         base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
-        policy_env = {**base, "FLEETWARD_POLICY_ADDR": "127.0.0.1:0", "FLEETWARD_POLICY_WATCH": "0"}
+        policy_env = {
+            **base,
+            "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
+            "FLEETWARD_POLICY_WATCH": "0",
+            "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
+        }
         with (
             procs.echo_server() as echo,
             procs.service(

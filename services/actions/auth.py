@@ -29,6 +29,8 @@ class Authenticator:
                 secret=settings.jwt_secret,
                 jwks_file=settings.jwt_jwks_file,
                 audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                max_ttl_s=settings.jwt_max_ttl_s,
             )
         )
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from services.common.server import TlsConfig
 from services.common.settings import (
     SettingsError,
+    check_secrets,
     env_int,
     env_path,
     env_str,
     process_env,
     tls_from_env,
 )
+from services.common.tokens import DEFAULT_MAX_TTL_S
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ActionSettings:
     jwt_secret: str | None = None
     jwt_jwks_file: Path | None = None
     jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_max_ttl_s: int = DEFAULT_MAX_TTL_S
     service_jwt_secret: str = ""
     tls: TlsConfig | None = None
     policy_tls_ca: Path | None = None
@@ -52,6 +56,12 @@ class ActionSettings:
             env_str(env, "FLEETWARD_POLICY_TLS_KEY")
         ):
             raise SettingsError("set both FLEETWARD_POLICY_TLS_CERT and FLEETWARD_POLICY_TLS_KEY")
+        check_secrets(
+            env_str(env, "FLEETWARD_JWT_SECRET"), env_str(env, "FLEETWARD_SERVICE_JWT_SECRET")
+        )
+        max_ttl = env_int(env, "FLEETWARD_JWT_MAX_TTL", DEFAULT_MAX_TTL_S)
+        if max_ttl <= 0:
+            raise SettingsError(f"FLEETWARD_JWT_MAX_TTL must be positive seconds, got {max_ttl}")
         return cls(
             database_url=database_url,
             listen_addr=env_str(env, "FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051"),
@@ -60,6 +70,8 @@ class ActionSettings:
             jwt_secret=env_str(env, "FLEETWARD_JWT_SECRET") or None,
             jwt_jwks_file=env_path(env, "FLEETWARD_JWT_JWKS_FILE"),
             jwt_audience=env_str(env, "FLEETWARD_JWT_AUDIENCE") or None,
+            jwt_issuer=env_str(env, "FLEETWARD_JWT_ISSUER") or None,
+            jwt_max_ttl_s=max_ttl,
             service_jwt_secret=env_str(env, "FLEETWARD_SERVICE_JWT_SECRET"),
             tls=tls_from_env(env),
             policy_tls_ca=env_path(env, "FLEETWARD_POLICY_TLS_CA"),

@@ -45,6 +45,37 @@ def tls_from_env(env: Mapping[str, str]) -> TlsConfig | None:
     return TlsConfig(cert, key, env_path(env, "FLEETWARD_TLS_CLIENT_CA"))
 
 
+MIN_SECRET_BYTES = 32
+
+
+def check_secrets(user_secret: str | None, service_secret: str | None) -> None:
+    """Refuse to start with a guessable secret, or one secret serving as both.
+
+    A user-token secret equal to the service-token secret would let whoever mints user
+    tokens mint service identities too, which is exactly what keeping them apart prevents.
+    """
+    for name, value in (
+        ("FLEETWARD_JWT_SECRET", user_secret),
+        ("FLEETWARD_SERVICE_JWT_SECRET", service_secret),
+    ):
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"{name} must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+            )
+    if user_secret and service_secret and user_secret == service_secret:
+        raise SettingsError(
+            "FLEETWARD_JWT_SECRET and FLEETWARD_SERVICE_JWT_SECRET must differ: "
+            "the user-token key must not be able to mint service tokens"
+        )
+
+
+def env_list(env: Mapping[str, str], name: str, default: str) -> frozenset[str]:
+    """A comma-separated variable as a set of its non-empty items."""
+    return frozenset(
+        item.strip() for item in env_str(env, name, default).split(",") if item.strip()
+    )
+
+
 def process_env() -> Mapping[str, str]:
     """The process environment (a seam for tests)."""
     return os.environ

@@ -9,6 +9,7 @@ user-token key can never mint a service identity.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,19 @@ SERVICE_AUDIENCE = "fleetward-policy"
 SERVICE_PREFIX = "svc:"
 RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
 MAX_SUBJECT = 256
+# A token may live at most this long (``FLEETWARD_JWT_MAX_TTL``): a leaked one expires soon.
+DEFAULT_MAX_TTL_S = 24 * 3600
+
+
+def is_reserved(subject: str) -> bool:
+    """Whether ``subject`` names a service or a system actor, however it is spelled.
+
+    Compared after NFKC normalisation and case folding, so ``SVC:x`` and
+    ``system\uff1ascheduler`` (a full-width colon U+FF1A) are reserved too: no user token can
+    carry a subject that a person reading the audit log would take for one of ours.
+    """
+    folded = unicodedata.normalize("NFKC", subject).casefold()
+    return folded.startswith(RESERVED_PREFIXES)
 
 
 def subject_problem(subject: str) -> str | None:
@@ -83,15 +97,27 @@ def bearer_token(metadata: Any) -> str:
 
 
 class UserTokenVerifier:
-    """Verifies user tokens: HS256 with a secret and/or RS256/ES256 with a JWKS file."""
+    """Verifies user tokens: HS256 with a secret and/or RS256/ES256 with a JWKS file.
+
+    The algorithm comes from the key, never from the token's header alone: the secret
+    verifies HS256 only, and a JWKS key (chosen by ``kid``) only its own algorithm.
+    """
 
     def __init__(
-        self, *, secret: str | None, jwks_file: Path | None = None, audience: str | None = None
+        self,
+        *,
+        secret: str | None,
+        jwks_file: Path | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        max_ttl_s: int = DEFAULT_MAX_TTL_S,
     ) -> None:
         if not secret and jwks_file is None:
             raise ValueError("set FLEETWARD_JWT_SECRET or FLEETWARD_JWT_JWKS_FILE")
         self._secret = secret
         self._audience = audience
+        self._issuer = issuer
+        self._max_ttl_s = max_ttl_s
         self._keys: dict[str, jwt.PyJWK] = {}
         if jwks_file is not None:
             jwks = jwt.PyJWKSet.from_json(Path(jwks_file).read_text())
@@ -103,7 +129,7 @@ class UserTokenVerifier:
             header = jwt.get_unverified_header(token)
             alg = header.get("alg")
             options: jwt.types.Options = {
-                "require": ["exp", "sub"],
+                "require": ["exp", "sub", *(["iss"] if self._issuer else [])],
                 "verify_aud": self._audience is not None,
             }
             if alg == "HS256" and self._secret:
@@ -114,11 +140,16 @@ class UserTokenVerifier:
                 if not isinstance(kid, str) or kid not in self._keys:
                     raise unauthenticated("token signed with an unknown key id")
                 key = self._keys[kid]
-                algorithms = [alg]
+                algorithms = [key.algorithm_name]  # the key's algorithm, whatever the header says
             else:
                 raise unauthenticated(f"token algorithm {alg!r} is not accepted")
             claims = jwt.decode(
-                token, key, algorithms=algorithms, audience=self._audience, options=options
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options=options,
             )
         except FleetwardError:
             raise
@@ -129,9 +160,21 @@ class UserTokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise unauthenticated("token has no subject")
-        if subject.startswith(RESERVED_PREFIXES):
+        if is_reserved(subject):
             raise unauthenticated("user tokens may not carry a reserved subject (svc:, system:)")
+        self._check_lifetime(claims)
         return Principal(subject=subject, claims=claims)
+
+    def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
+        """UNAUTHENTICATED for a token that lives longer than the maximum (from ``iat``, or
+        from now when it has none)."""
+        exp, iat = claims.get("exp"), claims.get("iat")
+        start = iat if isinstance(iat, int | float) else time.time()
+        if isinstance(exp, int | float) and exp - start > self._max_ttl_s:
+            raise unauthenticated(
+                f"token lives longer than the {self._max_ttl_s} s this service accepts; "
+                "ask the identity provider for a shorter-lived one"
+            )
 
 
 class ServiceTokenVerifier:

@@ -118,6 +118,8 @@ def main() -> int:
     env: dict[str, str] = dict(os.environ)
     apply_to_env(env)
     env.setdefault("FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051")
+    # The action service, and the svc:debug token printed below for grpcurl.
+    env.setdefault("FLEETWARD_POLICY_ALLOWED_CALLERS", "svc:actions,svc:debug")
     env.setdefault("FLEETWARD_POLICY_ADDR", "127.0.0.1:50052")
     env.setdefault("FLEETWARD_POLICY_TARGET", _connect_target(env["FLEETWARD_POLICY_ADDR"]))
     actions = _connect_target(env["FLEETWARD_ACTIONS_ADDR"])

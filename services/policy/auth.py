@@ -1,9 +1,11 @@
 """Who may ask the policy service: service callers only (docs/architecture.md §8).
 
 A caller proves it is a service with a service JWT (``sub`` ``svc:<name>``, audience
-``fleetward-policy``, signed with ``FLEETWARD_SERVICE_JWT_SECRET``) or, when the server
-requires client certificates, with its verified mTLS certificate. A user token, even one
-with a forged ``svc:`` subject, fails the signature check: the secrets differ.
+``fleetward-policy``, signed with ``FLEETWARD_SERVICE_JWT_SECRET``) whose subject is one of
+``FLEETWARD_POLICY_ALLOWED_CALLERS`` (default ``svc:actions``), or, when the server
+requires client certificates, with its verified mTLS certificate (the CA is then the
+list of who may ask). A user token, even one with a forged ``svc:`` subject, fails the
+signature check: the secrets differ.
 """
 
 from __future__ import annotations
@@ -12,8 +14,18 @@ from typing import Any
 
 import grpc
 
-from services.common.status import unauthenticated
+from services.common.status import FleetwardError, unauthenticated
 from services.common.tokens import ServiceTokenVerifier, VerifiedTokens, bearer_token
+
+
+def permission_denied_caller(subject: str) -> FleetwardError:
+    """PERMISSION_DENIED for a valid service token whose subject may not ask."""
+    return FleetwardError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_ALLOWED",
+        f"{subject} may not ask this policy service (FLEETWARD_POLICY_ALLOWED_CALLERS)",
+        metadata={"caller": subject},
+    )
 
 
 def _has_authorization(metadata: Any) -> bool:
@@ -31,12 +43,19 @@ def _peer_certificate_name(context: grpc.aio.ServicerContext[Any, Any]) -> str |
 class CallerAuthenticator:
     """Authenticates a call and names the caller (``svc:<name>`` or ``mtls:<cert name>``)."""
 
-    def __init__(self, *, service_jwt_secret: str, mtls: bool) -> None:
+    def __init__(
+        self,
+        *,
+        service_jwt_secret: str,
+        mtls: bool,
+        allowed_callers: frozenset[str] = frozenset({"svc:actions"}),
+    ) -> None:
         """Create the authenticator.
 
         Args:
             service_jwt_secret: The service-token secret; empty disables tokens.
             mtls: The server verifies client certificates (``FLEETWARD_TLS_CLIENT_CA``).
+            allowed_callers: Service subjects that may ask; ``*`` allows any.
 
         Raises:
             ValueError: When neither tokens nor mTLS are configured (nobody could call).
@@ -52,6 +71,7 @@ class CallerAuthenticator:
             else None
         )
         self._mtls = mtls
+        self._allowed = None if "*" in allowed_callers else allowed_callers
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """Return the caller's name or raise UNAUTHENTICATED (a ``FleetwardError``)."""
@@ -59,7 +79,10 @@ class CallerAuthenticator:
         if _has_authorization(metadata) or not self._mtls:
             if self._verifier is None:
                 raise unauthenticated("this policy service accepts mTLS client certificates only")
-            return self._verifier.verify(bearer_token(metadata)).subject
+            subject = self._verifier.verify(bearer_token(metadata)).subject
+            if self._allowed is not None and subject not in self._allowed:
+                raise permission_denied_caller(subject)
+            return subject
         name = _peer_certificate_name(context)
         if name is None:
             raise unauthenticated("a service token or a client certificate is required")

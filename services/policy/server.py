@@ -69,7 +69,11 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
         ValueError: When no caller could ever authenticate (no service secret, no mTLS).
     """
     mtls = settings.tls is not None and settings.tls.client_ca_file is not None
-    authenticator = CallerAuthenticator(service_jwt_secret=settings.service_jwt_secret, mtls=mtls)
+    authenticator = CallerAuthenticator(
+        service_jwt_secret=settings.service_jwt_secret,
+        mtls=mtls,
+        allowed_callers=settings.allowed_callers,
+    )
     server = common.new_server(queries.MAX_REQUEST_BYTES, queries.MAX_RESPONSE_BYTES)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], [record_rpc])
     await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load

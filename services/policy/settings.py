@@ -9,11 +9,18 @@ from pathlib import Path
 from services.common.server import TlsConfig
 from services.common.settings import (
     SettingsError,
+    check_secrets,
     env_int,
+    env_list,
     env_str,
     process_env,
     tls_from_env,
 )
+from services.common.tokens import SERVICE_PREFIX
+
+# The action service's own subject; ``*`` lets any valid service token ask (dev, tests).
+DEFAULT_CALLER = "svc:actions"
+ANY_CALLER = "*"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class PolicySettings:
     watch: bool = True
     reload_debounce_ms: int = 300
     shutdown_grace_s: float = 10.0
+    # The service subjects whose tokens may ask (``*``: any valid service token).
+    allowed_callers: frozenset[str] = frozenset({DEFAULT_CALLER})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicySettings:
@@ -40,6 +49,13 @@ class PolicySettings:
         watch = env_str(env, "FLEETWARD_POLICY_WATCH", "1").lower()
         if watch not in ("1", "0", "true", "false"):
             raise SettingsError(f"FLEETWARD_POLICY_WATCH must be 1 or 0, got {watch!r}")
+        check_secrets(None, env_str(env, "FLEETWARD_SERVICE_JWT_SECRET"))
+        callers = env_list(env, "FLEETWARD_POLICY_ALLOWED_CALLERS", DEFAULT_CALLER)
+        odd = sorted(c for c in callers if c != ANY_CALLER and not c.startswith(SERVICE_PREFIX))
+        if odd:
+            raise SettingsError(
+                f"FLEETWARD_POLICY_ALLOWED_CALLERS holds {odd}: list svc:<name> subjects or *"
+            )
         return cls(
             listen_addr=env_str(env, "FLEETWARD_POLICY_ADDR", "127.0.0.1:50052"),
             policy_dir=Path(env_str(env, "FLEETWARD_POLICY_DIR", "policies")),
@@ -50,4 +66,5 @@ class PolicySettings:
             decision_log=env_str(env, "FLEETWARD_POLICY_DECISION_LOG", "stderr"),
             watch=watch in ("1", "true"),
             reload_debounce_ms=env_int(env, "FLEETWARD_POLICY_RELOAD_DEBOUNCE_MS", 300),
+            allowed_callers=callers,
         )

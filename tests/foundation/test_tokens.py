@@ -170,7 +170,20 @@ def test_a_token_with_the_configured_audience_is_accepted() -> None:
     assert verifier.verify(mint_user_token(SECRET, "bob", audience="fleetward")).subject == "bob"
 
 
-@pytest.mark.parametrize("subject", ["svc:actions", "svc:debug", "system:scheduler"])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "svc:actions",
+        "svc:debug",
+        "system:scheduler",
+        # Look-alikes: recognised after NFKC normalisation and case folding.
+        "SVC:actions",
+        "System:Scheduler",
+        "system\uff1ascheduler",  # a full-width colon
+        "\uff53\uff56\uff43:actions",  # full-width letters
+        "svc\ufe55actions",  # a small colon
+    ],
+)
 def test_a_user_token_with_a_reserved_subject_is_rejected(subject: str) -> None:
     error = _rejected(UserTokenVerifier(secret=SECRET), mint_user_token(SECRET, subject))
     assert "reserved subject" in error.message
@@ -350,3 +363,32 @@ def test_bearer_token_refuses_a_missing_or_malformed_header(metadata: Any) -> No
 
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.reason == "UNAUTHENTICATED"
+
+
+# --- lifetime, issuer, algorithm pinned by the key ----------------------------------------
+
+
+def test_a_token_living_longer_than_the_maximum_is_rejected() -> None:
+    verifier = UserTokenVerifier(secret=SECRET, max_ttl_s=24 * 3600)
+    now = int(time.time())
+    long_lived = jwt.encode(_claims(iat=now, exp=now + 25 * 3600), SECRET, algorithm="HS256")
+    error = _rejected(verifier, long_lived)
+    assert "longer than" in error.message
+    no_iat = jwt.encode(_claims(iat=None, exp=now + 30 * 3600), SECRET, algorithm="HS256")
+    _rejected(verifier, no_iat)
+    fine = jwt.encode(_claims(iat=now, exp=now + 23 * 3600), SECRET, algorithm="HS256")
+    assert verifier.verify(fine).subject == "bob"
+
+
+def test_the_issuer_is_checked_when_configured() -> None:
+    verifier = UserTokenVerifier(secret=SECRET, issuer="https://idp.example")
+    good = jwt.encode(_claims(iss="https://idp.example"), SECRET, algorithm="HS256")
+    assert verifier.verify(good).subject == "bob"
+    _rejected(verifier, jwt.encode(_claims(iss="https://evil.example"), SECRET, algorithm="HS256"))
+    _rejected(verifier, jwt.encode(_claims(), SECRET, algorithm="HS256"))  # no iss at all
+
+
+def test_the_algorithm_is_the_keys_not_the_headers(jwks: Jwks) -> None:
+    # kid ec-1 is an ES256 key: a header claiming RS256 for it is refused outright.
+    token = jwt.encode(_claims(), jwks.rsa, algorithm="RS256", headers={"kid": "ec-1"})
+    _rejected(UserTokenVerifier(secret=None, jwks_file=jwks.path), token)

@@ -10,9 +10,12 @@ import pytest
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.common.tokens import SERVICE_AUDIENCE
+from services.policy.server import build_server
+from services.policy.settings import PolicySettings
 from tests.actions.helpers import details
 from tests.conftest import Secrets
 from tests.reliability import counters
+from tests.servers import write_test_policy
 
 C = grpc.StatusCode
 
@@ -73,3 +76,39 @@ async def test_a_non_service_caller_cannot_use_the_policy_service(
             counters.record("requests")
             info = details(caught.value)
             assert (info.code, info.reason) == (C.UNAUTHENTICATED, "UNAUTHENTICATED"), name
+
+
+async def test_only_the_listed_service_subjects_may_ask(
+    tmp_path_factory: pytest.TempPathFactory, dev_secrets: Secrets
+) -> None:
+    # A valid service token is not enough: its subject must be an allowed caller. A leaked
+    # token of some other internal service (or one minted for debugging) cannot ask.
+    settings = PolicySettings(
+        listen_addr="127.0.0.1:0",
+        policy_dir=write_test_policy(tmp_path_factory.mktemp("callers")),
+        service_jwt_secret=dev_secrets.service_jwt_secret,
+        decision_log="off",
+        watch=False,
+    )  # the default: svc:actions only
+    built = await build_server(settings)
+    await built.start()
+    request = policy_pb2.GetPolicyInfoRequest()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            for name in ("svc:actions",):
+                token = dev_secrets.service_token(name)
+                assert await stub.GetPolicyInfo(request, metadata=_bearer(token), timeout=5)
+            for name in ("svc:debug", "svc:billing", "svc:Actions"):
+                token = dev_secrets.service_token(name)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.GetPolicyInfo(request, metadata=_bearer(token), timeout=5)
+                info = details(caught.value)
+                assert (info.code, info.reason) == (C.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+                assert info.metadata["caller"] == name
+    finally:
+        await built.stop(grace=0)
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
