@@ -88,11 +88,18 @@ def check_id(value: str, field: str, out: list[FieldViolation], *, required: boo
         out.append(FieldViolation(field, "must match ^[a-z0-9][a-z0-9._-]{0,63}$"))
 
 
+# C0 and C1 control characters and DEL, except tab and newline: a reason is shown on
+# terminals and pages, where an escape sequence could redraw what is around it.
+_REASON_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _check_reason(reason: str, out: list[FieldViolation]) -> None:
     if not REASON_MIN <= len(reason.strip()) <= REASON_MAX or len(reason) > REASON_MAX:
         out.append(FieldViolation("reason", f"required, {REASON_MIN}..{REASON_MAX} characters"))
-    elif "\x00" in reason:
-        out.append(FieldViolation("reason", "must not contain NUL characters"))
+    elif _REASON_CONTROLS.search(reason):
+        out.append(
+            FieldViolation("reason", "must not contain control characters (tab and newline may)")
+        )
 
 
 def _check_request_id(request_id: str, out: list[FieldViolation]) -> None:

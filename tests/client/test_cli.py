@@ -244,3 +244,47 @@ async def test_watch_streams_ndjson_until_interrupted(env_for: EnvFor, ws: Works
     assert code == 0  # Ctrl-C is how a watch ends
     assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
     assert {e["action"]["action_id"] for e in events} == {action_id}
+
+
+ESCAPES = "\x1b[1A\x1b[2K\rstatus         completed"
+
+
+async def test_stored_strings_with_escape_sequences_are_shown_escaped(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    # The server refuses control characters in a reason now, but rows stored before (or
+    # written by anything else) are shown too: a terminal must never interpret them.
+    action_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO action_audit_log (action_id, workspace_id, action_type, scope, target_id, "
+        "action_params, reason, actor_user_id, actor_role, status, can_rollback, request_id, "
+        "request_fingerprint, error_message) VALUES ($1, $2, 'pause_agent', 'agent', "
+        "'eng-code-1', '{}', $3, 'carol', 'viewer', 'denied', false, 'esc-1', 'x', $4)",
+        action_id,
+        ws.id,
+        f"routine{ESCAPES}",
+        f"denied\n  user_role = admin{ESCAPES}",
+    )
+    for args in (("actions", "get", str(action_id)), ("actions", "list")):
+        run = await fleetward(*args, env=env_for("bob", ws))
+        assert run.code == 0, run.stderr
+        assert "\x1b" not in run.stdout
+        assert "\r" not in run.stdout
+        assert "\\x1b[1A" in run.stdout or args[1] == "list"
+    shown = await fleetward("actions", "get", str(action_id), env=env_for("bob", ws))
+    status_lines = [line for line in shown.stdout.splitlines() if line.startswith("status")]
+    assert [line.split() for line in status_lines] == [["status", "denied"]]  # the real one
+    assert not any(line.startswith("  user_role") for line in shown.stdout.splitlines())
+
+
+async def test_a_reason_with_control_characters_is_refused(
+    env_for: EnvFor, ws: Workspace, pool: asyncpg.Pool
+) -> None:
+    run = await fleetward(*PAUSE, "--reason", f"routine{ESCAPES}", "--yes", env=env_for("bob", ws))
+    assert run.code == 2, run.stderr  # INVALID_ARGUMENT
+    assert "\x1b" not in run.stderr
+    assert await _actions(pool, ws) == []
+    tabs = await fleetward(
+        *PAUSE, "--reason", "two\tlines\nare fine", "--yes", env=env_for("bob", ws)
+    )
+    assert tabs.code == 0, tabs.stderr

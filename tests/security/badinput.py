@@ -93,8 +93,9 @@ def uuid_ok(value: str) -> bool:
 
 
 def reason_ok(value: str) -> bool:
-    """3..1000 characters (not only spaces), no NUL."""
-    return len(value.strip()) >= 3 and len(value) <= 1000 and "\x00" not in value
+    """3..1000 characters (not only spaces), no control character but tab and newline."""
+    controls = any((ord(c) < 0x20 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F for c in value)
+    return len(value.strip()) >= 3 and len(value) <= 1000 and not controls
 
 
 def execute_valid(r: actions_pb2.ExecuteRequest) -> bool:

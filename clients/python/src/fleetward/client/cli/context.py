@@ -11,7 +11,7 @@ from typing import TextIO
 from fleetward.client._sync.actions import ActionsClient
 from fleetward.client._sync.policy import PolicyClient
 from fleetward.client.cli import exit_codes
-from fleetward.client.cli.render import dumps
+from fleetward.client.cli.render import dumps, visible
 from fleetward.client.config import (
     DEFAULT_POLICY_TARGET,
     DEFAULT_TARGET,
@@ -103,13 +103,13 @@ class Context:
                 client.close()
 
     def out(self, text: str) -> None:
-        """Write a result to stdout."""
-        self.stdout.write(text + "\n")
+        """Write a result to stdout (control characters shown as escapes)."""
+        self.stdout.write(visible(text, keep_newlines=True) + "\n")
         self.stdout.flush()
 
     def note(self, text: str) -> None:
-        """Write a message for the person at the terminal to stderr."""
-        self.stderr.write(text + "\n")
+        """Write a message for the person at the terminal to stderr (escaped, like out)."""
+        self.stderr.write(visible(text, keep_newlines=True) + "\n")
         self.stderr.flush()
 
     def report(self, error: FleetwardError) -> None:
@@ -117,13 +117,14 @@ class Context:
         if self.json:
             self.note(dumps({"error": error_json(error)}))
             return
-        self.note(f"error: {error}")
+        # Each server-supplied string on a line of its own making: its newlines escaped too.
+        self.note(f"error: {visible(str(error))}")
         for violation in error.field_violations:
-            self.note(f"  {violation.field}: {violation.description}")
+            self.note(f"  {visible(violation.field)}: {visible(violation.description)}")
         for pre in error.precondition_violations:
-            self.note(f"  {pre.type} {pre.subject}: {pre.description}")
+            self.note(f"  {visible(pre.type)} {visible(pre.subject)}: {visible(pre.description)}")
         for key, value in sorted(error.metadata.items()):
-            self.note(f"  {key} = {value}")
+            self.note(f"  {visible(key)} = {visible(value)}")
 
 
 def error_json(error: FleetwardError) -> dict[str, object]:

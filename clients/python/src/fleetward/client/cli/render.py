@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -11,6 +12,28 @@ from google.protobuf import json_format, message, timestamp_pb2
 from fleetward.actions.v1 import actions_pb2
 from fleetward.client.results import SkippedTarget, action_result
 from fleetward.policy.v1 import policy_pb2
+
+# Control characters (C0, DEL, C1), invisible format characters (bidi overrides, zero
+# widths) and line separators: what could move the cursor, erase a line or reorder text.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control or invisible character shown as an escape (``\\x1b``).
+
+    Everything the server sends is shown through this: a stored reason holding
+    ``\\x1b[1A\\x1b[2K\\r`` must not redraw the lines above it on someone's terminal.
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _HIDDEN:
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
 
 
 def to_json(value: message.Message) -> dict[str, Any]:
@@ -47,7 +70,7 @@ def _cell(value: object) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return visible(str(value))
 
 
 def when(stamp: timestamp_pb2.Timestamp) -> str:
@@ -223,7 +246,8 @@ def event_line(event: actions_pb2.ActionEvent) -> str:
     """One watch event on one line."""
     a = event.action
     return "  ".join(
-        [
+        visible(part)
+        for part in [
             str(event.seq).rjust(6),
             when(event.created_at),
             event.event_type.ljust(18),
