@@ -14,7 +14,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from bench.policygen import PERMISSIONS, GeneratedPolicy
-from services.actions.reads import LIST_ACTIONS
+from services.actions.reads import list_actions_query
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -185,11 +185,11 @@ async def list_actions_latencies_ms(
 
 async def list_actions_plan(dsn: str, workspace: uuid.UUID, by: str) -> str:
     """EXPLAIN (ANALYZE) of the service's ListActions statement for one filtered page."""
-    target, action_type = ("agent-7", None) if by == "target" else (None, "pause_agent")
-    args = (workspace, action_type, None, None, target, None, None, None, None, 51)
+    filters = {"target_id": "agent-7"} if by == "target" else {"action_type": "pause_agent"}
+    sql, args = list_actions_query(workspace, filters, None, 51)
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + LIST_ACTIONS, *args)
+        rows = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *args)
     finally:
         await conn.close()
     return "\n".join(row[0] for row in rows)

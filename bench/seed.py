@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
+from services.actions.db import Conn
 
 _WORKSPACES = """
 INSERT INTO workspaces (id, name)
@@ -39,7 +39,7 @@ def workspace_ids(count: int, tag: int) -> list[uuid.UUID]:
 
 
 async def seed_agents(
-    conn: asyncpg.Connection, workspaces: list[uuid.UUID], agents: int, departments: int
+    conn: Conn, workspaces: list[uuid.UUID], agents: int, departments: int
 ) -> None:
     """``agents`` agents over ``departments`` departments in each workspace."""
     async with conn.transaction():
@@ -48,9 +48,7 @@ async def seed_agents(
         await conn.execute(_AGENTS, workspaces, agents, departments)
 
 
-async def seed_audit_rows(
-    conn: asyncpg.Connection, workspace: uuid.UUID, rows: int, targets: int
-) -> None:
+async def seed_audit_rows(conn: Conn, workspace: uuid.UUID, rows: int, targets: int) -> None:
     """``rows`` completed audit rows in ``workspace`` over ``targets`` target ids, analysed."""
     await conn.execute(_AUDIT_ROWS, workspace, rows, targets, timeout=1800)
     await conn.execute("ANALYZE action_audit_log")

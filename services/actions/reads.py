@@ -18,18 +18,46 @@ from services.actions.validation import ID_PATTERN, check_id, parse_uuid
 from services.common.status import FieldViolation, invalid_argument
 from services.common.tokens import subject_problem
 
-LIST_ACTIONS = """
-SELECT * FROM action_audit_log
-WHERE workspace_id = $1
-  AND ($2::text IS NULL OR action_type = $2)
-  AND ($3::text IS NULL OR status = $3)
-  AND ($4::text IS NULL OR actor_user_id = $4)
-  AND ($5::text IS NULL OR target_id = $5)
-  AND ($6::timestamptz IS NULL OR created_at >= $6)
-  AND ($7::timestamptz IS NULL OR created_at < $7)
-  AND ($8::timestamptz IS NULL OR (created_at, action_id) < ($8, $9::uuid))
-ORDER BY created_at DESC, action_id DESC
-LIMIT $10"""
+# ListActions' WHERE holds only the filters a request sets. With every filter written as
+# "$n IS NULL OR column = $n", PostgreSQL's generic plan (chosen after five executions of
+# the prepared statement) cannot use the index of the one filter that is set: a filter
+# matching nothing then scans the workspace's whole history. At most 2^6 statement
+# texts exist, each prepared once per connection.
+_ACTION_FILTERS = (
+    ("action_type", "action_type = ${n}"),
+    ("status", "status = ${n}"),
+    ("actor_subject", "actor_user_id = ${n}"),
+    ("target_id", "target_id = ${n}"),
+    ("created_after", "created_at >= ${n}"),
+    ("created_before", "created_at < ${n}"),
+)
+
+
+def list_actions_query(
+    workspace_id: uuid.UUID,
+    filters: Mapping[str, Any],
+    cursor: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The ListActions statement for the filters that are set (falsy values are unset),
+    newest first after ``cursor``; and its arguments."""
+    args: list[Any] = [workspace_id]
+    where = ["workspace_id = $1"]
+    for name, clause in _ACTION_FILTERS:
+        if filters.get(name):
+            args.append(filters[name])
+            where.append(clause.format(n=len(args)))
+    if cursor is not None:
+        args.extend(cursor)
+        where.append(f"(created_at, action_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    sql = (
+        "SELECT * FROM action_audit_log WHERE "
+        + " AND ".join(where)
+        + f" ORDER BY created_at DESC, action_id DESC LIMIT ${len(args)}"
+    )
+    return sql, args
+
 
 _AGENTS = """
 SELECT a.*, ab.monthly_limit_cents AS monthly_budget_cents,
@@ -159,19 +187,20 @@ class Reads:
             raise paging.malformed() from exc
         if cursor_at is not None and cursor_at.tzinfo is None:
             raise paging.malformed()
-        rows = await self._pool.fetch(
-            LIST_ACTIONS,
+        sql, args = list_actions_query(
             workspace_id,
-            request.action_type or None,
-            status,
-            request.actor_subject or None,
-            request.target_id or None,
-            after,
-            before,
-            cursor_at,
-            cursor_id,
+            {
+                "action_type": request.action_type,
+                "status": status,
+                "actor_subject": request.actor_subject,
+                "target_id": request.target_id,
+                "created_after": after,
+                "created_before": before,
+            },
+            None if cursor_at is None or cursor_id is None else (cursor_at, cursor_id),
             size + 1,
         )
+        rows = await self._pool.fetch(sql, *args)
         if not rows:
             await self._require_workspace(workspace_id)  # an empty page, or no such workspace
         token = ""

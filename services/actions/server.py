@@ -137,7 +137,7 @@ async def serve(settings: ActionSettings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
     logs.configure("actions", settings.log_level)
     built = await build_server(settings)
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.metrics_addr)
     await built.start()
     log.info("action service listening on port %d", built.port)
     await common.wait_for_termination_signal()

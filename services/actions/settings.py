@@ -39,6 +39,7 @@ class ActionSettings:
     policy_tls_cert: Path | None = None
     policy_tls_key: Path | None = None
     metrics_port: int = 9464
+    metrics_addr: str = "127.0.0.1"
     log_level: str = "INFO"
     # Background jobs (§5.7, §5.8) and graceful shutdown (§9).
     scheduler_interval_s: float = 5.0
@@ -78,6 +79,7 @@ class ActionSettings:
             policy_tls_cert=env_path(env, "FLEETWARD_POLICY_TLS_CERT"),
             policy_tls_key=env_path(env, "FLEETWARD_POLICY_TLS_KEY"),
             metrics_port=env_int(env, "FLEETWARD_METRICS_PORT", 9464),
+            metrics_addr=env_str(env, "FLEETWARD_METRICS_ADDR", "127.0.0.1"),
             log_level=env_str(env, "FLEETWARD_LOG_LEVEL", "INFO"),
             scheduler_interval_s=_env_seconds(env, "FLEETWARD_SCHEDULER_INTERVAL_S", 5.0),
             recovery_interval_s=_env_seconds(env, "FLEETWARD_RECOVERY_INTERVAL_S", 60.0),

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.tokens import mint_service_token, mint_user_token
 from services.dev.database import embedded_postgres
 from services.dev.secrets import apply_to_env
+from services.dev.token import DEV_TOKEN_TTL_S
 
 DEMO_WORKSPACE_ID = "ac3e0000-0000-4000-8000-000000000001"
 _PY = sys.executable
@@ -57,9 +58,9 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
     grpcurl = os.path.join(os.path.dirname(_PY), "grpcurl")
     secret = env["FLEETWARD_JWT_SECRET"]
     aud = env.get("FLEETWARD_JWT_AUDIENCE") or None
-    bob = mint_user_token(secret, "bob", audience=aud)
-    carol = mint_user_token(secret, "carol", audience=aud)
-    svc = mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], "debug", ttl_s=12 * 3600)
+    bob = mint_user_token(secret, "bob", audience=aud, ttl_s=DEV_TOKEN_TTL_S)
+    carol = mint_user_token(secret, "carol", audience=aud, ttl_s=DEV_TOKEN_TTL_S)
+    svc = mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], "debug", ttl_s=DEV_TOKEN_TTL_S)
     ws = DEMO_WORKSPACE_ID
     agent = "fleet/departments/engineering/agents/eng-code-1"
     pause = (
@@ -80,7 +81,7 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
         [
             f"workspace id (acme): {ws}",
             "",
-            "# bob (operator) and carol (viewer), user tokens valid 12 h:",
+            "# bob (operator) and carol (viewer), tokens valid 1 h (then: make token SUB=bob):",
             f"export BOB='{bob}'",
             f"export CAROL='{carol}'",
             f"export SVC='{svc}'",

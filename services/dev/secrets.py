@@ -18,6 +18,7 @@ def load_or_create(data_dir: Path = DATA_DIR) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / _FILE
     if path.exists():
+        path.chmod(0o600)  # also when an older setup (or a copy) left it readable by others
         stored: dict[str, str] = json.loads(path.read_text())
         if all(stored.get(v) for v in _VARS):
             return stored

@@ -7,16 +7,22 @@ import os
 from services.common.tokens import SERVICE_PREFIX, mint_service_token, mint_user_token
 from services.dev.secrets import apply_to_env
 
+# Dev tokens live an hour: a pasted one that leaks is soon worthless; make token mints more.
+DEV_TOKEN_TTL_S = 3600
+
 
 def token_for(subject: str) -> str:
     """A user token for ``subject``, or a service token when it starts with ``svc:``."""
     env = dict(os.environ)
     apply_to_env(env)
     if subject.startswith(SERVICE_PREFIX):
-        return mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], subject)
+        return mint_service_token(
+            env["FLEETWARD_SERVICE_JWT_SECRET"], subject, ttl_s=DEV_TOKEN_TTL_S
+        )
     secret = env.get("FLEETWARD_JWT_SECRET")
     if not secret:
         raise SystemExit(
             "FLEETWARD_JWT_SECRET is unset (with a JWKS file, tokens come from your IdP)"
         )
-    return mint_user_token(secret, subject, audience=env.get("FLEETWARD_JWT_AUDIENCE") or None)
+    audience = env.get("FLEETWARD_JWT_AUDIENCE") or None
+    return mint_user_token(secret, subject, audience=audience, ttl_s=DEV_TOKEN_TTL_S)

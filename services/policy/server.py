@@ -95,7 +95,7 @@ async def serve(settings: PolicySettings) -> None:
     logs.configure("policy", settings.log_level)
     decision_log.configure(settings.decision_log)
     built = await build_server(settings)
-    start_metrics_server(settings.metrics_port)
+    start_metrics_server(settings.metrics_port, settings.metrics_addr)
     built.reloader.install_sighup()
     if not await built.start():
         log.error("no policy loaded; NOT_SERVING until the files are fixed")

@@ -32,6 +32,7 @@ class PolicySettings:
     service_jwt_secret: str = ""
     tls: TlsConfig | None = None
     metrics_port: int = 9465
+    metrics_addr: str = "127.0.0.1"
     log_level: str = "INFO"
     # Where decision lines go: stderr, stdout, off, or a file path.
     decision_log: str = "stderr"
@@ -62,6 +63,7 @@ class PolicySettings:
             service_jwt_secret=env_str(env, "FLEETWARD_SERVICE_JWT_SECRET"),
             tls=tls_from_env(env),
             metrics_port=env_int(env, "FLEETWARD_METRICS_PORT", 9465),
+            metrics_addr=env_str(env, "FLEETWARD_METRICS_ADDR", "127.0.0.1"),
             log_level=env_str(env, "FLEETWARD_LOG_LEVEL", "INFO"),
             decision_log=env_str(env, "FLEETWARD_POLICY_DECISION_LOG", "stderr"),
             watch=watch in ("1", "true"),

@@ -13,7 +13,9 @@ import pytest
 from fleetward.actions.v1 import actions_pb2
 from google.protobuf import timestamp_pb2
 
+from bench import seed
 from services.actions import catalog, paging
+from services.actions.reads import list_actions_query
 from tests.actions.helpers import STATUS, Api, details
 from tests.conftest import NewWorkspace
 
@@ -338,3 +340,37 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await method(request, metadata=api.auth("bob"))
         assert details(err.value).code == grpc.StatusCode.INVALID_ARGUMENT, request
+
+
+async def test_a_list_filter_matching_nothing_uses_its_index_in_200000_rows(
+    pool: asyncpg.Pool,
+) -> None:
+    # A prepared statement gets a generic plan after five runs. The statement must let
+    # that plan use the index of the filter that is set: a filter that matches nothing
+    # must not walk a workspace's whole history.
+    ws = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await seed.seed_agents(conn, [ws], 10, 2)
+        await seed.seed_audit_rows(conn, ws, 200_000, 1000)
+        for n, filters in enumerate(({"actor_subject": "nobody"}, {"target_id": "no-such"})):
+            sql, args = list_actions_query(ws, filters, None, 51)
+            # EXPLAIN EXECUTE of a prepared statement shows its cached plan: forced generic,
+            # it is the plan every call gets once PostgreSQL stops re-planning.
+            await conn.execute(f"PREPARE generic_{n} AS {sql}")
+            values = ", ".join(_literal(a) for a in args)  # EXECUTE takes no parameters
+            async with conn.transaction():
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                rows = await conn.fetch(
+                    f"EXPLAIN (ANALYZE, COSTS OFF) EXECUTE generic_{n}({values})"
+                )
+            await conn.execute(f"DEALLOCATE generic_{n}")
+            plan = "\n".join(row[0] for row in rows)
+            assert "Seq Scan" not in plan, plan
+            assert "Rows Removed by Filter" not in plan, plan
+            assert "Index" in plan, plan
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"

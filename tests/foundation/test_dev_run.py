@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 
 from services.common.tokens import UserTokenVerifier
@@ -109,6 +110,9 @@ def test_make_run_prints_tokens_for_bob_and_carol(run_output: list[str]) -> None
     assert verifier.verify(exports["BOB"].strip("'")).subject == "bob"
     assert verifier.verify(exports["CAROL"].strip("'")).subject == "carol"
     assert "SVC" in exports
+    for name in ("BOB", "CAROL", "SVC"):  # pasted into shells and notes: an hour each
+        claims = jwt.decode(exports[name].strip("'"), options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == 3600
 
 
 def test_the_printed_grpcurl_list_lines_show_both_services(run_output: list[str]) -> None:

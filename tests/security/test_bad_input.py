@@ -131,7 +131,10 @@ async def fuzz(
 
     async def one(case: Case) -> None:
         async with gate:
-            problem = check(case, await target.call(case))
+            exc = await target.call(case)
+            if exc is not None and exc.code() in (C.INTERNAL, C.UNKNOWN):
+                counters.record("internal_seen")
+            problem = check(case, exc)
             if problem:
                 problems.append(problem)
 

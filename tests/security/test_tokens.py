@@ -119,6 +119,12 @@ def forged_tokens(secrets: Secrets, key: rsa.RSAPrivateKey) -> dict[str, str]:
         "no_expiry": hs256({k: v for k, v in good.items() if k != "exp"}),
         "service_subject": hs256({**good, "sub": "svc:actions"}),
         "system_subject": hs256({**good, "sub": "system:scheduler"}),
+        # Look-alikes of reserved subjects (NFKC and case folding recognise them).
+        "lookalike_upper_service": hs256({**good, "sub": "SVC:actions"}),
+        "lookalike_fullwidth_colon": hs256({**good, "sub": "system\uff1ascheduler"}),
+        "lookalike_fullwidth_letters": hs256({**good, "sub": "\uff53\uff56\uff43:actions"}),
+        "lookalike_padded": hs256({**good, "sub": " alice"}),
+        "too_long_lived": hs256({**good, "exp": now + 25 * 3600}),
         "tampered_payload": hs256(good).rsplit(".", 2)[0]
         + "."
         + _b64({**good, "sub": "root"})
@@ -210,6 +216,8 @@ async def test_every_forged_token_is_unauthenticated_on_every_rpc_and_writes_not
             counters.record("requests")
             if code != C.UNAUTHENTICATED:
                 wrong.append(f"{name} on {rpc}: {code.name}")
+            elif name.startswith("lookalike"):
+                counters.record("lookalikes")
     assert not wrong, wrong
     assert await writes(pool, [ws]) == before
     assert await pool.fetchval("SELECT count(*) FROM action_audit_log") == audit_rows
