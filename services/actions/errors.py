@@ -28,6 +28,7 @@ __all__ = [
     "not_found",
     "permission_denied",
     "policy_unavailable",
+    "rate_limited",
     "request_in_progress",
     "rollback_refused",
     "superseded",
@@ -165,6 +166,18 @@ def targets_changed(action_id: str, targets: Sequence[str]) -> FleetwardError:
         f"action {action_id} failed: {listed} moved while the action was being authorized; "
         "nothing was changed; retry with a new request_id",
         metadata={"action_id": action_id, "targets": listed},
+    )
+
+
+def rate_limited(limit: int, window_s: int, retry_after_s: float) -> FleetwardError:
+    """RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo): too many recorded denials."""
+    return FleetwardError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+        f"more than {limit} denied requests in {window_s} s; not recorded, nothing was "
+        f"executed; try again in {retry_after_s:.0f} s",
+        metadata={"limit": str(limit), "window_s": str(window_s)},
+        retry_delay_s=retry_after_s,
     )
 
 

@@ -22,9 +22,10 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
-from services.actions.lifecycle import NewAction, Outcome, TaskSet
+from services.actions.lifecycle import DenialLimit, NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import ExecuteCommand
+from services.common.status import FleetwardError
 
 
 def fingerprint(cmd: ExecuteCommand) -> str:
@@ -56,10 +57,17 @@ def outcome_result(
 class Executor:
     """Runs Execute requests against the database and the policy service."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: PolicyClient, tasks: TaskSet) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: PolicyClient,
+        tasks: TaskSet,
+        denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
+    ) -> None:
         self._pool = pool
         self._policy = policy
         self._tasks = tasks
+        self._denial_limit = denial_limit
 
     async def execute(self, call: Call, cmd: ExecuteCommand) -> Row:
         """The recorded (or, with validate_only, previewed) action row."""
@@ -92,7 +100,7 @@ class Executor:
         new = _new_action(cmd, call, request_fp, gate)
         if gate.denied:
             record = gate.has_role and not cmd.validate_only
-            return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
+            return await self._deny(new, record, gate.denial())
         now = datetime.now(UTC)
         cmd.kind.precheck(target, cmd.params, now)
         grant, planned = gate, None
@@ -112,7 +120,7 @@ class Executor:
             refused = grant.refusal(target.resource, planned, cmd.skip_denied)
             if refused is not None:
                 record = grant.has_role and not cmd.validate_only
-                return await lifecycle.deny(self._pool, self._tasks, new, record, refused)
+                return await self._deny(new, record, refused)
         if cmd.validate_only:
             return await self._preview(cmd, target, new, grant, planned, now)
         call.ensure_time_left()
@@ -128,6 +136,9 @@ class Executor:
         return await self._tasks.shielded(
             lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())
         )
+
+    async def _deny(self, new: NewAction, record: bool, error: FleetwardError) -> Row:
+        return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
     async def _preview(
         self,

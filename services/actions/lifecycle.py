@@ -153,15 +153,60 @@ async def record_denied(
         return await idempotency.replay(conn, existing, new.fingerprint)
 
 
+@dataclass(frozen=True)
+class DenialLimit:
+    """How many denials one subject may have recorded per workspace in a sliding window.
+
+    Every recorded denial is an audit row and an event on the workspace's chain (under
+    the chain head's lock, which real actions queue on too): beyond the limit a denial is
+    answered RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo) and not recorded. A
+    limit, not collapsing repeats into one row: repeats can differ in every field, and an
+    audit row never changes once final (docs/DECISIONS.md).
+    """
+
+    per_window: int = 30
+    window_s: int = 60
+
+
+# The wait until the oldest of the last ``per_window`` denials leaves the window, if there
+# are that many in it (idx_action_audit_log_actor: a range scan of one subject's rows).
+DENIALS_OVER_LIMIT = """
+SELECT EXTRACT(EPOCH FROM created_at + make_interval(secs => $3) - clock_timestamp())
+FROM action_audit_log
+WHERE workspace_id = $1 AND actor_user_id = $2 AND status = 'denied'
+  AND created_at > clock_timestamp() - make_interval(secs => $3)
+ORDER BY created_at DESC
+OFFSET $4 - 1 LIMIT 1"""
+
+
 async def deny(
-    pool: asyncpg.Pool, tasks: TaskSet, new: NewAction, record: bool, error: FleetwardError
+    pool: asyncpg.Pool,
+    tasks: TaskSet,
+    new: NewAction,
+    record: bool,
+    error: FleetwardError,
+    limit: DenialLimit = DenialLimit(),
 ) -> asyncpg.Record:
     """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
 
     Returns instead the original outcome when the request's key was already recorded
-    (an idempotent repeat that raced past the first look-up).
+    (an idempotent repeat that raced past the first look-up). Raises RATE_LIMITED instead
+    of recording when the subject's recent denials reach ``limit``.
     """
     if record:
+        wait = await pool.fetchval(
+            DENIALS_OVER_LIMIT, new.workspace_id, new.subject, limit.window_s, limit.per_window
+        )
+        if wait is not None:
+            ACTION_OUTCOMES.labels(new.action_type, "rate_limited").inc()
+            log.warning(
+                "denial not recorded: %s is over %d denials in %d s",
+                new.subject,
+                limit.per_window,
+                limit.window_s,
+                extra={"workspace_id": str(new.workspace_id), "subject": new.subject},
+            )
+            raise errors.rate_limited(limit.per_window, limit.window_s, max(1.0, float(wait)))
         replayed = await tasks.shielded(record_denied(pool, new, error))
         if replayed is not None:
             return replayed

@@ -23,9 +23,10 @@ from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
 from services.actions.catalog._base import FLEET_PATH, agent_path, department_path
 from services.actions.db import Conn, Row, one
-from services.actions.lifecycle import NewAction, Outcome, TaskSet
+from services.actions.lifecycle import DenialLimit, NewAction, Outcome, TaskSet
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import RollbackCommand
+from services.common.status import FleetwardError
 
 ROLLBACK = "rollback"
 SUPERSEDED = "superseded"
@@ -166,10 +167,17 @@ def fingerprint(cmd: RollbackCommand) -> str:
 class RollbackRunner:
     """Runs Rollback requests."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: PolicyClient, tasks: TaskSet) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: PolicyClient,
+        tasks: TaskSet,
+        denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
+    ) -> None:
         self._pool = pool
         self._policy = policy
         self._tasks = tasks
+        self._denial_limit = denial_limit
 
     async def rollback(self, call: Call, cmd: RollbackCommand) -> Row:
         """The recorded (or previewed) rollback action row."""
@@ -197,7 +205,7 @@ class RollbackRunner:
         new = _new_action(cmd, call, request_fp, original, gate)
         record = gate.has_role and not cmd.validate_only
         if gate.denied:
-            return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
+            return await self._deny(new, record, gate.denial())
         kind = catalog.get(original["action_type"])
         refused = refusal(original)
         if refused is not None or kind is None or kind.undo_permission is None:
@@ -219,12 +227,12 @@ class RollbackRunner:
                 new = _new_action(cmd, call, request_fp, original, gate)
                 record = gate.has_role and not cmd.validate_only
                 if gate.denied:
-                    return await lifecycle.deny(self._pool, self._tasks, new, record, gate.denial())
+                    return await self._deny(new, record, gate.denial())
             new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
             refused = undo.refusal(None, planned.restore, cmd.skip_denied)
             if refused is not None:
                 record = undo.has_role and not cmd.validate_only
-                return await lifecycle.deny(self._pool, self._tasks, new, record, refused)
+                return await self._deny(new, record, refused)
         if cmd.validate_only:
             if planned.superseded and not cmd.skip_superseded:
                 raise errors.superseded(str(cmd.action_id), planned.superseded)
@@ -234,6 +242,9 @@ class RollbackRunner:
         return await self._tasks.shielded(
             lifecycle.run(self._pool, new, _effect(new, kind, cmd, undo), call.lock_timeout_ms())
         )
+
+    async def _deny(self, new: NewAction, record: bool, error: FleetwardError) -> Row:
+        return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
     async def _gate(self, call: Call, cmd: RollbackCommand, resource: str) -> Grant:
         return await authorize.grant(

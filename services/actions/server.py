@@ -15,7 +15,7 @@ from services.actions.db import init_connection, reset_connection
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
-from services.actions.lifecycle import TaskSet
+from services.actions.lifecycle import DenialLimit, TaskSet
 from services.actions.metrics import track_pool
 from services.actions.permissions import Permissions
 from services.actions.policy_client import PolicyClient
@@ -113,10 +113,11 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     tasks = TaskSet()
     notifier = EventNotifier(settings.database_url)
     watcher = Watcher(pool, policy, notifier)
+    denials = DenialLimit(per_window=settings.denials_per_minute, window_s=60)
     servicer = ActionServicer(
         Authenticator.from_settings(settings),
-        Executor(pool, policy, tasks),
-        RollbackRunner(pool, policy, tasks),
+        Executor(pool, policy, tasks, denials),
+        RollbackRunner(pool, policy, tasks, denials),
         Reads(pool, policy),
         watcher,
         Permissions(pool, policy),

@@ -45,6 +45,8 @@ class ActionSettings:
     scheduler_interval_s: float = 5.0
     recovery_interval_s: float = 60.0
     shutdown_grace_s: float = 10.0
+    # Recorded denials per subject and workspace per minute; beyond: RATE_LIMITED.
+    denials_per_minute: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -61,6 +63,9 @@ class ActionSettings:
             env_str(env, "FLEETWARD_JWT_SECRET"), env_str(env, "FLEETWARD_SERVICE_JWT_SECRET")
         )
         max_ttl = env_int(env, "FLEETWARD_JWT_MAX_TTL", DEFAULT_MAX_TTL_S)
+        denials = env_int(env, "FLEETWARD_DENIALS_PER_MINUTE", 30)
+        if denials < 1:
+            raise SettingsError(f"FLEETWARD_DENIALS_PER_MINUTE must be at least 1, got {denials}")
         if max_ttl <= 0:
             raise SettingsError(f"FLEETWARD_JWT_MAX_TTL must be positive seconds, got {max_ttl}")
         return cls(
@@ -84,6 +89,7 @@ class ActionSettings:
             scheduler_interval_s=_env_seconds(env, "FLEETWARD_SCHEDULER_INTERVAL_S", 5.0),
             recovery_interval_s=_env_seconds(env, "FLEETWARD_RECOVERY_INTERVAL_S", 60.0),
             shutdown_grace_s=_env_seconds(env, "FLEETWARD_SHUTDOWN_GRACE_S", 10.0),
+            denials_per_minute=denials,
         )
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -52,6 +52,7 @@ class FleetwardError(Exception):
     metadata: Mapping[str, str] = field(default_factory=dict)
     field_violations: Sequence[FieldViolation] = ()
     precondition_violations: Sequence[PreconditionViolation] = ()
+    retry_delay_s: float | None = None  # a RetryInfo detail: when to try again
 
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
@@ -104,6 +105,10 @@ class FleetwardError(Exception):
                 ]
             )
             details.append(_pack(pre))
+        if self.retry_delay_s is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(max(0, round(self.retry_delay_s * 1000)))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return status_pb2.Status(
             code=_CODE_VALUES[self.code],
             message=_bounded(self.message, MAX_MESSAGE),
@@ -122,7 +127,8 @@ def _bounded(text: str, limit: int) -> str:
 def _pack(
     message: error_details_pb2.ErrorInfo
     | error_details_pb2.BadRequest
-    | error_details_pb2.PreconditionFailure,
+    | error_details_pb2.PreconditionFailure
+    | error_details_pb2.RetryInfo,
 ) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)

@@ -69,6 +69,8 @@ class FleetwardError(Exception):
         field_violations: ``BadRequest`` violations (INVALID_ARGUMENT).
         precondition_violations: ``PreconditionFailure`` violations (e.g. SUPERSEDED
             names the later action as ``subject``).
+        retry_delay: Seconds to wait before trying again (``RetryInfo``; e.g. with
+            RESOURCE_EXHAUSTED ``RATE_LIMITED``), or None.
     """
 
     default_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -83,6 +85,7 @@ class FleetwardError(Exception):
         metadata: Mapping[str, str] | None = None,
         field_violations: Iterable[FieldViolation] = (),
         precondition_violations: Iterable[PreconditionViolation] = (),
+        retry_delay: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -94,6 +97,7 @@ class FleetwardError(Exception):
         self.precondition_violations: tuple[PreconditionViolation, ...] = tuple(
             precondition_violations
         )
+        self.retry_delay = retry_delay
 
     @property
     def action_id(self) -> str | None:
@@ -221,6 +225,7 @@ def error_from_status(
     metadata: dict[str, str] = {}
     fields: list[FieldViolation] = []
     preconditions: list[PreconditionViolation] = []
+    retry_delay: float | None = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -240,6 +245,10 @@ def error_from_status(
                 PreconditionViolation(str(v.type), str(v.subject), str(v.description))
                 for v in failure.violations
             )
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_delay = retry.retry_delay.ToMilliseconds() / 1000
     return cls(
         str(status.message) or message,
         code=code,
@@ -248,6 +257,7 @@ def error_from_status(
         metadata=metadata,
         field_violations=fields,
         precondition_violations=preconditions,
+        retry_delay=retry_delay,
     )
 
 

@@ -125,6 +125,8 @@ class Context:
             self.note(f"  {visible(pre.type)} {visible(pre.subject)}: {visible(pre.description)}")
         for key, value in sorted(error.metadata.items()):
             self.note(f"  {visible(key)} = {visible(value)}")
+        if error.retry_delay is not None:
+            self.note(f"  retry in {error.retry_delay:g} s")
 
 
 def error_json(error: FleetwardError) -> dict[str, object]:
