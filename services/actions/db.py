@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from asyncpg.pool import Pool, PoolAcquireContext, PoolConnectionProxy
 
 # A connection as asyncpg.connect or pool.acquire hands it out.
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -48,3 +48,43 @@ async def reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     """
     if conn.is_in_transaction():
         await conn.reset()
+
+
+class BoundedPool(Pool):
+    """An asyncpg pool whose waits for a connection end after ``acquire_timeout_s``.
+
+    asyncpg's own ``acquire()`` (and so ``pool.fetch``) waits forever by default: a burst
+    of requests would queue behind a busy pool without bound. Here the wait raises
+    ``TimeoutError``, which the servicer answers UNAVAILABLE ``DATABASE_UNAVAILABLE``.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
+        """A connection, waiting at most ``timeout`` (default: the pool's) for one."""
+        return super().acquire(timeout=self.acquire_timeout_s if timeout is None else timeout)
+
+
+async def create_pool(dsn: str, *, max_size: int, acquire_timeout_s: float) -> asyncpg.Pool:
+    """A :class:`BoundedPool` with Fleetward's connection setup.
+
+    ``min_size=0``: the service starts (and answers DATABASE_UNAVAILABLE) while
+    PostgreSQL is down.
+    """
+    pool = BoundedPool(
+        dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        min_size=0,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        init=init_connection,
+        reset=reset_connection,
+        acquire_timeout_s=acquire_timeout_s,
+    )
+    await pool
+    return pool

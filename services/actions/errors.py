@@ -34,6 +34,7 @@ __all__ = [
     "superseded",
     "targets_changed",
     "to_json",
+    "too_many_streams",
 ]
 
 
@@ -178,6 +179,17 @@ def rate_limited(limit: int, window_s: int, retry_after_s: float) -> FleetwardEr
         f"executed; try again in {retry_after_s:.0f} s",
         metadata={"limit": str(limit), "window_s": str(window_s)},
         retry_delay_s=retry_after_s,
+    )
+
+
+def too_many_streams(scope: str, limit: int) -> FleetwardError:
+    """RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``: the ``scope`` (subject, process) is at its cap."""
+    return FleetwardError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "TOO_MANY_STREAMS",
+        f"too many open WatchActions streams for this {scope} (at most {limit}); "
+        "close one, or watch through a shared consumer",
+        metadata={"scope": scope, "limit": str(limit)},
     )
 
 

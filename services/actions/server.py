@@ -11,9 +11,9 @@ from fleetward.actions.v1 import actions_pb2
 from grpc_health.v1 import health
 
 from services.actions.auth import Authenticator
-from services.actions.db import init_connection, reset_connection
+from services.actions.db import create_pool
 from services.actions.events.notifier import EventNotifier
-from services.actions.events.watch import Watcher
+from services.actions.events.watch import StreamLimits, Watcher
 from services.actions.executor import Executor
 from services.actions.lifecycle import DenialLimit, TaskSet
 from services.actions.metrics import track_pool
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = actions_pb2.DESCRIPTOR.services_by_name["ActionService"]
 SERVICE_NAME = SERVICE.full_name
-POOL_MAX_SIZE = 20
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -48,6 +47,7 @@ class ActionServer:
     health: health.aio.HealthServicer
     port: int
     pool: asyncpg.Pool
+    watch_pool: asyncpg.Pool
     policy: PolicyClient
     tasks: TaskSet
     notifier: EventNotifier
@@ -77,6 +77,7 @@ class ActionServer:
             await job.stop()
         await self.tasks.drain()
         await self.policy.close()
+        await self.watch_pool.close()
         await self.pool.close()
 
 
@@ -95,13 +96,16 @@ def _policy_credentials(settings: ActionSettings) -> grpc.ChannelCredentials | N
 
 async def build_server(settings: ActionSettings) -> ActionServer:
     """Create the server with health, reflection and the ActionService bound to its address."""
-    # min_size=0: the service starts (and answers DATABASE_UNAVAILABLE) while PostgreSQL is down.
-    pool = await asyncpg.create_pool(
+    pool = await create_pool(
         settings.database_url,
-        min_size=0,
-        max_size=POOL_MAX_SIZE,
-        init=init_connection,
-        reset=reset_connection,
+        max_size=settings.pool_size,
+        acquire_timeout_s=settings.pool_acquire_timeout_s,
+    )
+    # Watchers read the event table through their own few connections.
+    watch_pool = await create_pool(
+        settings.database_url,
+        max_size=settings.watch_pool_size,
+        acquire_timeout_s=settings.pool_acquire_timeout_s,
     )
     policy = PolicyClient(
         settings.policy_target,
@@ -111,8 +115,9 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     )
     track_pool(pool)
     tasks = TaskSet()
-    notifier = EventNotifier(settings.database_url)
-    watcher = Watcher(pool, policy, notifier)
+    notifier = EventNotifier(settings.database_url, poll_interval_s=settings.watch_poll_interval_s)
+    limits = StreamLimits(settings.watch_max_streams, settings.watch_max_streams_per_subject)
+    watcher = Watcher(watch_pool, policy, notifier, limits=limits)
     denials = DenialLimit(per_window=settings.denials_per_minute, window_s=60)
     servicer = ActionServicer(
         Authenticator.from_settings(settings),
@@ -122,7 +127,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         watcher,
         Permissions(pool, policy),
     )
-    server = common.new_server()
+    server = common.new_server(max_concurrent_streams=settings.max_concurrent_streams)
     observers = (record_rpc, log_rpc)
     add_servicer(server, observed(servicer, SERVICE_NAME, observers), SERVICE)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
@@ -131,7 +136,9 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         PeriodicJob("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
         PeriodicJob("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
     ]
-    return ActionServer(server, health_servicer, port, pool, policy, tasks, notifier, watcher, jobs)
+    return ActionServer(
+        server, health_servicer, port, pool, watch_pool, policy, tasks, notifier, watcher, jobs
+    )
 
 
 async def serve(settings: ActionSettings) -> None:

@@ -154,12 +154,16 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
 
         return await self._guard(context, work)
 
-    async def WatchActions(
+    async def WatchActions(  # type: ignore[override]
         self, request: actions_pb2.WatchActionsRequest, context: Context
-    ) -> AsyncIterator[actions_pb2.ActionEvent]:
-        """The workspace's events after ``after_seq``, then live ones, until shutdown."""
+    ) -> AsyncIterator[bytes]:
+        """The workspace's events after ``after_seq``, then live ones, until shutdown.
 
-        async def work() -> AsyncIterator[actions_pb2.ActionEvent]:
+        Each event goes out as the bytes of its ActionEvent, serialized once per workspace
+        by its feed (the registration passes bytes through unchanged).
+        """
+
+        async def work() -> AsyncIterator[bytes]:
             return await self._watcher.open(self._call(context), request)
 
         stream = await self._guard(context, work)

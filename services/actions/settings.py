@@ -47,6 +47,17 @@ class ActionSettings:
     shutdown_grace_s: float = 10.0
     # Recorded denials per subject and workspace per minute; beyond: RATE_LIMITED.
     denials_per_minute: int = 30
+    # Database connections: the main pool, the watchers' own, and how long a request
+    # waits for one before it is answered UNAVAILABLE.
+    pool_size: int = 20
+    watch_pool_size: int = 4
+    pool_acquire_timeout_s: float = 5.0
+    # Open WatchActions streams per process and per subject; HTTP/2 streams per connection.
+    watch_max_streams: int = 2000
+    watch_max_streams_per_subject: int = 100
+    max_concurrent_streams: int = 1000
+    # How often the event listener wakes every feed even without a NOTIFY.
+    watch_poll_interval_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -90,7 +101,23 @@ class ActionSettings:
             recovery_interval_s=_env_seconds(env, "FLEETWARD_RECOVERY_INTERVAL_S", 60.0),
             shutdown_grace_s=_env_seconds(env, "FLEETWARD_SHUTDOWN_GRACE_S", 10.0),
             denials_per_minute=denials,
+            pool_size=_env_positive(env, "FLEETWARD_DB_POOL_SIZE", 20),
+            watch_pool_size=_env_positive(env, "FLEETWARD_WATCH_POOL_SIZE", 4),
+            pool_acquire_timeout_s=_env_seconds(env, "FLEETWARD_DB_ACQUIRE_TIMEOUT_S", 5.0),
+            watch_max_streams=_env_positive(env, "FLEETWARD_WATCH_MAX_STREAMS", 2000),
+            watch_max_streams_per_subject=_env_positive(
+                env, "FLEETWARD_WATCH_MAX_STREAMS_PER_SUBJECT", 100
+            ),
+            max_concurrent_streams=_env_positive(env, "FLEETWARD_MAX_CONCURRENT_STREAMS", 1000),
+            watch_poll_interval_s=_env_seconds(env, "FLEETWARD_WATCH_POLL_INTERVAL_S", 5.0),
         )
+
+
+def _env_positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env_int(env, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:

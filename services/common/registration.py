@@ -5,8 +5,10 @@ bytes that are not a valid message (bad UTF-8 in a string field, a truncated var
 fail inside grpc, which answers UNKNOWN "Unexpected <class 'DecodeError'>: …" before any
 handler runs: no ErrorInfo, and a class name from inside the process. Registered here,
 such a request reaches the handler as :class:`Malformed` and is answered INVALID_ARGUMENT
-with the usual details. Otherwise this registers exactly what the generated code does
-(both the generic and the registered-method handlers, grpc's fast path).
+with the usual details. A server-streaming handler may
+also yield ``bytes`` already serialized (a watch feed serializes each event once for all
+its streams). Otherwise this registers exactly what the generated code does (both the
+generic and the registered-method handlers, grpc's fast path).
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def _parser(message_class: type[Message]) -> Callable[[bytes], Message | Malform
             return Malformed(message_class.DESCRIPTOR.full_name)
 
     return parse
+
+
+def _serializer(message_class: type[Message]) -> Callable[[Message | bytes], bytes]:
+    """Messages are serialized; bytes (a message serialized once for many streams) pass."""
+
+    def serialize(item: Message | bytes) -> bytes:
+        return item if isinstance(item, bytes) else item.SerializeToString()
+
+    return serialize
 
 
 async def _refuse(request: Malformed, context: Context) -> None:
@@ -82,7 +93,7 @@ def add_servicer(server: grpc.aio.Server, servicer: Any, service: ServiceDescrip
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _server_stream(behavior),
                 request_deserializer=_parser(request),
-                response_serializer=response.SerializeToString,
+                response_serializer=_serializer(response),
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(

@@ -21,13 +21,20 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 
+# HTTP/2 streams one client connection may keep open at once (watch streams included).
+MAX_CONCURRENT_STREAMS = 1000
+
+
 def server_options(
-    max_receive_bytes: int = MAX_MESSAGE_BYTES, max_send_bytes: int = MAX_MESSAGE_BYTES
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
+    max_send_bytes: int = MAX_MESSAGE_BYTES,
+    max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
 ) -> list[tuple[str, int]]:
     """The channel arguments of every Fleetward server."""
     return [
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", max_send_bytes),
+        ("grpc.max_concurrent_streams", max_concurrent_streams),
         ("grpc.so_reuseport", 0),
     ]
 
@@ -56,11 +63,15 @@ class TlsConfig:
 
 
 def new_server(
-    max_receive_bytes: int = MAX_MESSAGE_BYTES, max_send_bytes: int = MAX_MESSAGE_BYTES
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
+    max_send_bytes: int = MAX_MESSAGE_BYTES,
+    *,
+    max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
 ) -> grpc.aio.Server:
     """An unstarted ``grpc.aio`` server with Fleetward's options (no interceptors: see
     :mod:`services.common.observe`)."""
-    return grpc.aio.server(options=server_options(max_receive_bytes, max_send_bytes))
+    options = server_options(max_receive_bytes, max_send_bytes, max_concurrent_streams)
+    return grpc.aio.server(options=options)
 
 
 def add_health_and_reflection(

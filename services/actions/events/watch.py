@@ -1,27 +1,29 @@
 """WatchActions: replay a workspace's events by ``seq``, then tail them (docs/architecture.md §6).
 
-The table is the truth: a stream reads ``seq > last`` in pages of at most
-:data:`PAGE_SIZE` and, once caught up, sleeps on its notifier subscription until a
-NOTIFY (or the notifier's periodic wake-up) says the workspace may have more. Because
-every appender holds the workspace's chain head until it commits, ``seq`` order is
-commit order, so "read ``seq > last`` after each wake-up" can neither skip a late
-commit nor repeat an event; the subscription is registered before the first read, so a
-wake-up between a read and the wait is never lost.
+The table is the truth. A stream reads its history (``seq > after_seq``) from the table in
+pages of at most :data:`PAGE_SIZE`, at its own pace, up to the position where its
+workspace's shared feed took over (:mod:`services.actions.events.feed`); then it sends
+what the feed reads, once per workspace for all its streams. Because every appender
+holds the workspace's chain head until it commits, ``seq`` order is commit order: the
+switch from table to feed has no gap and no duplicate. A stream that falls too far
+behind the feed reads the table again and rejoins.
 
-Each stream reads at its own pace and keeps at most one page in memory; it holds no
-database connection while it waits or while gRPC flow control holds it in ``yield``,
-so a slow consumer costs nothing to writers or other streams. On shutdown
-(:meth:`Watcher.close`) every stream returns (status OK) and the client resumes from
-its last ``seq``. A stream ends with UNAUTHENTICATED when its token expires and with
+Streams hold no database connection while they wait, and read the table through a small
+pool of their own, so watchers never take a connection an Execute needs. Open streams are
+capped per process and per subject (RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``). On shutdown
+(:meth:`Watcher.close`) every stream returns (status OK) and the client resumes from its
+last ``seq``. A stream ends with UNAUTHENTICATED when its token expires and with
 PERMISSION_DENIED when a periodic re-check (every :data:`REAUTHORIZE_S`) finds the
 caller's ``actions:read`` revoked; either way the client reconnects with its last ``seq``.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +33,7 @@ from google.protobuf import timestamp_pb2
 
 from services.actions import access, convert, errors
 from services.actions.call import Call
+from services.actions.events.feed import FeedHub, Tail
 from services.actions.events.notifier import EventNotifier
 from services.actions.metrics import WATCH_STREAMS
 from services.actions.policy_client import PolicyClient
@@ -38,18 +41,28 @@ from services.actions.validation import parse_uuid
 from services.common.status import FieldViolation, invalid_argument, unauthenticated
 
 PAGE_SIZE = 500
-# A stream re-reads at least this often even without a wake-up (belt and braces: the
-# notifier already wakes everyone on reconnects and every poll interval).
+# A stream re-checks its token and permission at least this often while idle.
 IDLE_RECHECK_S = 30.0
 REAUTHORIZE_S = 60.0
+# Events a stream may fall behind its workspace's feed before it reads the table itself.
+TAIL_BUFFER = 2000
 
 SELECT_HEAD_SEQ = "SELECT last_seq FROM audit_chain_heads WHERE workspace_id = $1"
-SELECT_PAGE = """
+# The part of a stream's history before the feed took over: (after, until].
+SELECT_RANGE = """
 SELECT seq, event_type, payload, created_at, hash
 FROM action_events
-WHERE workspace_id = $1 AND seq > $2
+WHERE workspace_id = $1 AND seq > $2 AND seq <= $3
 ORDER BY seq
-LIMIT $3"""
+LIMIT $4"""
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """How many WatchActions streams may be open at once, per process and per subject."""
+
+    per_process: int = 2000
+    per_subject: int = 100
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -84,6 +97,11 @@ def to_event(workspace_id: uuid.UUID, row: asyncpg.Record) -> actions_pb2.Action
     )
 
 
+def event_bytes(workspace_id: uuid.UUID, row: asyncpg.Record) -> bytes:
+    """One ``action_events`` row as the bytes of its ActionEvent (what a stream sends)."""
+    return to_event(workspace_id, row).SerializeToString()
+
+
 class Watcher:
     """Opens WatchActions streams; one per process, closed on shutdown."""
 
@@ -94,11 +112,26 @@ class Watcher:
         notifier: EventNotifier,
         *,
         page_size: int = PAGE_SIZE,
+        limits: StreamLimits = StreamLimits(),
     ) -> None:
+        """Create the watcher.
+
+        Args:
+            pool: Reads of the event table (its own small pool: watchers never wait for
+                a connection that an Execute needs).
+            policy: The policy service (``actions:read`` on open and every minute).
+            notifier: The process's LISTEN connection.
+            page_size: Rows per read.
+            limits: Open streams allowed per process and per subject.
+        """
         self._pool = pool
         self._policy = policy
-        self._notifier = notifier
         self._page_size = page_size
+        self._limits = limits
+        self._feeds = FeedHub(pool, notifier, event_bytes, page_size=page_size, buffer=TAIL_BUFFER)
+        self._notifier = notifier
+        self._open = 0
+        self._by_subject: collections.Counter[str] = collections.Counter()
         self._closing = False
         # How often a long-lived stream re-asks the policy service (a revoked role ends it).
         self.reauthorize_s = REAUTHORIZE_S
@@ -108,19 +141,31 @@ class Watcher:
         """Whether :meth:`close` was called (streams end at their next check)."""
         return self._closing
 
+    @property
+    def open_streams(self) -> int:
+        """Streams open now."""
+        return self._open
+
+    @property
+    def feeds(self) -> int:
+        """Workspaces being read for their streams (one reader each)."""
+        return self._feeds.feeds
+
     def close(self) -> None:
         """End every stream cleanly: mark closing and wake them all."""
         self._closing = True
+        self._feeds.wake_all()
         self._notifier.wake_all()
 
     async def open(
         self, call: Call, request: actions_pb2.WatchActionsRequest
-    ) -> AsyncIterator[actions_pb2.ActionEvent]:
-        """Validate and authorize (``actions:read`` on ``fleet``); return the event stream.
+    ) -> AsyncIterator[bytes]:
+        """Validate and authorize (``actions:read`` on ``fleet``); return the stream.
 
-        Raises INVALID_ARGUMENT (also for an ``after_seq`` beyond the workspace's last
-        event), PERMISSION_DENIED (also for a workspace that does not exist, unless the
-        caller may read it) or NOT_FOUND before any event is sent.
+        Raises INVALID_ARGUMENT or PERMISSION_DENIED (also for a workspace that does not
+        exist, unless the caller may read it). The stream itself raises, before its first
+        event, RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``, NOT_FOUND, or INVALID_ARGUMENT for
+        an ``after_seq`` beyond the workspace's last event.
         """
         out: list[FieldViolation] = []
         workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
@@ -130,41 +175,88 @@ class Watcher:
             raise invalid_argument(out)
         call.ensure_time_left()
         await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
-        head = await self._pool.fetchval(SELECT_HEAD_SEQ, workspace_id)
-        if head is None:
-            raise errors.not_found("workspace", str(workspace_id))
-        if request.after_seq > head:
-            # A cursor from another database (or a restored backup): resuming from it
-            # would silently skip events, so say so instead.
-            raise invalid_argument(
-                [FieldViolation("after_seq", f"beyond the workspace's last event (seq {head})")]
-            )
         return self._stream(call, workspace_id, request.after_seq)
+
+    def _admit(self, subject: str) -> None:
+        """Count a new stream, or RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``."""
+        if self._open >= self._limits.per_process:
+            raise errors.too_many_streams("process", self._limits.per_process)
+        if self._by_subject[subject] >= self._limits.per_subject:
+            raise errors.too_many_streams("subject", self._limits.per_subject)
+        self._open += 1
+        self._by_subject[subject] += 1
+        WATCH_STREAMS.inc()
+
+    def _release(self, subject: str) -> None:
+        self._open -= 1
+        self._by_subject[subject] -= 1
+        if not self._by_subject[subject]:
+            del self._by_subject[subject]
+        WATCH_STREAMS.dec()
 
     async def _stream(
         self, call: Call, workspace_id: uuid.UUID, after_seq: int
-    ) -> AsyncIterator[actions_pb2.ActionEvent]:
+    ) -> AsyncIterator[bytes]:
+        """The stream; its count and its tail are taken and given back inside the body, so
+        a stream dropped before its first read holds nothing."""
+        self._admit(call.subject)
+        try:
+            # Attaching reads the workspace's head once per workspace, not once per stream.
+            tail = await self._feeds.attach(workspace_id)
+            try:
+                if after_seq > tail.start:
+                    head = await self._pool.fetchval(SELECT_HEAD_SEQ, workspace_id)
+                    if after_seq > (head or 0):
+                        # A cursor from another database (or a restored backup): resuming
+                        # from it would silently skip events, so say so instead.
+                        problem = f"beyond the workspace's last event (seq {head})"
+                        raise invalid_argument([FieldViolation("after_seq", problem)])
+            except BaseException:
+                await self._feeds.detach(workspace_id, tail)
+                raise
+            async for data in self._follow(call, workspace_id, after_seq, tail):
+                yield data
+        finally:
+            self._release(call.subject)
+
+    async def _follow(
+        self, call: Call, workspace_id: uuid.UUID, after_seq: int, first: Tail
+    ) -> AsyncIterator[bytes]:
+        """The table, then the feed, after ``after_seq``; detaches its tail however it ends."""
         last = after_seq
         expires = _expiry(call)
         next_check = time.monotonic() + self.reauthorize_s
-        WATCH_STREAMS.inc()
+        tail: Tail | None = first
         try:
-            async with self._notifier.subscribe(str(workspace_id)) as sub:
-                while not self._closing:
+            while not self._closing:
+                if tail is None:  # rejoining after lagging behind
+                    tail = await self._feeds.attach(workspace_id)
+                # The history before the feed took over, read at this stream's pace.
+                while last < tail.start and not self._closing:
                     next_check = await self._still_allowed(call, workspace_id, expires, next_check)
-                    rows = await self._pool.fetch(SELECT_PAGE, workspace_id, last, self._page_size)
+                    rows = await self._pool.fetch(
+                        SELECT_RANGE, workspace_id, last, tail.start, self._page_size
+                    )
                     for row in rows:
-                        yield to_event(workspace_id, row)
+                        yield event_bytes(workspace_id, row)
                         last = row["seq"]
                         if self._closing:
                             return
-                    if len(rows) < self._page_size:
-                        idle = min(IDLE_RECHECK_S, max(0.0, next_check - time.monotonic()))
-                        if expires is not None:
-                            idle = min(idle, max(0.0, expires - time.time()))
-                        await sub.wait(idle)
+                # Then live, from the feed, until shutdown (or this stream lags).
+                while not self._closing and not tail.lagged:
+                    next_check = await self._still_allowed(call, workspace_id, expires, next_check)
+                    idle = min(IDLE_RECHECK_S, max(0.0, next_check - time.monotonic()))
+                    if expires is not None:
+                        idle = min(idle, max(0.0, expires - time.time()))
+                    for seq, data in await tail.take(idle):
+                        if seq > last:
+                            yield data
+                            last = seq
+                await self._feeds.detach(workspace_id, tail)
+                tail = None
         finally:
-            WATCH_STREAMS.dec()
+            if tail is not None:
+                await self._feeds.detach(workspace_id, tail)
 
     async def _still_allowed(
         self, call: Call, workspace_id: uuid.UUID, expires: float | None, next_check: float
