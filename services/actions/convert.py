@@ -48,7 +48,9 @@ def action(row: Row) -> actions_pb2.Action:
         scope=SCOPE_VALUES[row["scope"]],
         target_id=row["target_id"],
         reason=row["reason"],
-        status=ACTION_STATUS[row["status"]],
+        # A status this version does not know (written by a newer replica during a rolling
+        # deploy) reads as UNSPECIFIED rather than failing every read and watch stream.
+        status=ACTION_STATUS.get(row["status"], actions_pb2.ACTION_STATUS_UNSPECIFIED),
         error_message=row["error_message"] or "",
         actor=actions_pb2.Actor(
             subject=row["actor_user_id"],

@@ -130,29 +130,6 @@ class Outcome:
 Effect = Callable[[Conn, asyncpg.Record], Awaitable[Outcome]]
 
 
-async def record_denied(
-    pool: asyncpg.Pool, new: NewAction, error: FleetwardError
-) -> asyncpg.Record | None:
-    """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
-
-    A denied action changed nothing, so it is recorded with ``can_rollback = false``.
-    """
-    new = dataclasses.replace(new, can_rollback=False)
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            row = await conn.fetchrow(
-                audit.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
-            )
-            if row is not None:
-                await audit.append_events(conn, new.workspace_id, [audit.event_for(row)])
-                ACTION_OUTCOMES.labels(new.action_type, "denied").inc()
-                return None
-        existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-            raise errors.internal("idempotency conflict without a row")
-        return await idempotency.replay(conn, existing, new.fingerprint)
-
-
 @dataclass(frozen=True)
 class DenialLimit:
     """How many denials one subject may have recorded per workspace in a sliding window.
@@ -168,6 +145,10 @@ class DenialLimit:
     window_s: int = 60
 
 
+# Count and insert under one lock per (workspace, subject), held to the end of the
+# transaction: concurrent denials of one subject are counted one after the other, by
+# every replica. The two-key form keeps it apart from the actions' bigint locks.
+LOCK_DENIALS = "SELECT pg_advisory_xact_lock(1684368750, hashtext($1::uuid::text || '/' || $2))"
 # The wait until the oldest of the last ``per_window`` denials leaves the window, if there
 # are that many in it (idx_action_audit_log_actor: a range scan of one subject's rows).
 DENIALS_OVER_LIMIT = """
@@ -177,6 +158,52 @@ WHERE workspace_id = $1 AND actor_user_id = $2 AND status = 'denied'
   AND created_at > clock_timestamp() - make_interval(secs => $3)
 ORDER BY created_at DESC
 OFFSET $4 - 1 LIMIT 1"""
+
+
+async def record_denied(
+    pool: asyncpg.Pool,
+    new: NewAction,
+    error: FleetwardError,
+    limit: DenialLimit = DenialLimit(),
+) -> asyncpg.Record | None:
+    """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
+
+    A denied action changed nothing, so it is recorded with ``can_rollback = false``.
+    Raises RATE_LIMITED, recording nothing, when the subject's recent denials in the
+    workspace reach ``limit``.
+    """
+    new = dataclasses.replace(new, can_rollback=False)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(LOCK_DENIALS, new.workspace_id, new.subject)
+            wait = await conn.fetchval(
+                DENIALS_OVER_LIMIT, new.workspace_id, new.subject, limit.window_s, limit.per_window
+            )
+            if wait is not None:
+                raise _rate_limited(new, limit, float(wait))
+            row = await conn.fetchrow(
+                audit.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
+            )
+            if row is not None:
+                await audit.append_events(conn, new.workspace_id, [audit.event_for(row)])
+                ACTION_OUTCOMES.labels(new.action_type, "denied").inc()
+                return None
+        existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise errors.internal("idempotency conflict without a row")
+        return await idempotency.replay(conn, existing, new.fingerprint)
+
+
+def _rate_limited(new: NewAction, limit: DenialLimit, wait_s: float) -> FleetwardError:
+    ACTION_OUTCOMES.labels(new.action_type, "rate_limited").inc()
+    log.warning(
+        "denial not recorded: %s is over %d denials in %d s",
+        new.subject,
+        limit.per_window,
+        limit.window_s,
+        extra={"workspace_id": str(new.workspace_id), "subject": new.subject},
+    )
+    return errors.rate_limited(limit.per_window, limit.window_s, max(1.0, wait_s))
 
 
 async def deny(
@@ -194,20 +221,7 @@ async def deny(
     of recording when the subject's recent denials reach ``limit``.
     """
     if record:
-        wait = await pool.fetchval(
-            DENIALS_OVER_LIMIT, new.workspace_id, new.subject, limit.window_s, limit.per_window
-        )
-        if wait is not None:
-            ACTION_OUTCOMES.labels(new.action_type, "rate_limited").inc()
-            log.warning(
-                "denial not recorded: %s is over %d denials in %d s",
-                new.subject,
-                limit.per_window,
-                limit.window_s,
-                extra={"workspace_id": str(new.workspace_id), "subject": new.subject},
-            )
-            raise errors.rate_limited(limit.per_window, limit.window_s, max(1.0, float(wait)))
-        replayed = await tasks.shielded(record_denied(pool, new, error))
+        replayed = await tasks.shielded(record_denied(pool, new, error, limit))
         if replayed is not None:
             return replayed
     raise error

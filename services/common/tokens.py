@@ -162,19 +162,33 @@ class UserTokenVerifier:
             raise unauthenticated("token has no subject")
         if is_reserved(subject):
             raise unauthenticated("user tokens may not carry a reserved subject (svc:, system:)")
+        require_numeric_dates(claims)
         self._check_lifetime(claims)
         return Principal(subject=subject, claims=claims)
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
-        """UNAUTHENTICATED for a token that lives longer than the maximum (from ``iat``, or
-        from now when it has none)."""
-        exp, iat = claims.get("exp"), claims.get("iat")
-        start = iat if isinstance(iat, int | float) else time.time()
-        if isinstance(exp, int | float) and exp - start > self._max_ttl_s:
+        """UNAUTHENTICATED for a token that lives longer than the maximum, counted from
+        ``iat`` or from now, whichever is earlier (an ``iat`` in the future buys nothing)."""
+        exp, iat = claims["exp"], claims.get("iat")
+        start = min(iat, time.time()) if iat is not None else time.time()
+        if exp - start > self._max_ttl_s:
             raise unauthenticated(
                 f"token lives longer than the {self._max_ttl_s} s this service accepts; "
                 "ask the identity provider for a shorter-lived one"
             )
+
+
+def require_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """UNAUTHENTICATED unless ``exp``, ``iat`` and ``nbf`` (when present) are JSON numbers.
+
+    PyJWT also accepts a string such as ``"2111564956"`` (it calls ``int()``); RFC 7519
+    says NumericDate is a number, and every later check here (the longest lifetime, a
+    stream ending when its token expires) reads the number.
+    """
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise unauthenticated(f"token claim {name!r} must be a number of seconds")
 
 
 class ServiceTokenVerifier:
@@ -199,6 +213,7 @@ class ServiceTokenVerifier:
             raise unauthenticated("service token expired") from exc
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"invalid service token: {exc}") from exc
+        require_numeric_dates(claims)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.startswith(SERVICE_PREFIX):
             raise unauthenticated("service tokens must have subject svc:<name>")

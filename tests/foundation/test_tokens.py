@@ -380,6 +380,26 @@ def test_a_token_living_longer_than_the_maximum_is_rejected() -> None:
     assert verifier.verify(fine).subject == "bob"
 
 
+def test_dates_must_be_numbers_or_the_lifetime_check_is_skipped() -> None:
+    """PyJWT takes ``"exp": "2111564956"`` (it calls int()); a string date used to pass
+    the longest-lifetime check, and a watch stream on it never ended."""
+    verifier = UserTokenVerifier(secret=SECRET, max_ttl_s=3600)
+    now = int(time.time())
+    for claims in (
+        _claims(iat=now, exp=str(now + 10 * 365 * 86400)),
+        _claims(iat=str(now), exp=now + 60),
+        _claims(iat=now, exp=now + 60, nbf=str(now - 1)),
+        _claims(iat=now, exp=True),
+    ):
+        _rejected(verifier, jwt.encode(claims, SECRET, algorithm="HS256"))
+    # An iat in the future buys no extra lifetime.
+    future_iat = _claims(iat=now + 10 * 86400, exp=now + 10 * 86400 + 60)
+    _rejected(verifier, jwt.encode(future_iat, SECRET, algorithm="HS256"))
+    service = ServiceTokenVerifier(secret=SERVICE_SECRET)
+    stringly = {"sub": "svc:actions", "aud": SERVICE_AUDIENCE, "exp": str(now + 60)}
+    _rejected(service, jwt.encode(stringly, SERVICE_SECRET, algorithm="HS256"))
+
+
 def test_the_issuer_is_checked_when_configured() -> None:
     verifier = UserTokenVerifier(secret=SECRET, issuer="https://idp.example")
     good = jwt.encode(_claims(iss="https://idp.example"), SECRET, algorithm="HS256")

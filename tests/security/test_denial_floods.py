@@ -4,6 +4,7 @@ RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo) and not recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -73,3 +74,31 @@ async def test_denials_beyond_the_limit_are_rate_limited_and_not_recorded(
         with pytest.raises(PermissionDenied):
             await _pause(target, dev_secrets, "dana", ws, "eng-code-3")
         assert await _denied_rows(pool, ws, "dana") == 1
+
+
+async def test_concurrent_denials_cannot_race_past_the_limit(
+    database_dsn: str, rel_policy_target: str, dev_secrets: Secrets, pool: asyncpg.Pool
+) -> None:
+    """Counting and recording are one step per subject: 100 denials sent at once record
+    exactly the limit (the count and the insert used to be separate; 200 at once recorded
+    30 against a limit of 5)."""
+    ws = await create_workspace(pool)
+    async with running_action_server(
+        database_dsn,
+        rel_policy_target,
+        dev_secrets,
+        denials_per_minute=LIMIT,
+        policy_timeout_ms=5000,
+    ) as target:
+
+        async def attempt() -> str:
+            try:
+                await _pause(target, dev_secrets, "carol", ws, "eng-code-1")
+            except (PermissionDenied, ResourceExhausted) as exc:
+                return exc.reason
+            return "allowed"
+
+        reasons = await asyncio.gather(*(attempt() for _ in range(100)))
+    assert reasons.count("INSUFFICIENT_PERMISSIONS") == LIMIT
+    assert reasons.count("RATE_LIMITED") == 100 - LIMIT
+    assert await _denied_rows(pool, ws, "carol") == LIMIT

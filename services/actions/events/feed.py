@@ -10,8 +10,15 @@ A tail attached at feed position ``P`` receives exactly the events with ``seq > 
 stream reads ``(its cursor, P]`` from the table itself first, so the switch has no gap and
 no duplicate (``seq`` order is commit order, docs/architecture.md §6). A tail that falls
 more than ``buffer`` events behind (a slow consumer) is detached and marked ``lagged``: its
-stream reads from the table again at its own pace, then attaches anew. A feed stops when
-its last tail leaves.
+stream reads from the table again at its own pace, then attaches anew.
+
+A feed lives while anyone uses it: its tails and the streams still waiting for it to
+start. It starts in a task of its own (a stream that goes away while it starts cannot
+abort it for the others), stops when its last user leaves, and is never reused once it
+failed: a feed that cannot read (an event it cannot convert, a bug) logs the failure once
+and ends every attached stream with INTERNAL and the log line's correlation id, and the
+next stream starts a fresh feed. While the database is away the feed waits and reads
+again; its streams wait with it (no event can be written meanwhile).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +34,12 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.actions import errors
+from services.actions.db import DATABASE_ERRORS
 from services.actions.events.notifier import EventNotifier, Subscription
+from services.common.funnel import unexpected
+from services.common.status import FleetwardError
+
+log = logging.getLogger(__name__)
 
 Item = tuple[int, bytes]  # (seq, the serialized ActionEvent)
 # A feed re-reads at least this often even without a wake-up (the notifier already wakes
@@ -44,11 +57,13 @@ LIMIT $3"""
 
 @dataclass(eq=False)
 class Tail:
-    """What one stream receives from a feed: the events after ``start``, buffered."""
+    """What one stream receives from its feed: the events after ``start``, buffered."""
 
+    feed: Feed
     start: int
     limit: int
     lagged: bool = False
+    failure: FleetwardError | None = None
     _items: collections.deque[Item] = field(default_factory=collections.deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,15 +78,28 @@ class Tail:
         self._ready.set()
         return True
 
+    def fail(self, error: FleetwardError) -> None:
+        """End the stream with ``error`` at its next :meth:`take`."""
+        self.failure = error
+        self._ready.set()
+
     def wake(self) -> None:
         """Wake the stream waiting in :meth:`take` (shutdown, a re-check)."""
         self._ready.set()
 
     async def take(self, timeout_s: float) -> list[Item]:
-        """Every buffered item, waiting up to ``timeout_s`` for one."""
-        if not self._items:
+        """Every buffered item, waiting up to ``timeout_s`` for one.
+
+        Raises the feed's failure. ``asyncio.timeout``, not ``wait_for``: on Python 3.11
+        the latter can swallow a cancellation that lands as the wait completes, and a
+        cancelled stream must end.
+        """
+        if not self._items and self.failure is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+        if self.failure is not None:
+            raise self.failure
         self._ready.clear()
         items = list(self._items)
         self._items.clear()
@@ -95,15 +123,50 @@ class Feed:
         self._convert = convert
         self._page_size = page_size
         self._tails: set[Tail] = set()
+        self.waiting = 0  # streams inside FeedHub.attach, not yet holding a tail
         self._position = 0
-        self._ready = asyncio.Event()
-        self._failure: BaseException | None = None
-        self._stopping = False
+        self._failure: FleetwardError | None = None
+        self._stopped = False
+        self._starting: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._subscription: Subscription | None = None
 
-    async def start(self) -> None:
+    @property
+    def failed(self) -> bool:
+        """Whether the feed could not start or stopped reading for good."""
+        return self._failure is not None
+
+    @property
+    def idle(self) -> bool:
+        """Whether nobody uses the feed: no tail, nobody waiting for it to start."""
+        return not self._tails and self.waiting == 0
+
+    def begin(self) -> None:
+        """Start subscribing and reading, in a task of the feed's own."""
+        self._starting = asyncio.create_task(
+            self._start(), name=f"fleetward-feed-start-{self.workspace_id}"
+        )
+
+    async def ready(self) -> None:
+        """Wait until the feed started; raise what made it fail.
+
+        Cancelling the waiter leaves the start running for the other streams.
+        """
+        assert self._starting is not None, "begin() first"
+        if not self._starting.done():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(self._starting)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise asyncio.CancelledError
+        if self._failure is not None:
+            raise self._failure
+        if self._starting.cancelled() or self._stopped:
+            # Stopped under this stream (its users all left, then it came back): retry.
+            raise errors.database_unavailable("the watch feed stopped; reconnect")
+
+    async def _start(self) -> None:
         """Subscribe to the workspace's wake-ups, then read the head: nothing is missed."""
         try:
             self._subscription = await self._stack.enter_async_context(
@@ -117,27 +180,27 @@ class Feed:
                 self._run(), name=f"fleetward-feed-{self.workspace_id}"
             )
         except BaseException as exc:
-            self._failure = exc
+            await self._stack.aclose()
+            if isinstance(exc, FleetwardError):
+                self._failure = exc
+            elif isinstance(exc, DATABASE_ERRORS):
+                self._failure = errors.database_unavailable(str(exc) or type(exc).__name__)
+            elif isinstance(exc, Exception):
+                self._failure = unexpected(exc, f"the watch feed of {self.workspace_id}")
             raise
-        finally:
-            self._ready.set()
-
-    async def ready(self) -> None:
-        """Wait until :meth:`start` finished; raise what made it fail."""
-        await self._ready.wait()
-        if self._failure is not None:
-            raise self._failure
 
     def attach(self, limit: int) -> Tail:
         """A tail receiving every event after the feed's current position."""
-        tail = Tail(self._position, limit)
-        self._tails.add(tail)
+        tail = Tail(self, self._position, limit)
+        if self._failure is not None:
+            tail.fail(self._failure)
+        else:
+            self._tails.add(tail)
         return tail
 
-    def detach(self, tail: Tail) -> bool:
-        """Forget ``tail``; True when it was the last one (the feed should stop)."""
+    def detach(self, tail: Tail) -> None:
+        """Forget ``tail``."""
         self._tails.discard(tail)
-        return not self._tails
 
     def wake(self) -> None:
         """Wake every tail (shutdown)."""
@@ -145,27 +208,48 @@ class Feed:
             tail.wake()
 
     async def stop(self) -> None:
-        """Stop reading and leave the notifier."""
-        # The flag as well as the cancellation: asyncio.wait_for (3.11) can swallow a
-        # cancel that lands as its wait completes, and the loop must end all the same.
-        self._stopping = True
+        """Stop starting and reading, and leave the notifier (once; later calls return)."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._subscription is not None:
             self._subscription.wake()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self._stack.aclose()
+        try:
+            for task in (self._starting, self._task):
+                if task is None or task.done():
+                    continue
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # the caller's own cancellation, not the task's
+                except Exception:  # noqa: S110 - its failure is already logged and recorded
+                    pass
+        finally:
+            await self._stack.aclose()
 
     async def _run(self) -> None:
+        try:
+            await self._read()
+        except Exception as exc:
+            self._fail(unexpected(exc, f"the watch feed of {self.workspace_id}"))
+
+    async def _read(self) -> None:
         assert self._subscription is not None
-        while not self._stopping:
+        # The flag as well as the cancellation: the loop must end even if a wait swallowed it.
+        while not self._stopped:
             try:
                 rows = await self._pool.fetch(
                     SELECT_PAGE, self.workspace_id, self._position, self._page_size
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                # The database is away: the streams' own reads report it; try again later.
+            except DATABASE_ERRORS as exc:
+                log.warning(
+                    "watch feed of %s cannot read the events (%s); waiting",
+                    self.workspace_id,
+                    exc,
+                )
                 await self._subscription.wait(IDLE_RECHECK_S)
                 continue
             for row in rows:
@@ -176,6 +260,12 @@ class Feed:
                 self._position = item[0]
             if len(rows) < self._page_size:
                 await self._subscription.wait(IDLE_RECHECK_S)
+
+    def _fail(self, error: FleetwardError) -> None:
+        self._failure = error
+        for tail in tuple(self._tails):
+            tail.fail(error)
+        self._tails.clear()
 
 
 class FeedHub:
@@ -203,25 +293,38 @@ class FeedHub:
         return len(self._feeds)
 
     async def attach(self, workspace_id: uuid.UUID) -> Tail:
-        """A tail on the workspace's feed (started first if nobody watched it yet)."""
+        """A tail on the workspace's feed (started first if nobody watched it yet).
+
+        Raises what stopped the feed from starting (NOT_FOUND for a workspace without
+        events, UNAVAILABLE while the database is away, INTERNAL otherwise).
+        """
         feed = self._feeds.get(workspace_id)
-        if feed is None:
+        if feed is None or feed.failed:
             feed = self._feeds[workspace_id] = Feed(
                 workspace_id, self._pool, self._notifier, self._convert, self._page_size
             )
-            try:
-                await feed.start()
-            except BaseException:
-                del self._feeds[workspace_id]
-                raise
-        await feed.ready()
+            feed.begin()
+        feed.waiting += 1
+        try:
+            await feed.ready()
+        except BaseException:
+            feed.waiting -= 1
+            await self._let_go(feed)
+            raise
+        feed.waiting -= 1
         return feed.attach(self._buffer)
 
-    async def detach(self, workspace_id: uuid.UUID, tail: Tail) -> None:
-        """Leave the feed; the last tail to leave stops it."""
-        feed = self._feeds.get(workspace_id)
-        if feed is not None and feed.detach(tail):
-            del self._feeds[workspace_id]
+    async def detach(self, tail: Tail) -> None:
+        """Leave the tail's feed; the last user to leave stops it."""
+        tail.feed.detach(tail)
+        await self._let_go(tail.feed)
+
+    async def _let_go(self, feed: Feed) -> None:
+        if feed.failed and self._feeds.get(feed.workspace_id) is feed:
+            del self._feeds[feed.workspace_id]  # the next stream starts a fresh one
+        if feed.idle:
+            if self._feeds.get(feed.workspace_id) is feed:
+                del self._feeds[feed.workspace_id]
             await feed.stop()
 
     def wake_all(self) -> None:

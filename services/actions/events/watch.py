@@ -20,6 +20,7 @@ caller's ``actions:read`` revoked; either way the client reconnects with its las
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -39,6 +40,8 @@ from services.actions.metrics import WATCH_STREAMS
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import parse_uuid
 from services.common.status import FieldViolation, invalid_argument, unauthenticated
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 # A stream re-checks its token and permission at least this often while idle.
@@ -212,7 +215,7 @@ class Watcher:
                         problem = f"beyond the workspace's last event (seq {head})"
                         raise invalid_argument([FieldViolation("after_seq", problem)])
             except BaseException:
-                await self._feeds.detach(workspace_id, tail)
+                await self._feeds.detach(tail)
                 raise
             async for data in self._follow(call, workspace_id, after_seq, tail):
                 yield data
@@ -237,6 +240,16 @@ class Watcher:
                     rows = await self._pool.fetch(
                         SELECT_RANGE, workspace_id, last, tail.start, self._page_size
                     )
+                    if not rows:
+                        # The chain head is ahead of the events (rows deleted, a partial
+                        # restore: `fleetward audit verify` reports it). Nothing to send.
+                        log.warning(
+                            "workspace %s has no events in (%d, %d]; its chain head is ahead",
+                            workspace_id,
+                            last,
+                            tail.start,
+                        )
+                        last = tail.start
                     for row in rows:
                         yield event_bytes(workspace_id, row)
                         last = row["seq"]
@@ -252,11 +265,11 @@ class Watcher:
                         if seq > last:
                             yield data
                             last = seq
-                await self._feeds.detach(workspace_id, tail)
+                await self._feeds.detach(tail)
                 tail = None
         finally:
             if tail is not None:
-                await self._feeds.detach(workspace_id, tail)
+                await self._feeds.detach(tail)
 
     async def _still_allowed(
         self, call: Call, workspace_id: uuid.UUID, expires: float | None, next_check: float
