@@ -21,7 +21,19 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
+    # Class 53: too many connections, out of memory, disk full.
+    asyncpg.exceptions.InsufficientResourcesError,
 )
+
+
+def unavailable_detail(exc: BaseException) -> str:
+    """What a caller is told about a database failure: its kind, not its class or text
+    (those name the driver and its version; the log keeps them)."""
+    if isinstance(exc, TimeoutError):
+        return "no connection or no answer in time; retry"
+    if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
+        return "the database is out of connections or resources; retry"
+    return "the database cannot be reached; retry"
 
 
 async def init_connection(conn: Conn) -> None:

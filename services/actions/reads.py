@@ -92,6 +92,24 @@ class Page:
     next_page_token: str
 
 
+def _action_cursor(cursor: list[str] | None) -> tuple[datetime | None, uuid.UUID | None]:
+    """The (created_at, action_id) of a ListActions cursor, or INVALID_ARGUMENT.
+
+    Tokens are bound to their filters, not signed: anyone can build one, so every value
+    is checked here, down to a time that exists in UTC (``0001-01-01T00:00:00+14:00``
+    parses, but is before year 1 in UTC and cannot be sent to PostgreSQL).
+    """
+    if cursor is None:
+        return None, None
+    try:
+        at = datetime.fromisoformat(cursor[0])
+        if at.tzinfo is None:
+            raise ValueError("a cursor time has an offset")
+        return at.astimezone(UTC), uuid.UUID(cursor[1])
+    except (ValueError, IndexError, OverflowError) as exc:
+        raise paging.malformed() from exc
+
+
 def _workspace(value: str, out: list[FieldViolation]) -> uuid.UUID:
     return parse_uuid(value, "workspace_id", out)
 
@@ -180,13 +198,7 @@ class Reads:
         }
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
-        try:
-            cursor_at = None if cursor is None else datetime.fromisoformat(cursor[0])
-            cursor_id = None if cursor is None else uuid.UUID(cursor[1])
-        except (ValueError, IndexError) as exc:
-            raise paging.malformed() from exc
-        if cursor_at is not None and cursor_at.tzinfo is None:
-            raise paging.malformed()
+        cursor_at, cursor_id = _action_cursor(cursor)
         sql, args = list_actions_query(
             workspace_id,
             {

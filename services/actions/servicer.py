@@ -12,7 +12,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from services.actions import catalog, convert, errors
 from services.actions.auth import Authenticator
 from services.actions.call import Call
-from services.actions.db import DATABASE_ERRORS
+from services.actions.db import DATABASE_ERRORS, unavailable_detail
 from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
 from services.actions.permissions import Permissions
@@ -176,4 +176,4 @@ def database_error(exc: Exception) -> errors.FleetwardError | None:
     if not isinstance(exc, DATABASE_ERRORS):
         return None
     log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-    return errors.database_unavailable(type(exc).__name__)
+    return errors.database_unavailable(unavailable_detail(exc))

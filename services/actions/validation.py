@@ -12,6 +12,7 @@ from fleetward.actions.v1 import actions_pb2
 from services.actions import catalog
 from services.actions.catalog import ActionKind
 from services.common.status import FieldViolation, invalid_argument
+from services.common.text import text_problem, visible_length
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -88,18 +89,20 @@ def check_id(value: str, field: str, out: list[FieldViolation], *, required: boo
         out.append(FieldViolation(field, "must match ^[a-z0-9][a-z0-9._-]{0,63}$"))
 
 
-# C0 and C1 control characters and DEL, except tab and newline: a reason is shown on
-# terminals and pages, where an escape sequence could redraw what is around it.
-_REASON_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _check_reason(reason: str, out: list[FieldViolation]) -> None:
-    if not REASON_MIN <= len(reason.strip()) <= REASON_MAX or len(reason) > REASON_MAX:
-        out.append(FieldViolation("reason", f"required, {REASON_MIN}..{REASON_MAX} characters"))
-    elif _REASON_CONTROLS.search(reason):
+    """A reason people can read: docs/architecture.md §4 (services/common/text.py)."""
+    if len(reason) > REASON_MAX or visible_length(reason) < REASON_MIN:
         out.append(
-            FieldViolation("reason", "must not contain control characters (tab and newline may)")
+            FieldViolation(
+                "reason",
+                f"required: at most {REASON_MAX} characters, at least {REASON_MIN} of them "
+                "visible (not spaces or blank fillers)",
+            )
         )
+        return
+    problem = text_problem(reason)
+    if problem is not None:
+        out.append(FieldViolation("reason", problem))
 
 
 def _check_request_id(request_id: str, out: list[FieldViolation]) -> None:

@@ -8,6 +8,7 @@ user-token key can never mint a service identity.
 
 from __future__ import annotations
 
+import functools
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from confusable_homoglyphs import confusables
 
 from services.common.status import FleetwardError, unauthenticated
 
@@ -28,14 +30,38 @@ DEFAULT_MAX_TTL_S = 24 * 3600
 
 
 def is_reserved(subject: str) -> bool:
-    """Whether ``subject`` names a service or a system actor, however it is spelled.
+    """Whether ``subject`` names a service or a system actor, or looks as if it did.
 
-    Compared after NFKC normalisation and case folding, so ``SVC:x`` and
-    ``system\uff1ascheduler`` (a full-width colon U+FF1A) are reserved too: no user token can
-    carry a subject that a person reading the audit log would take for one of ours.
+    Compared after NFKC normalisation and case folding (``SVC:x``, a full-width colon),
+    then character by character against Unicode's confusables (TR39): ``svc:actions``
+    spelled with a Cyrillic dze for the ``s``, ``system:x`` with a modifier-letter colon
+    (U+A789), or ``systern:x`` is reserved too. No user token can carry a subject that a
+    person reading the audit log would take for one of ours.
     """
     folded = unicodedata.normalize("NFKC", subject).casefold()
-    return folded.startswith(RESERVED_PREFIXES)
+    return any(_resembles(folded, 0, prefix) for prefix in RESERVED_PREFIXES)
+
+
+def _resembles(text: str, at: int, prefix: str) -> bool:
+    """Whether ``text[at:]`` starts with something that looks like ``prefix``."""
+    if not prefix:
+        return True
+    return any(
+        text.startswith(glyph, at) and _resembles(text, at + len(glyph), prefix[1:])
+        for glyph in _look_alikes(prefix[0])
+    )
+
+
+@functools.cache
+def _look_alikes(char: str) -> tuple[str, ...]:
+    """``char`` and everything Unicode lists as confusable with it, normalised like a
+    subject (some are two characters: ``rn`` for ``m``)."""
+    glyphs = {char}
+    for key in {char, char.upper()}:
+        for entry in confusables.confusables_data.get(key, ()):
+            glyph = entry["c"].strip("\u200e\u200f")  # direction marks around RTL glyphs
+            glyphs.add(unicodedata.normalize("NFKC", glyph).casefold())
+    return tuple(sorted(glyphs - {""}))
 
 
 def subject_problem(subject: str) -> str | None:
@@ -142,7 +168,9 @@ class UserTokenVerifier:
                 key = self._keys[kid]
                 algorithms = [key.algorithm_name]  # the key's algorithm, whatever the header says
             else:
-                raise unauthenticated(f"token algorithm {alg!r} is not accepted")
+                plain = isinstance(alg, str) and alg.isascii() and alg.isalnum() and len(alg) <= 8
+                shown = f" {alg}" if plain else ""
+                raise unauthenticated(f"token algorithm{shown} is not accepted")
             claims = jwt.decode(
                 token,
                 key,
@@ -156,7 +184,7 @@ class UserTokenVerifier:
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("token expired") from exc
         except jwt.PyJWTError as exc:
-            raise unauthenticated(f"invalid token: {exc}") from exc
+            raise unauthenticated(f"invalid token: {token_problem(exc)}") from exc
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise unauthenticated("token has no subject")
@@ -176,6 +204,27 @@ class UserTokenVerifier:
                 f"token lives longer than the {self._max_ttl_s} s this service accepts; "
                 "ask the identity provider for a shorter-lived one"
             )
+
+
+def token_problem(exc: jwt.PyJWTError) -> str:
+    """What was wrong with a token, in our words: PyJWT's own messages can carry the
+    token's text back, or Python's (``Exceeds the limit (4300 digits)…``), which names
+    the interpreter and library to whoever sent it."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"the {exc.claim!r} claim is required"  # one of the names we require
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "wrong issuer"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "not valid yet"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "algorithm not accepted"
+    if isinstance(exc, jwt.DecodeError):
+        return "not a well-formed JWT"
+    return "rejected"
 
 
 def require_numeric_dates(claims: Mapping[str, Any]) -> None:
@@ -212,7 +261,7 @@ class ServiceTokenVerifier:
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("service token expired") from exc
         except jwt.PyJWTError as exc:
-            raise unauthenticated(f"invalid service token: {exc}") from exc
+            raise unauthenticated(f"invalid service token: {token_problem(exc)}") from exc
         require_numeric_dates(claims)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.startswith(SERVICE_PREFIX):

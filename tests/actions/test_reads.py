@@ -329,6 +329,17 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
                 page_token=paging.encode(actions_filters, [None, None]),
             ),
         ),
+        *(
+            (
+                api.stub.ListActions,
+                actions_pb2.ListActionsRequest(
+                    workspace_id=str(ws.id),
+                    # Valid ISO times that do not exist in UTC (before year 1, after 9999).
+                    page_token=paging.encode(actions_filters, [when, str(uuid.uuid4())]),
+                ),
+            )
+            for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+        ),
         (
             api.stub.ListActions,
             actions_pb2.ListActionsRequest(

@@ -288,3 +288,20 @@ async def test_a_reason_with_control_characters_is_refused(
         *PAUSE, "--reason", "two\tlines\nare fine", "--yes", env=env_for("bob", ws)
     )
     assert tabs.code == 0, tabs.stderr
+
+
+def test_strings_that_would_pass_for_something_else_are_escaped() -> None:
+    """Beyond controls: spaces other than the plain one, blank fillers, private-use and
+    unassigned code points; astral code points get an unambiguous \\U escape; the joiners
+    that scripts and emoji need stay. A denial's text is one line, whatever it holds."""
+    from fleetward.actions.v1 import actions_pb2
+    from fleetward.client.cli.render import denial_text, visible
+
+    assert visible("a\u00a0b\u3000c") == "a\\xa0b\\u3000c"
+    assert visible("\u3164\u3164\u3164") == "\\u3164\\u3164\\u3164"
+    assert visible("x\ue000y\U000e0001") == "x\\ue000y\\U000e0001"
+    assert visible("\u0645\u06cc\u200c\u062e") == "\u0645\u06cc\u200c\u062e"
+    assert visible("ok \U0001f469\u200d\U0001f4bb") == "ok \U0001f469\u200d\U0001f4bb"
+    denial = actions_pb2.AccessDenial(reason="NO_ROLE\nyes", denied_agent_ids=["a\rb"])
+    assert "\n" not in denial_text(denial)
+    assert "\r" not in denial_text(denial)

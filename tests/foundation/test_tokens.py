@@ -130,7 +130,7 @@ def test_an_unsigned_alg_none_token_is_rejected() -> None:
     token = _unsigned(_claims())
 
     error = _rejected(UserTokenVerifier(secret=SECRET), token)
-    assert "'none' is not accepted" in error.message
+    assert "algorithm none is not accepted" in error.message
 
 
 def test_a_token_that_is_not_yet_valid_is_rejected() -> None:
@@ -182,11 +182,36 @@ def test_a_token_with_the_configured_audience_is_accepted() -> None:
         "system\uff1ascheduler",  # a full-width colon
         "\uff53\uff56\uff43:actions",  # full-width letters
         "svc\ufe55actions",  # a small colon
+        # Confusables (Unicode TR39), which NFKC leaves alone: they used to pass.
+        "\u0455vc:actions",  # Cyrillic dze
+        "s\u0443stem:scheduler",  # Cyrillic u
+        "svc\ua789actions",  # modifier letter colon
+        "svc\u2236actions",  # ratio
+        "systern:scheduler",  # rn for m
+        "\u0455\u0475\u0441:x",  # three Cyrillic letters
     ],
 )
 def test_a_user_token_with_a_reserved_subject_is_rejected(subject: str) -> None:
     error = _rejected(UserTokenVerifier(secret=SECRET), mint_user_token(SECRET, subject))
     assert "reserved subject" in error.message
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "bob",
+        "alice@example.com",
+        "\u0438\u0432\u0430\u043d",
+        "svcx",
+        "system",
+        "sys:x",
+        "service:x",
+    ],
+)
+def test_ordinary_subjects_are_not_reserved(subject: str) -> None:
+    assert (
+        UserTokenVerifier(secret=SECRET).verify(mint_user_token(SECRET, subject)).subject == subject
+    )
 
 
 @pytest.mark.parametrize("garbage", ["", "not-a-jwt", "a.b.c", "e30.e30.", "Bearer x"])
@@ -271,7 +296,7 @@ def test_an_hs256_token_is_rejected_by_a_jwks_only_verifier(jwks: Jwks) -> None:
     error = _rejected(
         UserTokenVerifier(secret=None, jwks_file=jwks.path), mint_user_token(SECRET, "bob")
     )
-    assert "'HS256' is not accepted" in error.message
+    assert "algorithm HS256 is not accepted" in error.message
 
 
 def test_a_verifier_needs_a_secret_or_a_jwks_file() -> None:
@@ -412,3 +437,32 @@ def test_the_algorithm_is_the_keys_not_the_headers(jwks: Jwks) -> None:
     # kid ec-1 is an ES256 key: a header claiming RS256 for it is refused outright.
     token = jwt.encode(_claims(), jwks.rsa, algorithm="RS256", headers={"kid": "ec-1"})
     _rejected(UserTokenVerifier(secret=None, jwks_file=jwks.path), token)
+
+
+def _segment(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"[" * 1100 + b"]" * 1100,
+        b'{"a":' * 1100 + b"1" + b"}" * 1100,
+        b'{"alg":"HS256","x":' + b"9" * 5000 + b"}",
+        b'{"alg":{"x":"' + b"A" * 300 + b'"}}',
+        b"\xff\xfe",
+    ],
+)
+def test_a_hostile_token_learns_nothing_about_the_interpreter(header: bytes) -> None:
+    """PyJWT's messages used to be relayed: "maximum recursion depth exceeded…",
+    "Exceeds the limit (4300 digits)… sys.set_int_max_str_digits()", or the token's own
+    text echoed back."""
+    token = f"{_segment(header)}.{_segment(b'{}')}.c2ln"
+    for verifier in (
+        UserTokenVerifier(secret=SECRET),
+        ServiceTokenVerifier(secret=SERVICE_SECRET),
+    ):
+        message = _rejected(verifier, token).message
+        for leak in ("recursion", "digits", "sys.", "AAAA", "Expecting", "utf-8", "codec"):
+            assert leak not in message, message
+        assert len(message) < 80, message

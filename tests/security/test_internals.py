@@ -204,3 +204,26 @@ async def test_a_request_that_is_not_a_message_is_invalid_argument(
     )
     assert "request" in d.field_violations
     _assert_no_internals(d.message)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.exceptions.OutOfMemoryError("out of memory"),
+        asyncpg.exceptions.DiskFullError("could not extend file"),
+        TimeoutError(),
+        ConnectionRefusedError(111, "Connect call failed"),
+    ],
+)
+def test_database_exhaustion_is_unavailable_and_names_no_driver(exc: Exception) -> None:
+    """A server out of connections (each replica opens two pools) is DATABASE_UNAVAILABLE,
+    which clients retry, not INTERNAL; the message names the kind of failure only."""
+    from services.actions.servicer import database_error
+
+    error = database_error(exc)
+    assert error is not None
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert error.reason == "DATABASE_UNAVAILABLE"
+    assert type(exc).__name__ not in error.message
+    assert str(exc) not in error.message or not str(exc)

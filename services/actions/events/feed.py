@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.actions import errors
-from services.actions.db import DATABASE_ERRORS
+from services.actions.db import DATABASE_ERRORS, unavailable_detail
 from services.actions.events.notifier import EventNotifier, Subscription
 from services.common.funnel import unexpected
 from services.common.status import FleetwardError
@@ -184,7 +184,8 @@ class Feed:
             if isinstance(exc, FleetwardError):
                 self._failure = exc
             elif isinstance(exc, DATABASE_ERRORS):
-                self._failure = errors.database_unavailable(str(exc) or type(exc).__name__)
+                log.warning("watch feed of %s cannot start: %r", self.workspace_id, exc)
+                self._failure = errors.database_unavailable(unavailable_detail(exc))
             elif isinstance(exc, Exception):
                 self._failure = unexpected(exc, f"the watch feed of {self.workspace_id}")
             raise

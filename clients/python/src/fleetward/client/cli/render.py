@@ -14,8 +14,14 @@ from fleetward.client.results import SkippedTarget, action_result
 from fleetward.policy.v1 import policy_pb2
 
 # Control characters (C0, DEL, C1), invisible format characters (bidi overrides, zero
-# widths) and line separators: what could move the cursor, erase a line or reorder text.
-_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# widths), line separators, spaces other than the plain one, surrogates, private-use and
+# unassigned code points: what could move the cursor, erase a line, reorder text or pass
+# for something else.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs", "Cs", "Co", "Cn"})
+# Letters and symbols that show as blank (Hangul fillers, the blank braille cell).
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# The zero-width non-joiner and joiner: Persian, Indic scripts and emoji need them.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 def visible(text: str, *, keep_newlines: bool = False) -> str:
@@ -23,16 +29,21 @@ def visible(text: str, *, keep_newlines: bool = False) -> str:
 
     Everything the server sends is shown through this: a stored reason holding
     ``\\x1b[1A\\x1b[2K\\r`` must not redraw the lines above it on someone's terminal.
+    The escapes are for reading; ``--json`` gives the exact strings.
     """
-    if text.isprintable():
+    if text.isprintable() and not _BLANK.intersection(text):
         return text
     out = []
     for ch in text:
-        if (ch == "\n" and keep_newlines) or unicodedata.category(ch) not in _HIDDEN:
+        shown = unicodedata.category(ch) not in _HIDDEN and ch not in _BLANK
+        if shown or ch == " " or ch in _JOINERS or (ch == "\n" and keep_newlines):
             out.append(ch)
         else:
             code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            if code < 0x100:
+                out.append(f"\\x{code:02x}")
+            else:
+                out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
     return "".join(out)
 
 
@@ -174,12 +185,12 @@ def access_table(access: actions_pb2.TargetAccess) -> str:
 
 
 def denial_text(denial: actions_pb2.AccessDenial) -> str:
-    """A denial's reason, naming the denied agents it lists."""
+    """A denial's reason, naming the denied agents it lists (one line, escaped)."""
     ids = list(denial.denied_agent_ids)
     if not ids:
-        return denial.reason
+        return visible(denial.reason)
     more = " …" if denial.denied_count > len(ids) else ""
-    return f"{denial.reason} (denied: {', '.join(ids)}{more})"
+    return visible(f"{denial.reason} (denied: {', '.join(ids)}{more})")
 
 
 def _cents(value: object) -> str:
