@@ -116,7 +116,12 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     track_pool(pool)
     tasks = TaskSet()
     notifier = EventNotifier(settings.database_url, poll_interval_s=settings.watch_poll_interval_s)
-    limits = StreamLimits(settings.watch_max_streams, settings.watch_max_streams_per_subject)
+    limits = StreamLimits(
+        settings.watch_max_streams,
+        settings.watch_max_streams_per_subject,
+        settings.watch_replay_rate,
+        settings.watch_replays_per_subject,
+    )
     watcher = Watcher(watch_pool, policy, notifier, limits=limits)
     denials = DenialLimit(per_window=settings.denials_per_minute, window_s=60)
     servicer = ActionServicer(

@@ -58,6 +58,10 @@ class ActionSettings:
     max_concurrent_streams: int = 1000
     # How often the event listener wakes every feed even without a NOTIFY.
     watch_poll_interval_s: float = 5.0
+    # History events per second all streams may read from the table; how many streams
+    # of one subject may read history at once.
+    watch_replay_rate: int = 5000
+    watch_replays_per_subject: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -110,6 +114,8 @@ class ActionSettings:
             ),
             max_concurrent_streams=_env_positive(env, "FLEETWARD_MAX_CONCURRENT_STREAMS", 1000),
             watch_poll_interval_s=_env_seconds(env, "FLEETWARD_WATCH_POLL_INTERVAL_S", 5.0),
+            watch_replay_rate=_env_positive(env, "FLEETWARD_WATCH_REPLAY_RATE", 5000),
+            watch_replays_per_subject=_env_positive(env, "FLEETWARD_WATCH_REPLAYS_PER_SUBJECT", 2),
         )
 
 

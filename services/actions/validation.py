@@ -180,7 +180,8 @@ def validate_rollback(request: actions_pb2.RollbackRequest) -> RollbackCommand:
 
 
 def validate_check_access(request: actions_pb2.CheckAccessRequest) -> AccessCommand:
-    """Check the workspace and 1..500 targets; raise INVALID_ARGUMENT listing violations."""
+    """Check the workspace and 1..500 distinct targets; raise INVALID_ARGUMENT listing
+    violations."""
     out: list[FieldViolation] = []
     workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
     count = len(request.targets)
@@ -190,6 +191,12 @@ def validate_check_access(request: actions_pb2.CheckAccessRequest) -> AccessComm
         (_check_target(t.scope, t.target_id, f"targets[{i}].", out), t.target_id)
         for i, t in enumerate(request.targets[:MAX_ACCESS_TARGETS])
     )
+    # Each target once: 500 copies of one target cost 500 answers for one question.
+    first: dict[tuple[str, str], int] = {}
+    for i, target in enumerate(targets):
+        j = first.setdefault(target, i)
+        if j != i:
+            out.append(FieldViolation(f"targets[{i}]", f"repeats targets[{j}]"))
     if out:
         raise invalid_argument(out)
     return AccessCommand(workspace_id, targets)

@@ -10,6 +10,7 @@ policy Check.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
@@ -29,6 +30,14 @@ def status_code(context: Context, failed: bool) -> str:
     if isinstance(code, grpc.StatusCode):
         return code.name
     return "UNKNOWN" if failed else "OK"
+
+
+def _client_left(context: Context) -> None:
+    """Mark a call whose client went away CANCELLED (a watch stream's usual end), not
+    UNKNOWN, which reads as a server fault on a dashboard. grpc's ``context.cancelled()``
+    is still False while the handler unwinds."""
+    if context.code() is None:
+        context.set_code(grpc.StatusCode.CANCELLED)
 
 
 class _Observed:
@@ -62,6 +71,9 @@ def _wrap(
             reply = await method(request, context)
             failed = False
             return reply
+        except asyncio.CancelledError:
+            _client_left(context)
+            raise
         finally:
             for observe in observers:
                 observe(path, request, context, start, failed)
@@ -81,6 +93,9 @@ def _wrap_stream(
             async for item in method(request, context):
                 yield item
             failed = False
+        except (asyncio.CancelledError, GeneratorExit):
+            _client_left(context)
+            raise
         finally:
             for observe in observers:
                 observe(path, request, context, start, failed)

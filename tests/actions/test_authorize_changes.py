@@ -21,6 +21,7 @@ import pytest
 from fleetward.actions.v1 import actions_pb2_grpc
 from fleetward.client import (
     FailedPrecondition,
+    InvalidArgument,
     PauseAgent,
     PermissionDenied,
     ResumeAgent,
@@ -325,17 +326,18 @@ async def test_check_access_of_500_large_departments_fits_in_one_answer(
         assert len(pause.denied_agent_ids) == 5
 
 
-async def test_check_access_of_the_same_target_500_times_is_asked_once(
+async def test_check_access_refuses_the_same_target_asked_twice(
     guarded: Guarded, pool: asyncpg.Pool
 ) -> None:
+    # One question 500 times used to get 500 answers (a 202 KB reply to 8 KB, 11.6 ms of
+    # the server's time); the shape of the request is checked before anything is read.
     ws = await create_workspace(pool)
     fleet: list[tuple[ScopeLike, str]] = [("fleet", "")] * 500
-    async with guarded.client("mallory") as client:
-        with pytest.raises(PermissionDenied):  # may not read: asks nothing about agents
-            await client.check_access(workspace_id=str(ws), targets=fleet)
+    for subject in ("mallory", "frank"):
+        async with guarded.client(subject) as client:
+            with pytest.raises(InvalidArgument):
+                await client.check_access(workspace_id=str(ws), targets=fleet)
     async with guarded.client("frank") as client:
-        answer = await client.check_access(workspace_id=str(ws), targets=fleet)
-    assert len(answer.results) == 500
-    assert answer.results[0] == answer.results[499]
+        answer = await client.check_access(workspace_id=str(ws), targets=fleet[:1])
     [pause] = [d for d in answer.results[0].denied if d.permission == "actions:pause_agent"]
     assert list(pause.denied_agent_ids) == ["eng-review-1", "eng-review-2"]

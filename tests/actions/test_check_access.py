@@ -198,6 +198,12 @@ async def test_check_access_writes_nothing_and_checks_its_input(demo: Demo) -> N
                     await client.check_access(workspace_id=WS, targets=bad)
             with pytest.raises(InvalidArgument):
                 await client.check_access(workspace_id="not-a-uuid", targets=[("fleet", "")])
+            # One question asked 500 times cost 500 answers (a 202 KB reply to 8 KB).
+            with pytest.raises(InvalidArgument) as err:
+                await client.check_access(workspace_id=WS, targets=[("fleet", "")] * 500)
+            repeats = {v.field: v.description for v in err.value.field_violations}
+            assert repeats["targets[1]"] == "repeats targets[0]"
+            assert repeats["…"] == "and 491 more violations"
         assert await counts(pool, DEMO_WORKSPACE_ID) == before
     finally:
         await pool.close()

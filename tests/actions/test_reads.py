@@ -363,7 +363,21 @@ async def test_a_list_filter_matching_nothing_uses_its_index_in_200000_rows(
     async with pool.acquire() as conn:
         await seed.seed_agents(conn, [ws], 10, 2)
         await seed.seed_audit_rows(conn, ws, 200_000, 1000)
-        for n, filters in enumerate(({"actor_subject": "nobody"}, {"target_id": "no-such"})):
+        # Real histories hold more than one status (a generic plan's estimate for one of
+        # them is 1 / the number of statuses).
+        await conn.execute(
+            "UPDATE action_audit_log SET status = 'rolled_back' "
+            "WHERE workspace_id = $1 AND target_id LIKE '%7'",
+            ws,
+        )
+        await conn.execute("ANALYZE action_audit_log")
+        every_filter: tuple[dict[str, str], ...] = (
+            {"actor_subject": "nobody"},
+            {"target_id": "no-such"},
+            {"action_type": "rollback"},
+            {"status": "failed"},
+        )
+        for n, filters in enumerate(every_filter):
             sql, args = list_actions_query(ws, filters, None, 51)
             # EXPLAIN EXECUTE of a prepared statement shows its cached plan: forced generic,
             # it is the plan every call gets once PostgreSQL stops re-planning.

@@ -259,3 +259,27 @@ async def test_a_handler_cancelled_while_it_stops_the_feed_ends() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_watch_the_client_cancels_is_counted_as_cancelled(
+    database_dsn: str, events_policy_target: str, dev_secrets: Secrets, new_workspace: NewWorkspace
+) -> None:
+    """A client ending its stream is a watch's usual end: CANCELLED, not UNKNOWN (which
+    reads as a server fault on a dashboard)."""
+    from services.common.metrics import RPC_REQUESTS
+
+    method = "/fleetward.actions.v1.ActionService/WatchActions"
+
+    def count(code: str) -> float:
+        return float(RPC_REQUESTS.labels(method, code)._value.get())
+
+    ws = await new_workspace()
+    async with server(database_dsn, events_policy_target, dev_secrets) as (built, _, api):
+        await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
+        before = count("CANCELLED"), count("UNKNOWN")
+        stream = watch(api, "carol", ws.id)
+        await stream.read()
+        stream.cancel()
+        await until("the stream closed", lambda: built.watcher.open_streams == 0)
+        await until("the stream counted", lambda: count("CANCELLED") > before[0])
+        assert count("UNKNOWN") == before[1]

@@ -36,6 +36,7 @@ from services.actions import access, convert, errors
 from services.actions.call import Call
 from services.actions.events.feed import FeedHub, Tail
 from services.actions.events.notifier import EventNotifier
+from services.actions.events.replay import ReplayBudget
 from services.actions.metrics import WATCH_STREAMS
 from services.actions.policy_client import PolicyClient
 from services.actions.validation import parse_uuid
@@ -62,10 +63,13 @@ LIMIT $4"""
 
 @dataclass(frozen=True)
 class StreamLimits:
-    """How many WatchActions streams may be open at once, per process and per subject."""
+    """How many WatchActions streams may be open at once, per process and per subject;
+    how fast they may read history (:mod:`services.actions.events.replay`)."""
 
     per_process: int = 2000
     per_subject: int = 100
+    replay_events_per_s: float = 5000.0
+    replays_per_subject: int = 2
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -132,6 +136,7 @@ class Watcher:
         self._page_size = page_size
         self._limits = limits
         self._feeds = FeedHub(pool, notifier, event_bytes, page_size=page_size, buffer=TAIL_BUFFER)
+        self._replays = ReplayBudget(limits.replay_events_per_s, limits.replays_per_subject)
         self._notifier = notifier
         self._open = 0
         self._by_subject: collections.Counter[str] = collections.Counter()
@@ -226,61 +231,78 @@ class Watcher:
         self, call: Call, workspace_id: uuid.UUID, after_seq: int, first: Tail
     ) -> AsyncIterator[bytes]:
         """The table, then the feed, after ``after_seq``; detaches its tail however it ends."""
-        last = after_seq
-        expires = _expiry(call)
-        next_check = time.monotonic() + self.reauthorize_s
+        at = _Position(after_seq, _expiry(call), time.monotonic() + self.reauthorize_s)
         tail: Tail | None = first
         try:
             while not self._closing:
                 if tail is None:  # rejoining after lagging behind
                     tail = await self._feeds.attach(workspace_id)
-                # The history before the feed took over, read at this stream's pace.
-                while last < tail.start and not self._closing:
-                    next_check = await self._still_allowed(call, workspace_id, expires, next_check)
-                    rows = await self._pool.fetch(
-                        SELECT_RANGE, workspace_id, last, tail.start, self._page_size
-                    )
-                    if not rows:
-                        # The chain head is ahead of the events (rows deleted, a partial
-                        # restore: `fleetward audit verify` reports it). Nothing to send.
-                        log.warning(
-                            "workspace %s has no events in (%d, %d]; its chain head is ahead",
-                            workspace_id,
-                            last,
-                            tail.start,
-                        )
-                        last = tail.start
-                    for row in rows:
-                        yield event_bytes(workspace_id, row)
-                        last = row["seq"]
-                        if self._closing:
-                            return
+                if at.last < tail.start:
+                    # The history before the feed took over, within the replay budget.
+                    async with self._replays.replaying(call.subject):
+                        async for data in self._history(call, workspace_id, tail.start, at):
+                            yield data
                 # Then live, from the feed, until shutdown (or this stream lags).
                 while not self._closing and not tail.lagged:
-                    next_check = await self._still_allowed(call, workspace_id, expires, next_check)
-                    idle = min(IDLE_RECHECK_S, max(0.0, next_check - time.monotonic()))
-                    if expires is not None:
-                        idle = min(idle, max(0.0, expires - time.time()))
+                    await self._still_allowed(call, workspace_id, at)
+                    idle = min(IDLE_RECHECK_S, max(0.0, at.next_check - time.monotonic()))
+                    if at.expires is not None:
+                        idle = min(idle, max(0.0, at.expires - time.time()))
                     for seq, data in await tail.take(idle):
-                        if seq > last:
+                        if seq > at.last:
                             yield data
-                            last = seq
+                            at.last = seq
                 await self._feeds.detach(tail)
                 tail = None
         finally:
             if tail is not None:
                 await self._feeds.detach(tail)
 
-    async def _still_allowed(
-        self, call: Call, workspace_id: uuid.UUID, expires: float | None, next_check: float
-    ) -> float:
+    async def _history(
+        self, call: Call, workspace_id: uuid.UUID, until: int, at: _Position
+    ) -> AsyncIterator[bytes]:
+        """The events in ``(at.last, until]`` from the table, a page at a time."""
+        while at.last < until and not self._closing:
+            await self._still_allowed(call, workspace_id, at)
+            rows = await self._pool.fetch(
+                SELECT_RANGE, workspace_id, at.last, until, self._page_size
+            )
+            if not rows:
+                # The chain head is ahead of the events (rows deleted, a partial restore:
+                # `fleetward audit verify` reports it). There is nothing more to send.
+                log.warning(
+                    "workspace %s has no events in (%d, %d]; its chain head is ahead",
+                    workspace_id,
+                    at.last,
+                    until,
+                )
+                at.last = until
+                return
+            await self._replays.spend(len(rows))
+            for row in rows:
+                yield event_bytes(workspace_id, row)
+                at.last = row["seq"]
+                if self._closing:
+                    return
+
+    async def _still_allowed(self, call: Call, workspace_id: uuid.UUID, at: _Position) -> None:
         """End a long-lived stream whose token expired or whose read permission was revoked."""
-        if expires is not None and time.time() >= expires:
+        if at.expires is not None and time.time() >= at.expires:
             raise unauthenticated("the token expired; reconnect with a fresh one and the last seq")
-        if time.monotonic() < next_check:
-            return next_check
+        if time.monotonic() < at.next_check:
+            return
         await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
-        return time.monotonic() + self.reauthorize_s
+        at.next_check = time.monotonic() + self.reauthorize_s
+
+
+@dataclass
+class _Position:
+    """Where a stream is: the last ``seq`` sent, when its token expires, when it next
+    asks the policy service whether it may still read."""
+
+    last: int
+    expires: float | None
+    next_check: float
 
 
 def _expiry(call: Call) -> float | None:

@@ -1022,7 +1022,7 @@ class CheckAccessRequest(_message.Message):
     """The workspace (UUID)."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessTarget]:
-        """The targets, 1..500."""
+        """The targets, 1..500, each named once (a repeat is INVALID_ARGUMENT)."""
 
     def __init__(
         self,
