@@ -64,6 +64,15 @@ class Executor:
         tasks: TaskSet,
         denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
     ) -> None:
+        """Create the runner.
+
+        Args:
+            pool: The main database pool.
+            policy: The policy service.
+            tasks: Where work that must finish even if the caller leaves is shielded.
+            denial_limit: How many denials of one subject per workspace are recorded in
+                a window before further ones are answered RATE_LIMITED.
+        """
         self._pool = pool
         self._policy = policy
         self._tasks = tasks

@@ -29,7 +29,6 @@ from services.common import logs
 from services.common import server as common
 from services.common.accesslog import log_rpc
 from services.common.metrics import record_rpc, start_metrics_server
-from services.common.observe import observed
 from services.common.registration import add_servicer
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
     )
     server = common.new_server(max_concurrent_streams=settings.max_concurrent_streams)
     observers = (record_rpc, log_rpc)
-    add_servicer(server, observed(servicer, SERVICE_NAME, observers), SERVICE)
+    add_servicer(server, servicer, SERVICE, observers)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
     jobs = [

@@ -52,18 +52,21 @@ class _Observed:
         method = getattr(self._servicer, name)
         path = f"/{self._service}/{name}"
         if inspect.isasyncgenfunction(method):
-            wrapped: Any = _wrap_stream(method, path, self._observers)
+            wrapped: Any = wrap_stream(method, path, self._observers)
         elif inspect.iscoroutinefunction(method):
-            wrapped = _wrap(method, path, self._observers)
+            wrapped = wrap_unary(method, path, self._observers)
         else:
             return method  # not an aio RPC handler (unimplemented stubs, helpers)
         setattr(self, name, wrapped)  # wrapped once; registration reads each name once
         return wrapped
 
 
-def _wrap(
-    method: Callable[[Any, Context], Awaitable[Any]], path: str, observers: tuple[Observer, ...]
+def wrap_unary(
+    method: Callable[[Any, Context], Awaitable[Any]], path: str, observers: Sequence[Observer]
 ) -> Callable[[Any, Context], Awaitable[Any]]:
+    """``method`` reporting each call to ``observers`` when it ends."""
+    observers = tuple(observers)
+
     @functools.wraps(method)
     async def rpc(request: Any, context: Context) -> Any:
         start, failed = time.perf_counter(), True
@@ -81,11 +84,14 @@ def _wrap(
     return rpc
 
 
-def _wrap_stream(
+def wrap_stream(
     method: Callable[[Any, Context], AsyncIterator[Any]],
     path: str,
-    observers: tuple[Observer, ...],
+    observers: Sequence[Observer],
 ) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    """The server-streaming ``method`` reporting each call to ``observers`` when it ends."""
+    observers = tuple(observers)
+
     @functools.wraps(method)
     async def rpc(request: Any, context: Context) -> AsyncIterator[Any]:
         start, failed = time.perf_counter(), True

@@ -13,7 +13,7 @@ generic and the registered-method handlers, grpc's fast path).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -21,6 +21,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from services.common.observe import Observer, wrap_stream, wrap_unary
 from services.common.status import FieldViolation, invalid_argument
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -80,24 +81,33 @@ def _server_stream(method: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
     return handle
 
 
-def add_servicer(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
-    """Register ``servicer``'s unary and server-streaming methods for ``service``."""
+def add_servicer(
+    server: grpc.aio.Server,
+    servicer: Any,
+    service: ServiceDescriptor,
+    observers: Sequence[Observer] = (),
+) -> None:
+    """Register ``servicer``'s unary and server-streaming methods for ``service``.
+
+    ``observers`` (metrics, the access log) see every call, malformed requests included.
+    """
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request = message_factory.GetMessageClass(method.input_type)
         response = message_factory.GetMessageClass(method.output_type)
         behavior = getattr(servicer, method.name)
+        path = f"/{service.full_name}/{method.name}"
         if method.client_streaming:
             raise NotImplementedError(f"{method.full_name}: client streaming")
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _server_stream(behavior),
+                wrap_stream(_server_stream(behavior), path, observers),
                 request_deserializer=_parser(request),
                 response_serializer=_serializer(response),
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(behavior),
+                wrap_unary(_unary(behavior), path, observers),
                 request_deserializer=_parser(request),
                 response_serializer=response.SerializeToString,
             )

@@ -92,13 +92,20 @@ class Principal:
 
 
 def mint_user_token(
-    secret: str, subject: str, *, audience: str | None = None, ttl_s: int = 12 * 3600
+    secret: str,
+    subject: str,
+    *,
+    audience: str | None = None,
+    issuer: str | None = None,
+    ttl_s: int = 12 * 3600,
 ) -> str:
     """Sign an HS256 user token (dev and tests; production tokens come from the IdP)."""
     now = int(time.time())
     claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + ttl_s}
     if audience:
         claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.tokens import mint_service_token, mint_user_token
+from services.common.tokens import mint_service_token
 from services.dev.database import embedded_postgres
 from services.dev.secrets import apply_to_env
-from services.dev.token import DEV_TOKEN_TTL_S
+from services.dev.token import DEV_TOKEN_TTL_S, dev_user_token
 
 DEMO_WORKSPACE_ID = "ac3e0000-0000-4000-8000-000000000001"
 _PY = sys.executable
@@ -56,10 +56,7 @@ def _wait_serving(target: str, deadline_s: float, procs: list[subprocess.Popen[b
 
 def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> str:
     grpcurl = os.path.join(os.path.dirname(_PY), "grpcurl")
-    secret = env["FLEETWARD_JWT_SECRET"]
-    aud = env.get("FLEETWARD_JWT_AUDIENCE") or None
-    bob = mint_user_token(secret, "bob", audience=aud, ttl_s=DEV_TOKEN_TTL_S)
-    carol = mint_user_token(secret, "carol", audience=aud, ttl_s=DEV_TOKEN_TTL_S)
+    bob, carol = dev_user_token(env, "bob"), dev_user_token(env, "carol")
     svc = mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], "debug", ttl_s=DEV_TOKEN_TTL_S)
     ws = DEMO_WORKSPACE_ID
     agent = "fleet/departments/engineering/agents/eng-code-1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from services.common.tokens import SERVICE_PREFIX, mint_service_token, mint_user_token
 from services.dev.secrets import apply_to_env
@@ -19,10 +20,20 @@ def token_for(subject: str) -> str:
         return mint_service_token(
             env["FLEETWARD_SERVICE_JWT_SECRET"], subject, ttl_s=DEV_TOKEN_TTL_S
         )
-    secret = env.get("FLEETWARD_JWT_SECRET")
-    if not secret:
+    if not env.get("FLEETWARD_JWT_SECRET"):
         raise SystemExit(
             "FLEETWARD_JWT_SECRET is unset (with a JWKS file, tokens come from your IdP)"
         )
-    audience = env.get("FLEETWARD_JWT_AUDIENCE") or None
-    return mint_user_token(secret, subject, audience=audience, ttl_s=DEV_TOKEN_TTL_S)
+    return dev_user_token(env, subject)
+
+
+def dev_user_token(env: Mapping[str, str], subject: str) -> str:
+    """A dev user token that the services configured by ``env`` accept (its secret, and
+    the audience and issuer they check when set)."""
+    return mint_user_token(
+        env["FLEETWARD_JWT_SECRET"],
+        subject,
+        audience=env.get("FLEETWARD_JWT_AUDIENCE") or None,
+        issuer=env.get("FLEETWARD_JWT_ISSUER") or None,
+        ttl_s=DEV_TOKEN_TTL_S,
+    )

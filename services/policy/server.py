@@ -18,7 +18,6 @@ from grpc_health.v1 import health
 from services.common import logs
 from services.common import server as common
 from services.common.metrics import record_rpc, start_metrics_server
-from services.common.observe import observed
 from services.common.registration import add_servicer
 from services.policy import decision_log, queries
 from services.policy.auth import CallerAuthenticator
@@ -85,7 +84,7 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
         settings.policy_dir, debounce_ms=settings.reload_debounce_ms, on_loaded=on_loaded
     )
     servicer = PolicyServicer(reloader.state, authenticator)
-    add_servicer(server, observed(servicer, SERVICE_NAME, [record_rpc]), SERVICE)
+    add_servicer(server, servicer, SERVICE, [record_rpc])
     port = common.bind(server, settings.listen_addr, settings.tls)
     return PolicyServer(server, health_servicer, port, reloader, settings)
 

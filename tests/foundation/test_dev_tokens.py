@@ -53,6 +53,16 @@ def test_token_for_bob_is_a_user_token_signed_with_the_dev_secret(tmp_path: Path
     assert UserTokenVerifier(secret=secret).verify(token).subject == "bob"
 
 
+def test_token_for_bob_carries_the_configured_audience_and_issuer(tmp_path: Path) -> None:
+    # With FLEETWARD_JWT_ISSUER set the services require iss: make token must add it.
+    token = _token(
+        tmp_path, "bob", FLEETWARD_JWT_ISSUER="https://idp.test", FLEETWARD_JWT_AUDIENCE="fw"
+    )
+    secret = _dev_secrets(tmp_path)["FLEETWARD_JWT_SECRET"]
+    verifier = UserTokenVerifier(secret=secret, audience="fw", issuer="https://idp.test")
+    assert verifier.verify(token).subject == "bob"
+
+
 def test_token_for_svc_debug_is_a_service_token(tmp_path: Path) -> None:
     token = _token(tmp_path, "svc:debug")
 

@@ -192,10 +192,15 @@ NOT_A_MESSAGE = b"\x0a\x02\xff\xfe"
 async def test_a_request_that_is_not_a_message_is_invalid_argument(
     rel_action_target: str, rel_policy_target: str, method: str
 ) -> None:
+    from services.common.metrics import RPC_REQUESTS
+
+    counted = RPC_REQUESTS.labels(method, "INVALID_ARGUMENT")._value
+    before = counted.get()
     target = rel_policy_target if ".policy." in method else rel_action_target
     async with grpc.aio.insecure_channel(target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _send_raw(channel, method, NOT_A_MESSAGE)
+    assert counted.get() == before + 1  # in the metrics (and the access log) like any call
     d = details(err.value)
     assert (d.code, d.reason, d.error_infos) == (
         grpc.StatusCode.INVALID_ARGUMENT,
