@@ -12,8 +12,9 @@ ACTION_OUTCOMES = prometheus_client.Counter(
 )
 POOL_CONNECTIONS = prometheus_client.Gauge(
     "fleetward_db_pool_connections",
-    "Database pool connections of the action service, by state (open, idle, max).",
-    ["state"],
+    "Database pool connections of the action service, by pool (main, watch) and state "
+    "(open, idle, max).",
+    ["pool", "state"],
 )
 WATCH_STREAMS = prometheus_client.Gauge(
     "fleetward_watch_streams_open",
@@ -26,8 +27,8 @@ BACKGROUND_RUNS = prometheus_client.Counter(
 )
 
 
-def track_pool(pool: asyncpg.Pool) -> None:
-    """Report ``pool``'s open and idle connections on every scrape."""
-    POOL_CONNECTIONS.labels("open").set_function(pool.get_size)
-    POOL_CONNECTIONS.labels("idle").set_function(pool.get_idle_size)
-    POOL_CONNECTIONS.labels("max").set_function(pool.get_max_size)
+def track_pool(pool: asyncpg.Pool, name: str = "main") -> None:
+    """Report ``pool``'s open, idle and maximum connections on every scrape."""
+    POOL_CONNECTIONS.labels(name, "open").set_function(pool.get_size)
+    POOL_CONNECTIONS.labels(name, "idle").set_function(pool.get_idle_size)
+    POOL_CONNECTIONS.labels(name, "max").set_function(pool.get_max_size)

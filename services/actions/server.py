@@ -113,6 +113,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         credentials=_policy_credentials(settings),
     )
     track_pool(pool)
+    track_pool(watch_pool, "watch")
     tasks = TaskSet()
     notifier = EventNotifier(settings.database_url, poll_interval_s=settings.watch_poll_interval_s)
     limits = StreamLimits(

@@ -25,8 +25,9 @@ RPC_LATENCY = prometheus_client.Histogram(
 def start_metrics_server(port: int, addr: str = "127.0.0.1") -> int:
     """Serve /metrics on ``addr:port`` (port 0 disables it); return the port.
 
-    Loopback by default (``FLEETWARD_METRICS_ADDR``): metrics name workspaces and
-    subjects, so exposing them beyond the host is a decision, not a default.
+    Loopback by default (``FLEETWARD_METRICS_ADDR``): metrics describe the traffic, the
+    outcomes and the policy version being served, so exposing them beyond the host is a
+    decision, not a default.
     """
     if port:
         prometheus_client.start_http_server(port, addr=addr)

@@ -224,8 +224,9 @@ async def test_metrics_endpoints_expose_the_named_series(
     assert sample(
         actions_text, "fleetward_action_outcomes_total", action_type="pause_agent", outcome="denied"
     )
-    assert sample(actions_text, "fleetward_db_pool_connections", state="open")
-    assert sample(actions_text, "fleetward_db_pool_connections", state="max") == 20
+    assert sample(actions_text, "fleetward_db_pool_connections", pool="main", state="open")
+    assert sample(actions_text, "fleetward_db_pool_connections", pool="main", state="max") == 20
+    assert sample(actions_text, "fleetward_db_pool_connections", pool="watch", state="max") == 4
     assert sample(actions_text, "fleetward_watch_streams_open") == 1
     assert sample(actions_text, "fleetward_background_job_runs_total", job="scheduler", result="ok")
 

@@ -289,7 +289,10 @@ class ExecuteRequest(_message.Message):
     target_id: _builtins.str
     """Agent id (agent scope) or department id (department scope); empty for fleet."""
     reason: _builtins.str
-    """Why; required, 3..1000 characters. Stored in the audit log."""
+    """Why; required: at most 1000 characters, at least 3 of them visible, no control,
+    bidirectional or invisible formatting characters (tab and newline may). Stored in
+    the audit log.
+    """
     request_id: _builtins.str
     """Idempotency key, 1..128 of [A-Za-z0-9._:-]. The client library fills a UUID."""
     validate_only: _builtins.bool
@@ -359,7 +362,7 @@ class RollbackRequest(_message.Message):
     action_id: _builtins.str
     """The action to undo (UUID)."""
     reason: _builtins.str
-    """Why; required, 3..1000 characters."""
+    """Why; the same rule as ExecuteRequest.reason."""
     request_id: _builtins.str
     """Idempotency key of the rollback itself, 1..128 of [A-Za-z0-9._:-]."""
     validate_only: _builtins.bool
