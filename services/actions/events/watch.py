@@ -23,7 +23,8 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -239,8 +240,9 @@ class Watcher:
                     tail = await self._feeds.attach(workspace_id)
                 if at.last < tail.start:
                     # The history before the feed took over, within the replay budget.
-                    async with self._replays.replaying(call.subject):
-                        async for data in self._history(call, workspace_id, tail.start, at):
+                    history = self._history(call, workspace_id, tail.start, at)
+                    async with self._replays.replaying(call.subject), aclosing(history):
+                        async for data in history:
                             yield data
                 # Then live, from the feed, until shutdown (or this stream lags).
                 while not self._closing and not tail.lagged:
@@ -260,7 +262,7 @@ class Watcher:
 
     async def _history(
         self, call: Call, workspace_id: uuid.UUID, until: int, at: _Position
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The events in ``(at.last, until]`` from the table, a page at a time."""
         while at.last < until and not self._closing:
             await self._still_allowed(call, workspace_id, at)
