@@ -3,7 +3,9 @@
 ``make test`` passes DATABASE_URL (embedded PostgreSQL when the user left it unset); a
 plain ``pytest`` run without it starts the embedded server itself. Each session works in
 its own freshly created database, dropped at the end; each test isolates its own
-workspace (``new_workspace``).
+workspace (``new_workspace``). As in production, the database belongs to the owner role
+that migrates it and the services connect as the least-privilege runtime role
+(``database_dsn``); setup and tampering use the administrator (``admin_dsn``, ``pool``).
 """
 
 from __future__ import annotations
@@ -14,19 +16,14 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from services.actions.migrate import migrate
 from services.common.tokens import mint_service_token, mint_user_token
-
-
-def with_database(dsn: str, database: str) -> str:
-    """The same server DSN pointing at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+from services.dev import roles
+from services.dev.secrets import database_password
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +38,29 @@ def server_dsn() -> Iterator[str]:
         yield dsn
 
 
+@dataclass(frozen=True)
+class SessionDatabase:
+    """The session's database as its administrator, its owner and the runtime role."""
+
+    admin_dsn: str
+    owner_dsn: str
+    runtime_dsn: str
+
+
+@pytest.fixture(scope="session")
+async def role_password(server_dsn: str) -> str:
+    """The dev roles exist (owner, runtime group, runtime login); their password."""
+    password = database_password()
+    await roles.ensure_roles(server_dsn, password)
+    return password
+
+
 @contextlib.asynccontextmanager
 async def _scratch_database(server: str) -> AsyncIterator[str]:
     name = f"fleetward_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server)
+    dsn = await roles.create_database(server, name)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield with_database(server, name)
+        yield dsn
     finally:
         admin = await asyncpg.connect(server)
         try:
@@ -59,25 +69,47 @@ async def _scratch_database(server: str) -> AsyncIterator[str]:
             await admin.close()
 
 
+@contextlib.asynccontextmanager
+async def migrated_database(server: str, role_password: str) -> AsyncIterator[SessionDatabase]:
+    """A fresh database migrated by its owner role, dropped at the end: its three DSNs."""
+    async with _scratch_database(server) as admin:
+        split = roles.split(admin, role_password)
+        await migrate(split.migrate_dsn)
+        yield SessionDatabase(admin, split.migrate_dsn, split.runtime_dsn)
+
+
 @pytest.fixture(scope="session")
-async def database_dsn(server_dsn: str) -> AsyncIterator[str]:
-    """A fresh database for this session with every migration applied."""
-    async with _scratch_database(server_dsn) as dsn:
-        await migrate(dsn)
-        yield dsn
+async def session_database(server_dsn: str, role_password: str) -> AsyncIterator[SessionDatabase]:
+    """A fresh database for this session, migrated by its owner role."""
+    async with migrated_database(server_dsn, role_password) as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def database_dsn(session_database: SessionDatabase) -> str:
+    """The session database as the services see it: the least-privilege runtime role."""
+    return session_database.runtime_dsn
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(session_database: SessionDatabase) -> str:
+    """The session database as the server's administrator (setup, tampering)."""
+    return session_database.admin_dsn
 
 
 @pytest.fixture
-async def empty_database(server_dsn: str) -> AsyncIterator[str]:
-    """A fresh, empty database (no migrations) for this test only."""
+async def empty_database(server_dsn: str, role_password: str) -> AsyncIterator[str]:
+    """A fresh, empty database (no migrations, owned by the owner role) for this test only;
+    its administrator DSN."""
     async with _scratch_database(server_dsn) as dsn:
         yield dsn
 
 
 @pytest.fixture(scope="session")
-async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A small asyncpg pool on the session database, for setup and SQL assertions."""
-    p = await asyncpg.create_pool(database_dsn, min_size=1, max_size=4)
+async def pool(admin_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small asyncpg pool on the session database as the administrator, for setup and
+    SQL assertions."""
+    p = await asyncpg.create_pool(admin_dsn, min_size=1, max_size=4)
     assert p is not None
     yield p
     await p.close()

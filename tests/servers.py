@@ -128,6 +128,10 @@ async def running_action_server_handle(
         policy_target=policy_target,
         jwt_secret=secrets.jwt_secret,
         service_jwt_secret=secrets.service_jwt_secret,
+        # Half the production pools: a suite keeps several servers alive at once, and the
+        # runtime role (no superuser) may not use PostgreSQL's reserved connections.
+        pool_size=10,
+        watch_pool_size=2,
     )
     settings = replace(settings, **overrides)
     built = await build_action_server(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,11 +26,39 @@ def main(argv: list[str] | None = None) -> int:
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_cmd", required=True)
     verify = audit_sub.add_parser(
-        "verify", help="recompute every hash chain; exit 1 naming the first broken event"
+        "verify",
+        help="recompute every hash chain, cross-check rows and targets (and checkpoints); "
+        "exit 1 naming what is broken",
     )
     verify.add_argument("--workspace", metavar="ID", help="verify this workspace only")
+    verify.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        type=Path,
+        help="also prove every signed checkpoint in DIR is on the chain",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        default=[],
+        help="PEM public key to verify checkpoints with (repeatable; default DIR/keys/)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.cmd == "migrate":
+        return _migrate()
+    if args.cmd == "audit":
+        # An auditor needs read access to the database and nothing else (no secrets).
+        from services.actions.audit_cli import run_verify
+
+        dsn = os.environ.get("DATABASE_URL")
+        if not dsn:
+            print("configuration error: set DATABASE_URL", file=sys.stderr)
+            return 2
+        return run_verify(dsn, args.workspace, args.checkpoints, args.public_key)
 
     from services.actions.settings import ActionSettings
 
@@ -39,12 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-    if args.cmd == "migrate":
-        from services.actions.migrate import migrate
-
-        applied = asyncio.run(migrate(settings.database_url))
-        print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {n}" for n in applied))
-        return 0
     if args.cmd == "seed-demo":
         from services.actions.demo import seed_demo
 
@@ -57,13 +80,31 @@ def main(argv: list[str] | None = None) -> int:
         return run_import(
             settings.database_url, args.file, workspace=args.workspace, prune=args.prune
         )
-    if args.cmd == "audit":
-        from services.actions.audit_cli import run_verify
-
-        return run_verify(settings.database_url, args.workspace)
+    from services.actions.checkpoints.signing import CheckpointError
     from services.actions.server import serve
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except CheckpointError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _migrate() -> int:
+    """Migrate as the owner role: FLEETWARD_MIGRATE_DATABASE_URL, else DATABASE_URL."""
+    from services.actions.migrate import migrate
+
+    dsn = os.environ.get("FLEETWARD_MIGRATE_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if not dsn:
+        print(
+            "configuration error: set FLEETWARD_MIGRATE_DATABASE_URL (the owner role) or "
+            "DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    applied = asyncio.run(migrate(dsn))
+    print(f"applied {len(applied)} migration(s)" + "".join(f"\n  {n}" for n in applied))
     return 0
 
 

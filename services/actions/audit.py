@@ -11,7 +11,8 @@ The hashed document of an event is ``{"workspace_id", "seq", "action_id", "event
 "payload", "created_at"}`` (:func:`event_document`); ``hash = sha256(prev_hash ||
 canonical(document))`` with canonical JSON (sorted keys, ``(",", ":")``, UTF-8, UTC
 ISO-8601 timestamps with microseconds); the first event's ``prev_hash`` is 64 zeros.
-:func:`verify_chain` recomputes a chain from the table.
+:mod:`services.actions.audit_cli` verifies chains with :func:`chain_hash` over the same
+pieces.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -92,8 +92,15 @@ def canonical(value: Any) -> bytes:
 
 
 def event_hash(prev_hash: str, event: Row) -> str:
-    """``sha256(prev_hash || canonical(event))`` as hex."""
+    """``sha256(prev_hash || canonical(event))`` as hex: the definition (tests forge with it)."""
     return hashlib.sha256(prev_hash.encode() + canonical(event)).hexdigest()
+
+
+def chain_hash(prev_hash: str, head: bytes, seq: int, tail: bytes) -> str:
+    """The hash the writer computes: ``sha256(prev_hash || head || seq || tail)`` over the
+    pieces of :func:`doc_head` and :func:`doc_tail` (``fleetward_append_events`` does the
+    same in SQL); equal to :func:`event_hash` of :func:`event_document`."""
+    return hashlib.sha256(prev_hash.encode() + head + str(seq).encode() + tail).hexdigest()
 
 
 def event_document(
@@ -150,6 +157,27 @@ def _str(value: object) -> str | None:
 def event_for(row: Row) -> tuple[uuid.UUID, str, dict[str, Any]]:
     """The event announcing ``row``'s current status."""
     return (row["action_id"], f"action.{row['status']}", snapshot(row))
+
+
+def targets_summary(rows: Iterable[tuple[str, str, Any, Any]]) -> dict[str, Any]:
+    """What an action's ``action_targets`` rows were when it completed: how many, and the
+    SHA-256 of their canonical JSON (``[[kind, key, before, after], …]`` sorted by kind and
+    key). The completed event carries it, so ``audit verify`` can tell a destroyed or
+    rewritten row of ``action_targets`` from the history the chain signs."""
+    items = sorted(
+        ([kind, key, jsonb_value(before), jsonb_value(after)] for kind, key, before, after in rows),
+        key=lambda item: (item[0], item[1]),
+    )
+    return {"count": len(items), "sha256": hashlib.sha256(canonical(items)).hexdigest()}
+
+
+def completed_event(
+    row: Row, targets: Iterable[tuple[str, str, Any, Any]]
+) -> tuple[uuid.UUID, str, dict[str, Any]]:
+    """The ``action.completed`` event: the row's snapshot and its targets' summary."""
+    action_id, event_type, payload = event_for(row)
+    payload["targets"] = targets_summary(targets)
+    return action_id, event_type, payload
 
 
 def doc_tail(workspace_id: uuid.UUID) -> bytes:
@@ -233,52 +261,6 @@ def _jsonb_number(value: float) -> Any:
     if plain.startswith("-") and Decimal(plain) == 0:
         plain = plain[1:]
     return json.loads(plain)
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """The outcome of :func:`verify_chain`."""
-
-    workspace_id: uuid.UUID
-    events: int
-    ok: bool
-    first_broken_seq: int | None = None
-    problem: str = ""
-
-
-async def verify_chain(conn: Conn, workspace_id: uuid.UUID) -> ChainReport:
-    """Recompute a workspace's chain; name the first broken ``seq`` (or the head mismatch)."""
-    rows = await conn.fetch(SELECT_EVENTS, workspace_id)
-    prev, expected = GENESIS_HASH, 1
-    for row in rows:
-        seq = int(row["seq"])
-        payload = row["payload"]
-        if isinstance(payload, str):  # a connection without the jsonb codec
-            payload = json.loads(payload)
-        doc = event_document(
-            workspace_id, seq, row["action_id"], row["event_type"], payload, row["created_at"]
-        )
-        problem = ""
-        if seq != expected:
-            problem = f"expected seq {expected}, found {seq}"
-        elif row["prev_hash"] != prev:
-            problem = "prev_hash does not match the previous event's hash"
-        elif row["hash"] != event_hash(prev, doc):
-            problem = "hash does not match the event's content"
-        if problem:
-            return ChainReport(workspace_id, len(rows), False, seq, problem)
-        prev, expected = row["hash"], seq + 1
-    head = await conn.fetchrow(SELECT_HEAD, workspace_id)
-    last_seq = expected - 1
-    if head is None or int(head["last_seq"]) != last_seq or head["last_hash"] != prev:
-        return ChainReport(
-            workspace_id,
-            len(rows),
-            False,
-            last_seq + 1,
-            "the chain head does not match the last event (an event is missing)",
-        )
-    return ChainReport(workspace_id, len(rows), True)
 
 
 async def fail_action(

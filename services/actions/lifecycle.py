@@ -320,8 +320,11 @@ async def _finish(
             started = {**dict(pending), "status": "in_progress", "started_at": started_at}
             final = {**started, "status": "completed", "result": result}
             final["completed_at"] = completed_at
-            events = [audit.event_for(started), *outcome.events, audit.event_for(final)]
             changes = outcome.changes
+            done_event = audit.completed_event(
+                final, ((c.kind, c.key, c.before, c.after) for c in changes)
+            )
+            events = [audit.event_for(started), *outcome.events, done_event]
             done = one(
                 await conn.fetchrow(
                     COMPLETE,

@@ -11,6 +11,8 @@ from fleetward.actions.v1 import actions_pb2
 from grpc_health.v1 import health
 
 from services.actions.auth import Authenticator
+from services.actions.checkpoints.signing import load_private_key_file
+from services.actions.checkpoints.writer import Checkpointer
 from services.actions.db import create_pool
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.watch import StreamLimits, Watcher
@@ -52,6 +54,7 @@ class ActionServer:
     notifier: EventNotifier
     watcher: Watcher
     jobs: list[PeriodicJob] = field(default_factory=list)
+    checkpointer: Checkpointer | None = None
 
     async def start(self) -> None:
         """Start serving, the event listener, crash recovery (§5.7) and the scheduler (§5.8)."""
@@ -75,6 +78,8 @@ class ActionServer:
         for job in self.jobs:
             await job.stop()
         await self.tasks.drain()
+        if self.checkpointer is not None:
+            await self.checkpointer.final()
         await self.policy.close()
         await self.watch_pool.close()
         await self.pool.close()
@@ -141,9 +146,36 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         PeriodicJob("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
         PeriodicJob("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
     ]
+    checkpointer = _checkpointer(settings, pool)
+    if checkpointer is not None:
+        jobs.append(
+            PeriodicJob("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s)
+        )
     return ActionServer(
-        server, health_servicer, port, pool, watch_pool, policy, tasks, notifier, watcher, jobs
+        server,
+        health_servicer,
+        port,
+        pool,
+        watch_pool,
+        policy,
+        tasks,
+        notifier,
+        watcher,
+        jobs,
+        checkpointer,
     )
+
+
+def _checkpointer(settings: ActionSettings, pool: asyncpg.Pool) -> Checkpointer | None:
+    """The checkpoint writer, or None (with a warning) when checkpoints are not configured."""
+    if settings.checkpoint_dir is None or settings.checkpoint_key_file is None:
+        log.warning(
+            "audit checkpoints are off: set FLEETWARD_CHECKPOINT_DIR and "
+            "FLEETWARD_CHECKPOINT_KEY_FILE (docs/architecture.md, Audit integrity)"
+        )
+        return None
+    key = load_private_key_file(settings.checkpoint_key_file)
+    return Checkpointer(pool, settings.checkpoint_dir, key)
 
 
 async def serve(settings: ActionSettings) -> None:

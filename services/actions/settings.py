@@ -62,6 +62,10 @@ class ActionSettings:
     # of one subject may read history at once.
     watch_replay_rate: int = 5000
     watch_replays_per_subject: int = 2
+    # Signed checkpoints of the chain heads, written outside PostgreSQL (off when unset).
+    checkpoint_dir: Path | None = None
+    checkpoint_key_file: Path | None = None
+    checkpoint_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -83,6 +87,12 @@ class ActionSettings:
             raise SettingsError(f"FLEETWARD_DENIALS_PER_MINUTE must be at least 1, got {denials}")
         if max_ttl <= 0:
             raise SettingsError(f"FLEETWARD_JWT_MAX_TTL must be positive seconds, got {max_ttl}")
+        checkpoint_dir = env_path(env, "FLEETWARD_CHECKPOINT_DIR")
+        checkpoint_key = env_path(env, "FLEETWARD_CHECKPOINT_KEY_FILE")
+        if (checkpoint_dir is None) != (checkpoint_key is None):
+            raise SettingsError(
+                "set both FLEETWARD_CHECKPOINT_DIR and FLEETWARD_CHECKPOINT_KEY_FILE (or neither)"
+            )
         return cls(
             database_url=database_url,
             listen_addr=env_str(env, "FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051"),
@@ -116,6 +126,9 @@ class ActionSettings:
             watch_poll_interval_s=_env_seconds(env, "FLEETWARD_WATCH_POLL_INTERVAL_S", 5.0),
             watch_replay_rate=_env_positive(env, "FLEETWARD_WATCH_REPLAY_RATE", 5000),
             watch_replays_per_subject=_env_positive(env, "FLEETWARD_WATCH_REPLAYS_PER_SUBJECT", 2),
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_key_file=checkpoint_key,
+            checkpoint_interval_s=_env_seconds(env, "FLEETWARD_CHECKPOINT_INTERVAL_S", 60.0),
         )
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.actions.checkpoints.signing import create_signing_key
 from services.common.tokens import mint_service_token
+from services.dev import roles
 from services.dev.database import embedded_postgres
-from services.dev.secrets import apply_to_env
+from services.dev.secrets import DATA_DIR, apply_to_env, database_password
 from services.dev.token import DEV_TOKEN_TTL_S, dev_user_token
 
 DEMO_WORKSPACE_ID = "ac3e0000-0000-4000-8000-000000000001"
@@ -32,6 +38,57 @@ def database_url(env: MutableMapping[str, str]) -> Iterator[str]:
     with embedded_postgres() as dsn:
         env["DATABASE_URL"] = dsn
         yield dsn
+
+
+def use_dev_checkpoints(
+    env: MutableMapping[str, str], *, embedded: bool, data_dir: Path = DATA_DIR
+) -> None:
+    """Checkpoints under ``.data/checkpoints/`` (the embedded database's; another database
+    gets a directory of its own, so two databases' chains never meet), signed with a key
+    generated once into ``.data/checkpoint-key.pem`` (0600). Left alone when the
+    environment configures checkpoints itself."""
+    if env.get("FLEETWARD_CHECKPOINT_DIR") or env.get("FLEETWARD_CHECKPOINT_KEY_FILE"):
+        return
+    key = data_dir / "checkpoint-key.pem"
+    if not key.exists():
+        create_signing_key(key)
+    directory = data_dir / "checkpoints"
+    if not embedded:
+        where = urlsplit(env["DATABASE_URL"])
+        name = f"{where.hostname or 'socket'}-{where.port or 5432}{where.path}"
+        directory = data_dir / ("checkpoints-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name))
+    env["FLEETWARD_CHECKPOINT_DIR"] = str(directory)
+    env["FLEETWARD_CHECKPOINT_KEY_FILE"] = str(key)
+
+
+def use_two_roles(env: MutableMapping[str, str], admin_dsn: str, *, embedded: bool) -> None:
+    """Point ``migrate`` at the owner role and the services at the runtime role.
+
+    The embedded server gets its own database owned by ``fleetward_owner``; a
+    ``DATABASE_URL`` the developer set stays the migrating owner and the services run as
+    ``fleetward_app``. Left alone when FLEETWARD_MIGRATE_DATABASE_URL is set (the roles
+    are the operator's), or when the URL's role may not create roles (then everything runs
+    as that role, and a warning says so).
+    """
+    if env.get("FLEETWARD_MIGRATE_DATABASE_URL"):
+        return
+    password = database_password()
+    if embedded:
+        asyncio.run(roles.ensure_roles(admin_dsn, password))
+        database = asyncio.run(roles.create_database(admin_dsn, roles.DEV_DATABASE, exist_ok=True))
+        split = roles.split(database, password)
+    elif asyncio.run(roles.can_create_roles(admin_dsn)):
+        asyncio.run(roles.ensure_roles(admin_dsn, password))
+        split = roles.split(admin_dsn, password, owner=None)
+    else:
+        print(
+            "warning: DATABASE_URL's role may not create roles, so the services run as it "
+            "(no least-privilege runtime role; see the README's Audit integrity section)",
+            file=sys.stderr,
+        )
+        return
+    env["FLEETWARD_MIGRATE_DATABASE_URL"] = split.migrate_dsn
+    env["DATABASE_URL"] = split.runtime_dsn
 
 
 def _wait_serving(target: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -100,6 +157,14 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
             f"{policy} fleetward.policy.v1.PolicyService/Check",
             f"{grpcurl} -plaintext -H \"authorization: Bearer $SVC\" -d '{check_carol}' "
             f"{policy} fleetward.policy.v1.PolicyService/Check",
+            "",
+            "# the audit trail: every chain, every row and target, every signed checkpoint",
+            f"DATABASE_URL='{env['DATABASE_URL']}' {_PY} -m services.actions audit verify"
+            + (
+                f" --checkpoints {env['FLEETWARD_CHECKPOINT_DIR']}"
+                if env.get("FLEETWARD_CHECKPOINT_DIR")
+                else ""
+            ),
         ]
     )
 
@@ -123,8 +188,11 @@ def main() -> int:
     actions = _connect_target(env["FLEETWARD_ACTIONS_ADDR"])
     policy = _connect_target(env["FLEETWARD_POLICY_ADDR"])
     procs: list[subprocess.Popen[bytes]] = []
-    with database_url(env):
+    embedded = not env.get("DATABASE_URL")
+    with database_url(env) as admin_dsn:
         try:
+            use_dev_checkpoints(env, embedded=embedded)
+            use_two_roles(env, admin_dsn, embedded=embedded)
             subprocess.run([_PY, "-m", "services.actions", "migrate"], env=env, check=True)
             subprocess.run([_PY, "-m", "services.actions", "seed-demo"], env=env, check=True)
             procs.append(subprocess.Popen([_PY, "-m", "services.policy", "serve"], env=env))

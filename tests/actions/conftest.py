@@ -10,7 +10,7 @@ import asyncpg
 import grpc
 import pytest
 
-from services.actions.audit import verify_chain
+from services.actions.audit_cli import verify_workspace
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.servers import running_action_server, running_policy_server, write_test_policy
@@ -81,15 +81,16 @@ async def erin_home(pool: asyncpg.Pool) -> uuid.UUID:
 
 @pytest.fixture(autouse=True)
 async def chains_verify(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """After every test, each workspace chain that grew must verify end to end."""
+    """After every test, each workspace chain that grew must verify end to end, and its
+    rows and targets agree with it (what ``audit verify`` checks)."""
     before = {
         r["workspace_id"]: r["last_seq"]
         for r in await pool.fetch("SELECT workspace_id, last_seq FROM audit_chain_heads")
     }
     yield
     rows = await pool.fetch("SELECT workspace_id, last_seq FROM audit_chain_heads")
-    grown = [r["workspace_id"] for r in rows if r["last_seq"] != before.get(r["workspace_id"])]
+    grown = [r["workspace_id"] for r in rows if r["last_seq"] != before.get(r["workspace_id"], 0)]
     async with pool.acquire() as conn:
         for workspace_id in grown:
-            report = await verify_chain(conn, workspace_id)
-            assert report.ok, report
+            result = await verify_workspace(conn, workspace_id)
+            assert result.breaks == [], result.breaks

@@ -6,7 +6,8 @@ import asyncio
 
 import asyncpg
 
-from services.actions.audit import GENESIS_HASH, verify_chain
+from services.actions.audit import GENESIS_HASH
+from services.actions.audit_cli import verify_workspace
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
 
@@ -18,8 +19,8 @@ async def test_chain_verifies_and_detects_tampering(
     pause = await api.execute("bob", ws.id, "pause_agent", scope="department", target="support")
     await api.rollback("bob", ws.id, pause.action_id)
     async with pool.acquire() as conn:
-        report = await verify_chain(conn, ws.id)
-        assert report.ok
+        report = await verify_workspace(conn, ws.id)
+        assert report.breaks == []
         assert report.events == 7
         first = await conn.fetchrow(
             "SELECT seq, prev_hash FROM action_events WHERE workspace_id = $1 ORDER BY seq LIMIT 1",
@@ -38,8 +39,8 @@ async def test_chain_verifies_and_detects_tampering(
             "WHERE workspace_id = $1 AND seq = 2",
             ws.id,
         )
-        broken = await verify_chain(conn, ws.id)
-        assert (broken.ok, broken.first_broken_seq) == (False, 2)
+        broken = await verify_workspace(conn, ws.id)
+        assert [(b.kind, b.seq) for b in broken.breaks] == [("edited", 2)]
         await tx.rollback()
 
         tx = conn.transaction()
@@ -47,10 +48,10 @@ async def test_chain_verifies_and_detects_tampering(
         # A deleted newest event no longer matches the chain head.
         await conn.execute("ALTER TABLE action_events DISABLE TRIGGER action_events_no_update")
         await conn.execute("DELETE FROM action_events WHERE workspace_id = $1 AND seq = 7", ws.id)
-        broken = await verify_chain(conn, ws.id)
-        assert (broken.ok, broken.first_broken_seq) == (False, 7)
+        broken = await verify_workspace(conn, ws.id)
+        assert [(b.kind, b.seq) for b in broken.breaks] == [("head_mismatch", 7)]
         await tx.rollback()
-        assert (await verify_chain(conn, ws.id)).ok
+        assert (await verify_workspace(conn, ws.id)).breaks == []
 
 
 async def test_one_notify_per_transaction(

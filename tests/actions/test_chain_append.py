@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.actions import audit
+from services.actions.audit_cli import verify_workspace
 from services.actions.db import init_connection
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
@@ -130,8 +131,10 @@ async def test_database_hashes_equal_python_hashes(
             assert row["prev_hash"] == prev
             assert row["hash"] == audit.event_hash(prev, doc)
             prev = row["hash"]
-        report = await audit.verify_chain(conn, ws.id)
-        assert report.ok, report.problem
+        report = await verify_workspace(conn, ws.id)
+        # The chain verifies; the payloads appended here are not snapshots of the action,
+        # which the row cross-check notices.
+        assert {b.kind for b in report.breaks} == {"row_rewritten"}
         await tx.rollback()
     finally:
         await conn.close()

@@ -33,10 +33,9 @@ from fleetward.client import (
 from fleetward.client.errors import FleetwardError
 
 from services.actions.demo import DEMO_AGENTS, DEMO_WORKSPACE_ID, seed_demo
-from services.actions.migrate import migrate
 from tests.actions.helpers import counts
 from tests.client.cli_runner import fleetward
-from tests.conftest import Secrets, _scratch_database
+from tests.conftest import Secrets, migrated_database
 from tests.servers import POLICIES, running_action_server, running_policy_server
 
 WS = str(DEMO_WORKSPACE_ID)
@@ -71,10 +70,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-async def demo(server_dsn: str, dev_secrets: Secrets) -> AsyncIterator[Demo]:
+async def demo(server_dsn: str, role_password: str, dev_secrets: Secrets) -> AsyncIterator[Demo]:
     """A scratch database with the demo data, the demo policy and both services."""
-    async with _scratch_database(server_dsn) as dsn:
-        await migrate(dsn)
+    async with migrated_database(server_dsn, role_password) as database:
+        dsn = database.runtime_dsn
         await seed_demo(dsn)
         async with (
             running_policy_server(POLICIES, dev_secrets) as policy,

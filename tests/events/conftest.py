@@ -11,10 +11,9 @@ import asyncpg
 import grpc
 import pytest
 
-from services.actions.migrate import migrate
 from services.actions.server import ActionServer
 from tests.actions.helpers import Api
-from tests.conftest import Secrets, _scratch_database
+from tests.conftest import Secrets, migrated_database
 from tests.servers import (
     running_action_server,
     running_action_server_handle,
@@ -69,9 +68,10 @@ def events_api(events_channel: grpc.aio.Channel, dev_secrets: Secrets) -> Api:
 class IsolatedDb:
     """A migrated database of one test module, with an action service and a pool on it."""
 
-    dsn: str
-    pool: asyncpg.Pool
+    dsn: str  # the administrator's
+    pool: asyncpg.Pool  # the administrator's
     api: Api
+    runtime_dsn: str  # the services' role
 
     async def new_workspace(self) -> uuid.UUID:
         """A workspace with two departments of three agents each."""
@@ -98,18 +98,21 @@ class IsolatedDb:
 
 @pytest.fixture(scope="module")
 async def isolated_db(
-    server_dsn: str, events_policy_target: str, dev_secrets: Secrets
+    server_dsn: str, role_password: str, events_policy_target: str, dev_secrets: Secrets
 ) -> AsyncIterator[IsolatedDb]:
-    """For tests that damage data on purpose (tampering): nobody else sees their database."""
-    async with _scratch_database(server_dsn) as dsn:
-        await migrate(dsn)
+    """For tests that damage data on purpose (tampering): nobody else sees their database.
+    The service runs as the runtime role; ``dsn`` and ``pool`` are the administrator's."""
+    async with migrated_database(server_dsn, role_password) as database:
+        dsn = database.admin_dsn
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         assert pool is not None
         try:
             async with (
-                running_action_server(dsn, events_policy_target, dev_secrets) as target,
+                running_action_server(
+                    database.runtime_dsn, events_policy_target, dev_secrets
+                ) as target,
                 grpc.aio.insecure_channel(target) as channel,
             ):
-                yield IsolatedDb(dsn, pool, Api(channel, dev_secrets))
+                yield IsolatedDb(dsn, pool, Api(channel, dev_secrets), database.runtime_dsn)
         finally:
             await pool.close()

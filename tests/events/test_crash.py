@@ -14,7 +14,7 @@ import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.audit import verify_chain
+from services.actions.audit_cli import verify_workspace
 from services.actions.idempotency import INTERRUPTED, lock_key
 from tests.actions.helpers import Api, details
 from tests.conftest import NewWorkspace, Secrets
@@ -146,7 +146,7 @@ async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_e
     )
     assert [e["event_type"] for e in events] == ["action.pending", "action.failed"]
     async with pool.acquire() as conn:
-        assert (await verify_chain(conn, ws.id)).ok
+        assert (await verify_workspace(conn, ws.id)).breaks == []
     # A retry of the same request gets the recorded outcome, not REQUEST_IN_PROGRESS.
     async with grpc.aio.insecure_channel(second.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as retry:

@@ -217,10 +217,13 @@ async def test_a_chain_head_ahead_of_its_events_does_not_spin(
     async with server(database_dsn, events_policy_target, dev_secrets) as (_, gated, api):
         await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
         # What `fleetward audit verify` reports as a head mismatch (the newest event
-        # deleted, a partial restore).
-        await pool.execute(
-            "UPDATE audit_chain_heads SET last_seq = last_seq + 1 WHERE workspace_id = $1", ws.id
-        )
+        # deleted, a partial restore): only past the guard triggers.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "UPDATE audit_chain_heads SET last_seq = last_seq + 1 WHERE workspace_id = $1",
+                ws.id,
+            )
         stream = watch(api, "carol", ws.id)
         history = [(await stream.read()).seq for _ in range(3)]
         assert history == sorted(history)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.actions.audit import verify_chain
+from services.actions.audit_cli import verify_workspace
 from services.actions.db import init_connection
 from services.actions.scheduler import REASON, SUBJECT, resume_expired
 from services.actions.server import ActionServer
@@ -90,7 +90,7 @@ async def test_expired_pause_is_resumed_by_one_audited_action(
         "action.completed",
     ]
     async with pool.acquire() as conn:
-        assert (await verify_chain(conn, ws.id)).ok
+        assert (await verify_workspace(conn, ws.id)).breaks == []
 
 
 async def test_agent_paused_again_by_a_later_action_stays_paused(

@@ -19,13 +19,14 @@ import asyncpg
 import pytest
 
 from services.actions.migrate import migrate
-from tests.conftest import with_database
+from services.dev import roles
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Variables a test's subprocess must not inherit from the developer's shell or from make.
 FLEETWARD_VARS = (
     "DATABASE_URL",
+    "FLEETWARD_MIGRATE_DATABASE_URL",
     "FLEETWARD_JWT_SECRET",
     "FLEETWARD_JWT_JWKS_FILE",
     "FLEETWARD_JWT_AUDIENCE",
@@ -33,6 +34,9 @@ FLEETWARD_VARS = (
     "FLEETWARD_TLS_CERT",
     "FLEETWARD_TLS_KEY",
     "FLEETWARD_TLS_CLIENT_CA",
+    "FLEETWARD_CHECKPOINT_DIR",
+    "FLEETWARD_CHECKPOINT_KEY_FILE",
+    "FLEETWARD_DEV_DATABASE_PASSWORD",
 )
 
 
@@ -53,17 +57,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-async def isolated_dsn(server_dsn: str) -> AsyncIterator[str]:
-    """A migrated database for this test module only, dropped afterwards."""
+async def isolated_dsn(server_dsn: str, role_password: str) -> AsyncIterator[str]:
+    """A database for this test module only, migrated by the owner role and dropped
+    afterwards; its administrator DSN."""
     name = f"fleetward_foundation_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn)
+    dsn = await roles.create_database(server_dsn, name)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(server_dsn, name)
-    try:
-        await migrate(dsn)
+        await migrate(roles.split(dsn, role_password).migrate_dsn)
         yield dsn
     finally:
         admin = await asyncpg.connect(server_dsn)
@@ -71,6 +71,12 @@ async def isolated_dsn(server_dsn: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture(scope="module")
+def isolated_runtime_dsn(isolated_dsn: str, role_password: str) -> str:
+    """``isolated_dsn`` as the services' runtime role."""
+    return roles.split(isolated_dsn, role_password).runtime_dsn
 
 
 @pytest.fixture(scope="module")

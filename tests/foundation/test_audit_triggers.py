@@ -21,6 +21,13 @@ VALUES ($1, $2, 'pause_agent', 'agent', 'eng-code-1', '{"duration_minutes": 30}'
     'investigating cost spike', 'bob', 'operator', $3, true,
     $4, 'fingerprint', 'v1', 'decision-1')"""
 _SET_STATUS = "UPDATE action_audit_log SET status = $2 WHERE action_id = $1"
+_ROLL_BACK = """
+UPDATE action_audit_log
+SET status = 'rolled_back', rollback_action_id = $2, rolled_back_at = now()
+WHERE action_id = $1"""
+_NEW_TARGET = """
+INSERT INTO action_targets (action_id, target_kind, target_key, before, after)
+VALUES ($1, 'agent', 'eng-code-1', '{"status": "active"}', '{"status": "paused"}')"""
 _STATUS = "SELECT status FROM action_audit_log WHERE action_id = $1"
 _NEW_EVENT = """
 INSERT INTO action_events (workspace_id, seq, action_id, event_type, payload, created_at,
@@ -122,7 +129,11 @@ async def test_every_documented_transition_is_allowed(
     action_id = await _action(isolated_pool, workspace_id, path[0])
 
     for status in path[1:]:
-        await isolated_pool.execute(_SET_STATUS, action_id, status)
+        if status == "rolled_back":
+            undo = await _action(isolated_pool, workspace_id, "pending")
+            await isolated_pool.execute(_ROLL_BACK, action_id, undo)
+        else:
+            await isolated_pool.execute(_SET_STATUS, action_id, status)
         assert await isolated_pool.fetchval(_STATUS, action_id) == status
 
 
@@ -268,15 +279,74 @@ async def test_action_events_cannot_be_truncated(
 async def test_action_targets_cannot_be_rewritten(
     isolated_pool: asyncpg.Pool, workspace_id: uuid.UUID
 ) -> None:
-    action_id = await _action(isolated_pool, workspace_id, "completed")
-    await isolated_pool.execute(
-        "INSERT INTO action_targets (action_id, target_kind, target_key, before, after) "
-        "VALUES ($1, 'agent', 'eng-code-1', '{\"status\": \"active\"}', "
-        '\'{"status": "paused"}\')',
-        action_id,
-    )
+    action_id = await _action(isolated_pool, workspace_id, "in_progress")
+    await isolated_pool.execute(_NEW_TARGET, action_id)
+    await isolated_pool.execute(_SET_STATUS, action_id, "completed")
 
     with pytest.raises(_REFUSED, match="action_targets is append-only: UPDATE"):
         await isolated_pool.execute(
             "UPDATE action_targets SET before = '{}' WHERE action_id = $1", action_id
         )
+
+
+async def test_rolling_back_cannot_rewrite_the_result_or_error(
+    isolated_pool: asyncpg.Pool, workspace_id: uuid.UUID
+) -> None:
+    action_id = await _action(isolated_pool, workspace_id, "completed")
+    undo = await _action(isolated_pool, workspace_id, "pending")
+
+    for assignment in (
+        "result = '{\"changed\": []}'",
+        "error_message = 'nothing happened'",
+        "completed_at = now() - interval '1 day'",
+    ):
+        with pytest.raises(_REFUSED, match="may set only rollback_action_id and rolled_back_at"):
+            await isolated_pool.execute(
+                "UPDATE action_audit_log SET status = 'rolled_back', rollback_action_id = $2, "
+                f"rolled_back_at = now(), {assignment} WHERE action_id = $1",
+                action_id,
+                undo,
+            )
+    with pytest.raises(_REFUSED, match="may set only"):  # no rollback named
+        await isolated_pool.execute(_SET_STATUS, action_id, "rolled_back")
+    assert await isolated_pool.fetchval(_STATUS, action_id) == "completed"
+
+
+async def test_targets_are_written_only_while_their_action_completes(
+    isolated_pool: asyncpg.Pool, workspace_id: uuid.UUID
+) -> None:
+    for status in ("pending", "completed", "rolled_back", "failed", "denied"):
+        action_id = await _action(isolated_pool, workspace_id, status)
+        with pytest.raises(_REFUSED, match="may only be written while it completes"):
+            await isolated_pool.execute(_NEW_TARGET, action_id)
+    with pytest.raises(_REFUSED, match="action_targets is append-only: TRUNCATE"):
+        await isolated_pool.execute("TRUNCATE action_targets")
+
+
+async def test_the_chain_head_moves_only_forward_onto_an_appended_event(
+    isolated_pool: asyncpg.Pool, workspace_id: uuid.UUID
+) -> None:
+    await _event(isolated_pool, workspace_id)  # seq 1, hash "a" * 64, head still at 0
+    move = "UPDATE audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE workspace_id = $1"
+
+    with pytest.raises(_REFUSED, match="may only move to an appended event"):
+        await isolated_pool.execute(move, workspace_id, 1, "f" * 64)
+    with pytest.raises(_REFUSED, match="may only move to an appended event"):
+        await isolated_pool.execute(move, workspace_id, 2, "a" * 64)
+    await isolated_pool.execute(move, workspace_id, 1, "a" * 64)
+    with pytest.raises(_REFUSED, match="only moves forward"):
+        await isolated_pool.execute(move, workspace_id, 0, "0" * 64)
+    with pytest.raises(_REFUSED, match="only moves forward"):
+        await isolated_pool.execute(move, workspace_id, 1, "a" * 64)
+    with pytest.raises(_REFUSED, match="DELETE"):
+        await isolated_pool.execute(
+            "DELETE FROM audit_chain_heads WHERE workspace_id = $1", workspace_id
+        )
+    with pytest.raises(_REFUSED, match="audit_chain_heads is append-only: TRUNCATE"):
+        await isolated_pool.execute("TRUNCATE audit_chain_heads")
+    assert (
+        await isolated_pool.fetchval(
+            "SELECT last_seq FROM audit_chain_heads WHERE workspace_id = $1", workspace_id
+        )
+        == 1
+    )

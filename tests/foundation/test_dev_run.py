@@ -19,6 +19,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from services.actions.checkpoints.signing import create_signing_key
 from services.common.tokens import UserTokenVerifier
 from tests.foundation.conftest import PYTHON, REPO, clean_env, free_port
 
@@ -34,9 +35,13 @@ def _pump(stream: Iterator[str], lines: queue.Queue[str | None]) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_output(isolated_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+def run_output(
+    isolated_dsn: str, role_password: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
     """Everything ``make run`` printed up to and including READY, while it keeps running."""
-    errors = tmp_path_factory.mktemp("make-run") / "stderr.log"
+    scratch = tmp_path_factory.mktemp("make-run")
+    errors = scratch / "stderr.log"
+    create_signing_key(scratch / "checkpoint-key.pem")
     env = clean_env(
         {
             "DATABASE_URL": isolated_dsn,
@@ -48,6 +53,10 @@ def run_output(isolated_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> I
             # Given secrets: the run must not create .data/ secrets in the checkout.
             "FLEETWARD_JWT_SECRET": JWT_SECRET,
             "FLEETWARD_SERVICE_JWT_SECRET": SERVICE_SECRET,
+            # ... nor checkpoints; the roles keep the suite's password.
+            "FLEETWARD_CHECKPOINT_DIR": str(scratch / "checkpoints"),
+            "FLEETWARD_CHECKPOINT_KEY_FILE": str(scratch / "checkpoint-key.pem"),
+            "FLEETWARD_DEV_DATABASE_PASSWORD": role_password,
         }
     )
     with errors.open("w") as err:
@@ -193,3 +202,18 @@ def test_the_printed_check_lines_allow_bob_and_deny_carol(run_output: list[str])
     assert carol.returncode == 0, carol.stderr
     assert json.loads(bob.stdout)["allowed"] is True
     assert json.loads(carol.stdout).get("allowed", False) is False
+
+
+def test_the_services_run_as_the_runtime_role_and_the_audit_line_verifies(
+    run_output: list[str],
+) -> None:
+    (line,) = [line for line in run_output if "audit verify" in line and "DATABASE_URL=" in line]
+    assert "://fleetward_app:" in line, "the services and the auditor use the runtime role"
+    _paste(run_output, '"request_id":"demo-1"')  # at least one event (an idempotent repeat)
+    proc = subprocess.run(
+        ["bash", "-c", line], capture_output=True, text=True, check=False, timeout=60, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all chains intact, rows and targets cross-checked" in proc.stdout
+    assert "checkpoints: " in proc.stdout
+    assert "workspace(s) covered" in proc.stdout

@@ -48,6 +48,21 @@ def test_the_action_service_takes_issuer_and_maximum_lifetime() -> None:
     assert _actions(FLEETWARD_JWT_SECRET=GOOD_USER).jwt_max_ttl_s == 24 * 3600
 
 
+def test_checkpoints_need_both_a_directory_and_a_key() -> None:
+    with pytest.raises(SettingsError, match="set both FLEETWARD_CHECKPOINT_DIR"):
+        _actions(FLEETWARD_JWT_SECRET=GOOD_USER, FLEETWARD_CHECKPOINT_DIR="/tmp/cp")
+    with pytest.raises(SettingsError, match="set both FLEETWARD_CHECKPOINT_DIR"):
+        _actions(FLEETWARD_JWT_SECRET=GOOD_USER, FLEETWARD_CHECKPOINT_KEY_FILE="/tmp/k.pem")
+    settings = _actions(
+        FLEETWARD_JWT_SECRET=GOOD_USER,
+        FLEETWARD_CHECKPOINT_DIR="/tmp/cp",
+        FLEETWARD_CHECKPOINT_KEY_FILE="/tmp/k.pem",
+        FLEETWARD_CHECKPOINT_INTERVAL_S="15",
+    )
+    assert (str(settings.checkpoint_dir), settings.checkpoint_interval_s) == ("/tmp/cp", 15.0)
+    assert _actions(FLEETWARD_JWT_SECRET=GOOD_USER).checkpoint_dir is None
+
+
 def test_the_policy_service_refuses_a_short_secret_and_odd_callers() -> None:
     with pytest.raises(SettingsError, match="32 bytes"):
         PolicySettings.from_env({"FLEETWARD_SERVICE_JWT_SECRET": "short"})

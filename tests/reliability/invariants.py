@@ -14,7 +14,8 @@ For each workspace checked:
   ``failed``, ``denied``), in order, each snapshot carrying its event's status.
 * **rollback** — a ``rolled_back`` action and the completed rollback that undid it name
   each other (``rollback_action_id`` / ``rollback_of_action_id``).
-* **chain** — :func:`services.actions.audit.verify_chain` passes.
+* **chain** — ``audit verify``'s :func:`services.actions.audit_cli.verify_workspace` finds
+  nothing (the chain, and every row and its targets against it).
 * **idempotency** — every ``(workspace, actor, request_id)`` has exactly one action.
 """
 
@@ -26,7 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.actions.audit import iso, verify_chain
+from services.actions.audit import iso
+from services.actions.audit_cli import verify_workspace
 from services.actions.db import Conn
 from services.actions.idempotency import lock_key
 
@@ -194,10 +196,8 @@ async def _events(conn: Conn, ws: uuid.UUID) -> list[Violation]:
 
 
 async def _chain(conn: Conn, ws: uuid.UUID) -> list[Violation]:
-    report = await verify_chain(conn, ws)
-    if report.ok:
-        return []
-    return [Violation("chain", ws, f"seq {report.first_broken_seq}: {report.problem}")]
+    report = await verify_workspace(conn, ws)
+    return [Violation("chain", ws, str(found)) for found in report.breaks]
 
 
 async def _rollbacks(conn: Conn, ws: uuid.UUID) -> list[Violation]:

@@ -17,18 +17,23 @@ from services.actions.db import init_connection
 from services.actions.idempotency import lock_key
 from services.actions.migrate import migrate
 from tests.actions.helpers import Api
-from tests.conftest import Secrets, _scratch_database
+from tests.conftest import Secrets, SessionDatabase, migrated_database
 from tests.reliability.harness import assert_invariants, create_workspace
 from tests.reliability.invariants import check_invariants, expect_one_action_per_request
 from tests.servers import running_action_server
 
 
 @pytest.fixture(scope="module")
-async def scratch_dsn(server_dsn: str) -> AsyncIterator[str]:
+async def scratch_database(server_dsn: str, role_password: str) -> AsyncIterator[SessionDatabase]:
     """A migrated database that only this module uses (and corrupts)."""
-    async with _scratch_database(server_dsn) as dsn:
-        await migrate(dsn)
-        yield dsn
+    async with migrated_database(server_dsn, role_password) as database:
+        yield database
+
+
+@pytest.fixture(scope="module")
+def scratch_dsn(scratch_database: SessionDatabase) -> str:
+    """The scratch database as its administrator (who corrupts it)."""
+    return scratch_database.admin_dsn
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +47,12 @@ async def scratch_pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="module")
 async def scratch_api(
-    scratch_dsn: str, rel_policy_target: str, dev_secrets: Secrets
+    scratch_database: SessionDatabase, rel_policy_target: str, dev_secrets: Secrets
 ) -> AsyncIterator[Api]:
-    """The action service on the scratch database."""
+    """The action service on the scratch database, as the runtime role."""
     async with (
         running_action_server(
-            scratch_dsn, rel_policy_target, dev_secrets, policy_timeout_ms=2000
+            scratch_database.runtime_dsn, rel_policy_target, dev_secrets, policy_timeout_ms=2000
         ) as target,
         grpc.aio.insecure_channel(target) as channel,
     ):
@@ -133,14 +138,17 @@ async def test_a_status_change_without_its_event_is_an_events_violation(
     scratch_api: Api, scratch_pool: asyncpg.Pool
 ) -> None:
     ws, ids = await history(scratch_api, scratch_pool)
-    # completed -> rolled_back is a legal transition: the missing event (and the missing
-    # rollback action) give it away.
-    await scratch_pool.execute(
-        "UPDATE action_audit_log SET status = 'rolled_back', rolled_back_at = now() "
-        "WHERE action_id = $1",
-        uuid.UUID(ids["budget"]),
-    )
-    assert await kinds(scratch_pool, ws) == {"events", "rollback"}
+    # completed -> rolled_back without naming a rollback is refused by the guard trigger;
+    # past it, the missing event (and the missing rollback action) give it away.
+    async with scratch_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE action_audit_log SET status = 'rolled_back', rolled_back_at = now() "
+            "WHERE action_id = $1",
+            uuid.UUID(ids["budget"]),
+        )
+    # ``audit verify``'s cross-check (the chain invariant) sees the row disagree with it.
+    assert await kinds(scratch_pool, ws) == {"events", "rollback", "chain"}
 
 
 async def test_a_forged_final_status_is_an_events_violation(
@@ -167,7 +175,7 @@ async def test_a_rolled_back_action_naming_the_wrong_rollback_is_a_rollback_viol
             uuid.UUID(ids["rolled_back"]),
             uuid.UUID(ids["pause"]),
         )
-    assert await kinds(scratch_pool, ws) == {"rollback"}
+    assert await kinds(scratch_pool, ws) == {"rollback", "chain"}
 
 
 async def test_an_edited_event_breaks_the_chain(

@@ -1,0 +1,222 @@
+-- Least privilege and the guards the schema still lacked (docs/architecture.md §6,
+-- "Against a stolen database credential"; docs/DECISIONS.md "Two database roles").
+--
+-- The tables, triggers and functions belong to the role that runs `migrate` (the owner).
+-- The services connect as a login role that is a member of the group role
+-- fleetward_runtime, which may only read, insert, and update the columns the status
+-- machine and the effects change. It owns nothing, so it cannot ALTER a table, disable a
+-- trigger, TRUNCATE or DELETE; the hash chain and action_targets are written only through
+-- the functions below, which run with the owner's rights (SECURITY DEFINER) and a pinned
+-- search_path.
+
+-- The group role. Created here when the migrating role may create roles; otherwise a
+-- database administrator creates it first: CREATE ROLE fleetward_runtime NOLOGIN.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleetward_runtime') THEN
+        BEGIN
+            CREATE ROLE fleetward_runtime NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN NULL;  -- created concurrently
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'the role fleetward_runtime does not exist and % may not create it',
+                    current_user
+                    USING HINT = 'as an administrator: CREATE ROLE fleetward_runtime NOLOGIN; '
+                                 'then GRANT fleetward_runtime TO <the services'' login role>';
+        END;
+    END IF;
+END $$;
+
+-- Nobody but the owner creates objects in the schema (PostgreSQL 15 already says so;
+-- older servers let every role create there). Only the schema's owner may change it.
+DO $$
+BEGIN
+    IF pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = current_schema()),
+                   'USAGE') THEN
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', current_schema());
+    END IF;
+END $$;
+
+-- What the runtime role may do, table by table.
+DO $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO fleetward_runtime', current_schema());
+END $$;
+REVOKE ALL ON workspaces, departments, agents, budgets, action_audit_log, action_targets,
+    action_events, audit_chain_heads, schema_migrations FROM PUBLIC, fleetward_runtime;
+GRANT SELECT ON workspaces, departments, agents, budgets, action_audit_log, action_targets,
+    action_events, audit_chain_heads, schema_migrations TO fleetward_runtime;
+-- Inventory (import-agents, seed-demo): new workspaces, departments and agents, renames,
+-- moves and retirement; never a delete.
+GRANT INSERT ON workspaces, departments, agents, budgets, action_audit_log TO fleetward_runtime;
+GRANT UPDATE (name) ON workspaces, departments TO fleetward_runtime;
+-- The effects: control state of agents, budgets.
+GRANT UPDATE (department_id, status, paused_until, generation, restart_requested_at,
+              updated_at, last_action_id) ON agents TO fleetward_runtime;
+GRANT UPDATE (monthly_limit_cents, last_action_id, updated_at) ON budgets TO fleetward_runtime;
+-- The status machine (fleetward_audit_log_guard says which transitions may set which).
+GRANT UPDATE (status, result, error_message, error_details, started_at, completed_at,
+              rolled_back_at, rollback_action_id) ON action_audit_log TO fleetward_runtime;
+-- action_events, audit_chain_heads and action_targets: no INSERT or UPDATE at all; the
+-- functions below write them.
+
+-- The three functions the services call (the end of this file revokes the rest).
+GRANT EXECUTE ON FUNCTION
+    fleetward_append_events(uuid, uuid[], text[], jsonb[], timestamptz[], bytea[], bytea, text),
+    fleetward_claim_action(bigint, uuid, uuid, text, text, text, jsonb, text, text, text,
+                           boolean, uuid, text, text, text, text, timestamptz, jsonb, bytea,
+                           bytea, text),
+    fleetward_complete_action(uuid, timestamptz, timestamptz, jsonb, text[], text[], jsonb[],
+                              jsonb[], uuid[], text[], jsonb[], timestamptz[], bytea[],
+                              bytea, text)
+    TO fleetward_runtime;
+
+-- The owner's rights where the runtime role has none: appending to the chain (events and
+-- head), recording action_targets inside a completion, and a new workspace's chain head.
+-- search_path is pinned to this schema with pg_temp last, so no caller's object can stand
+-- in for one of ours.
+DO $$
+DECLARE
+    fn text;
+BEGIN
+    FOREACH fn IN ARRAY ARRAY[
+        'fleetward_append_events(uuid, uuid[], text[], jsonb[], timestamptz[], bytea[], '
+            'bytea, text)',
+        'fleetward_complete_action(uuid, timestamptz, timestamptz, jsonb, text[], text[], '
+            'jsonb[], jsonb[], uuid[], text[], jsonb[], timestamptz[], bytea[], bytea, text)',
+        'fleetward_create_chain_head()']
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
+END $$;
+
+-- A final action never changes, except completed -> rolled_back, which sets only the
+-- rollback columns (status, rollback_action_id, rolled_back_at): a stolen credential
+-- cannot rewrite a completed row's result or error on its way to rolled_back.
+CREATE OR REPLACE FUNCTION fleetward_audit_log_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'action_audit_log is append-only: DELETE of % refused', OLD.action_id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NEW.action_id IS DISTINCT FROM OLD.action_id
+       OR NEW.workspace_id IS DISTINCT FROM OLD.workspace_id
+       OR NEW.action_type IS DISTINCT FROM OLD.action_type
+       OR NEW.scope IS DISTINCT FROM OLD.scope
+       OR NEW.target_id IS DISTINCT FROM OLD.target_id
+       OR NEW.action_params IS DISTINCT FROM OLD.action_params
+       OR NEW.reason IS DISTINCT FROM OLD.reason
+       OR NEW.actor_user_id IS DISTINCT FROM OLD.actor_user_id
+       OR NEW.actor_role IS DISTINCT FROM OLD.actor_role
+       OR NEW.request_id IS DISTINCT FROM OLD.request_id
+       OR NEW.request_fingerprint IS DISTINCT FROM OLD.request_fingerprint
+       OR NEW.rollback_of_action_id IS DISTINCT FROM OLD.rollback_of_action_id
+       OR NEW.can_rollback IS DISTINCT FROM OLD.can_rollback
+       OR NEW.policy_version IS DISTINCT FROM OLD.policy_version
+       OR NEW.decision_id IS DISTINCT FROM OLD.decision_id
+       OR NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+        RAISE EXCEPTION 'immutable column of action % changed', OLD.action_id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NEW.status = OLD.status THEN
+        IF OLD.status IN ('pending', 'in_progress') THEN
+            RETURN NEW;
+        END IF;
+        RAISE EXCEPTION 'action % is final (%): it cannot be changed', OLD.action_id, OLD.status
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF (OLD.status, NEW.status) = ('completed', 'rolled_back') THEN
+        IF NEW.result IS DISTINCT FROM OLD.result
+           OR NEW.error_message IS DISTINCT FROM OLD.error_message
+           OR NEW.error_details IS DISTINCT FROM OLD.error_details
+           OR NEW.started_at IS DISTINCT FROM OLD.started_at
+           OR NEW.completed_at IS DISTINCT FROM OLD.completed_at
+           OR OLD.rollback_action_id IS NOT NULL
+           OR NEW.rollback_action_id IS NULL
+           OR NEW.rolled_back_at IS NULL THEN
+            RAISE EXCEPTION 'rolling back action % may set only rollback_action_id and '
+                'rolled_back_at', OLD.action_id
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF (OLD.status, NEW.status) IN (
+        ('pending', 'in_progress'), ('in_progress', 'completed'), ('in_progress', 'failed'),
+        ('pending', 'failed'), ('pending', 'denied')) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'invalid status transition % -> % for action %', OLD.status, NEW.status,
+        OLD.action_id USING ERRCODE = 'integrity_constraint_violation';
+END $$;
+
+-- The chain head starts at the genesis, moves only forward and only onto an event that is
+-- in the chain (so only an append moves it); it is never deleted.
+CREATE FUNCTION fleetward_chain_head_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        RAISE EXCEPTION 'audit_chain_heads: DELETE of % refused', OLD.workspace_id
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.last_seq <> 0 OR NEW.last_hash <> repeat('0', 64) THEN
+            RAISE EXCEPTION 'a chain head starts at seq 0 with the genesis hash'
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF NEW.workspace_id IS DISTINCT FROM OLD.workspace_id OR NEW.last_seq <= OLD.last_seq THEN
+        RAISE EXCEPTION 'the chain head of % only moves forward (% -> %)', OLD.workspace_id,
+            OLD.last_seq, NEW.last_seq
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    IF NOT EXISTS (SELECT FROM action_events
+                   WHERE workspace_id = NEW.workspace_id AND seq = NEW.last_seq
+                     AND hash = NEW.last_hash) THEN
+        RAISE EXCEPTION 'the chain head of % may only move to an appended event (seq %)',
+            NEW.workspace_id, NEW.last_seq
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER audit_chain_heads_guard BEFORE INSERT OR UPDATE OR DELETE ON audit_chain_heads
+    FOR EACH ROW EXECUTE FUNCTION fleetward_chain_head_guard();
+
+-- action_targets rows are written only while their action completes (its row is
+-- in_progress): a finished action's before/after cannot be added to afterwards. One check
+-- per statement, over the inserted rows.
+CREATE FUNCTION fleetward_targets_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_action uuid;
+BEGIN
+    SELECT n.action_id INTO v_action
+    FROM (SELECT DISTINCT action_id FROM new_rows) AS n
+    LEFT JOIN action_audit_log AS a USING (action_id)
+    WHERE a.status IS DISTINCT FROM 'in_progress'
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'action_targets of action % may only be written while it completes',
+            v_action USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER action_targets_only_while_completing AFTER INSERT ON action_targets
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION fleetward_targets_guard();
+
+-- TRUNCATE bypasses row triggers: refuse it on every audit table.
+CREATE TRIGGER action_targets_no_truncate BEFORE TRUNCATE ON action_targets
+    FOR EACH STATEMENT EXECUTE FUNCTION fleetward_append_only();
+CREATE TRIGGER audit_chain_heads_no_truncate BEFORE TRUNCATE ON audit_chain_heads
+    FOR EACH STATEMENT EXECUTE FUNCTION fleetward_append_only();
+
+-- Functions: nobody may call one unless granted (PostgreSQL grants EXECUTE to PUBLIC), now
+-- and for the functions later migrations create.
+DO $$
+BEGIN
+    EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC', current_schema());
+END $$;
+ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;

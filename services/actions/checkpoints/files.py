@@ -1,0 +1,112 @@
+"""Append-only checkpoint files: ``<dir>/<workspace_id>.jsonl``, one line per checkpoint.
+
+A line is written with one ``write`` on a descriptor opened ``O_APPEND`` and fsynced
+before the writer moves on (the directory too, when the file is new). A process killed
+in the middle of a write can leave at most one incomplete last line: readers ignore a
+last line without its newline, and the next writer cuts it off before appending (it
+was never a complete, signed checkpoint). Public keys are published beside the files
+as ``<dir>/keys/<key_id>.pem``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.actions.checkpoints.signing import (
+    CheckpointError,
+    key_id,
+    load_public_key,
+    public_pem,
+)
+
+SUFFIX = ".jsonl"
+KEYS_DIR = "keys"
+_TAIL = 4096  # a checkpoint line is under 400 bytes
+
+
+def path_for(directory: Path, workspace_id: uuid.UUID) -> Path:
+    """The checkpoint file of a workspace."""
+    return directory / f"{workspace_id}{SUFFIX}"
+
+
+def complete_lines(data: bytes) -> list[bytes]:
+    """The newline-terminated lines of ``data`` (an incomplete last line is left out)."""
+    return data.split(b"\n")[:-1]
+
+
+def last_line(path: Path) -> bytes | None:
+    """The last complete line of a checkpoint file, or None (no file, no complete line)."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - _TAIL))
+            lines = complete_lines(fh.read())
+    except FileNotFoundError:
+        return None
+    return lines[-1] if lines else None
+
+
+def append(path: Path, line: bytes) -> None:
+    """Append one line durably, first cutting off an incomplete line a crash left."""
+    created = not path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, _complete_length(path, fd, size))
+        os.write(fd, line + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_directory(path.parent)
+
+
+def _complete_length(path: Path, fd: int, size: int) -> int:
+    """The length of the file without its incomplete last line."""
+    start = max(0, size - _TAIL)
+    cut = os.pread(fd, size - start, start).rfind(b"\n")
+    if cut >= 0:
+        return start + cut + 1
+    if start == 0:
+        return 0
+    raise OSError(f"{path}: its last {_TAIL} bytes hold no line break; not a checkpoint file")
+
+
+def publish_public_key(directory: Path, public: Ed25519PublicKey) -> Path:
+    """Write ``keys/<key_id>.pem`` beside the checkpoints (once; atomically)."""
+    keys = directory / KEYS_DIR
+    keys.mkdir(parents=True, exist_ok=True)
+    target = keys / f"{key_id(public)}.pem"
+    if not target.exists():
+        staging = keys / f".{target.name}.{os.getpid()}.tmp"
+        staging.write_bytes(public_pem(public))
+        with staging.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(staging, target)
+        _fsync_directory(keys)
+    return target
+
+
+def published_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
+    """The public keys under ``keys/``, by id (files that are not Ed25519 keys are skipped)."""
+    found: dict[str, Ed25519PublicKey] = {}
+    for pem in sorted((directory / KEYS_DIR).glob("*.pem")):
+        try:
+            public = load_public_key(pem)
+        except CheckpointError:
+            continue
+        found[key_id(public)] = public
+    return found
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,120 @@
+"""The action service's checkpoint writer: sign every chain head that moved, append it.
+
+Run every ``FLEETWARD_CHECKPOINT_INTERVAL_S`` (60 s) by a periodic job, and once more at
+shutdown. For each workspace whose head is past what its file holds, the writer takes a
+transaction-scoped advisory lock for that workspace (one replica at a time writes a
+workspace's checkpoint, and in the order of the heads it read), reads the head again
+inside it, signs it and appends the line with fsync before the lock is released. The
+file, not memory, says what was written, so replicas sharing a directory and a restart
+both continue where the file ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from services.actions.checkpoints import files
+from services.actions.checkpoints.signing import (
+    Checkpoint,
+    CheckpointError,
+    SigningKey,
+    parse,
+    sign,
+)
+from services.actions.db import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
+
+# pg_try_advisory_xact_lock(class, hashtext(workspace)): the two-key form keeps it apart
+# from the actions' bigint locks and from the denial lock's class.
+LOCK_CLASS = 1667788611
+HEADS = "SELECT workspace_id, last_seq FROM audit_chain_heads WHERE last_seq > 0"
+LOCK = "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))"
+HEAD = "SELECT last_seq, last_hash FROM audit_chain_heads WHERE workspace_id = $1"
+
+CHECKPOINTS_WRITTEN = Counter(
+    "fleetward_checkpoints_written_total", "Signed chain-head checkpoints appended to files"
+)
+LAST_PASS = Gauge(
+    "fleetward_checkpoint_last_success_timestamp_seconds",
+    "When the checkpoint writer last finished a pass without error (Unix time)",
+)
+
+
+class Checkpointer:
+    """Signs and appends the chain heads of every workspace whose head moved."""
+
+    def __init__(self, pool: asyncpg.Pool, directory: Path, key: SigningKey) -> None:
+        self._pool = pool
+        self._directory = directory
+        self._key = key
+        # What each file ended with when this process last looked (a cache of the files).
+        self._written: dict[uuid.UUID, int] = {}
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            files.publish_public_key(directory, key.public)
+        except OSError as exc:
+            raise CheckpointError(f"{directory}: cannot write checkpoints there ({exc})") from exc
+        # Every published key: after a rotation, the last line may be signed by an old one.
+        self._keys = files.published_keys(directory)
+
+    async def write_due(self) -> int:
+        """One pass over every workspace; returns how many checkpoints it appended."""
+        heads = await self._pool.fetch(HEADS)
+        written = 0
+        for row in heads:
+            workspace_id, seq = row["workspace_id"], int(row["last_seq"])
+            if seq > self._written.get(workspace_id, 0) and await self._write(workspace_id):
+                written += 1
+        LAST_PASS.set_to_current_time()
+        return written
+
+    async def final(self) -> None:
+        """The shutdown pass: every head that moved since the last pass, signed now."""
+        try:
+            written = await self.write_due()
+        except DATABASE_ERRORS as exc:
+            log.warning("final checkpoints skipped: database unavailable (%s)", type(exc).__name__)
+            return
+        log.info("final checkpoints written: %d", written, extra={"event": "checkpoints"})
+
+    async def _write(self, workspace_id: uuid.UUID) -> bool:
+        path = files.path_for(self._directory, workspace_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(LOCK, LOCK_CLASS, workspace_id):
+                return False  # another replica is writing this workspace's checkpoint now
+            head = await conn.fetchrow(HEAD, workspace_id)
+            on_file = await asyncio.to_thread(self._file_seq, path)
+            if head is None or int(head["last_seq"]) <= on_file:
+                self._written[workspace_id] = on_file
+                return False
+            checkpoint = Checkpoint(
+                workspace_id,
+                int(head["last_seq"]),
+                str(head["last_hash"]),
+                datetime.now(UTC),
+                self._key.key_id,
+            )
+            await asyncio.to_thread(files.append, path, sign(checkpoint, self._key))
+        self._written[workspace_id] = checkpoint.seq
+        CHECKPOINTS_WRITTEN.inc()
+        return True
+
+    def _file_seq(self, path: Path) -> int:
+        """The seq of the file's last checkpoint: 0 if none, or if it does not verify under
+        a published key (a new checkpoint follows it; ``audit verify`` reports the line)."""
+        line = files.last_line(path)
+        if line is None:
+            return 0
+        try:
+            return parse(line, self._keys).seq
+        except CheckpointError as exc:
+            log.warning("checkpoint file %s ends in a line that does not verify: %s", path, exc)
+            return 0

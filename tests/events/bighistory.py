@@ -1,0 +1,143 @@
+"""A long, valid synthetic history for measuring ``audit verify``: many whole actions.
+
+Each action is what the service records for a pause of one agent: its audit row
+(completed), its ``action_targets`` row, and three events (pending, in_progress,
+completed with the targets' summary), hashed into the workspace chain exactly as the
+writer hashes them. Written with COPY as the administrator, past the guard triggers (it
+is test data, not an action of the service).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.actions import audit
+
+EVENTS_PER_ACTION = 3
+_ROW_COLUMNS = (
+    "action_id",
+    "workspace_id",
+    "action_type",
+    "scope",
+    "target_id",
+    "action_params",
+    "reason",
+    "actor_user_id",
+    "actor_role",
+    "status",
+    "result",
+    "can_rollback",
+    "request_id",
+    "request_fingerprint",
+    "policy_version",
+    "decision_id",
+    "created_at",
+    "started_at",
+    "completed_at",
+)
+_EVENT_COLUMNS = (
+    "workspace_id",
+    "seq",
+    "action_id",
+    "event_type",
+    "payload",
+    "created_at",
+    "prev_hash",
+    "hash",
+)
+
+
+def _row(workspace: uuid.UUID, action_id: uuid.UUID, i: int, at: datetime) -> dict[str, Any]:
+    return {
+        "action_id": action_id,
+        "workspace_id": workspace,
+        "action_type": "pause_agent",
+        "scope": "agent",
+        "target_id": "eng-code-1",
+        "action_params": {"duration_minutes": 30},
+        "reason": f"synthetic history {i}",
+        "actor_user_id": "bob",
+        "actor_role": "operator",
+        "status": "pending",
+        "result": None,
+        "error_message": None,
+        "can_rollback": True,
+        "rollback_action_id": None,
+        "rollback_of_action_id": None,
+        "request_id": f"synthetic-{action_id.hex}",
+        "request_fingerprint": "synthetic",
+        "policy_version": "v1",
+        "decision_id": f"decision-{i}",
+        "created_at": at,
+        "started_at": None,
+        "completed_at": None,
+        "rolled_back_at": None,
+    }
+
+
+async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, actions: int) -> int:
+    """Append ``actions`` whole actions to the workspace's chain; returns the events added."""
+    target = (
+        "agent",
+        "eng-code-1",
+        {"status": "active", "paused_until": None},
+        {"status": "paused", "paused_until": None},
+    )
+    summary = audit.targets_summary([target])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        head = await conn.fetchrow(audit.LOCK_CHAIN_HEAD, workspace)
+        assert head is not None
+        seq, prev = int(head["last_seq"]), str(head["last_hash"])
+        rows, targets, events = [], [], []
+        start = datetime.now(UTC)
+        for i in range(actions):
+            action_id = uuid.uuid4()
+            at = start + timedelta(microseconds=i)
+            pending = _row(workspace, action_id, i, at)
+            started = {**pending, "status": "in_progress", "started_at": at}
+            final = {
+                **started,
+                "status": "completed",
+                "result": {"count": 1, "agents": ["eng-code-1"]},
+                "completed_at": at,
+            }
+            for row, extra in ((pending, None), (started, None), (final, summary)):
+                action, event_type, payload = audit.event_for(row)
+                if extra is not None:
+                    payload["targets"] = extra
+                seq += 1
+                doc = audit.event_document(workspace, seq, action, event_type, payload, at)
+                digest = audit.event_hash(prev, doc)
+                events.append(
+                    (workspace, seq, action, event_type, json.dumps(payload), at, prev, digest)
+                )
+                prev = digest
+            rows.append(
+                tuple(
+                    json.dumps(final[c]) if c in ("action_params", "result") else final[c]
+                    for c in _ROW_COLUMNS
+                )
+            )
+            targets.append(
+                (action_id, target[0], target[1], json.dumps(target[2]), json.dumps(target[3]))
+            )
+        await conn.copy_records_to_table("action_audit_log", records=rows, columns=_ROW_COLUMNS)
+        await conn.copy_records_to_table(
+            "action_targets",
+            records=targets,
+            columns=("action_id", "target_kind", "target_key", "before", "after"),
+        )
+        await conn.copy_records_to_table("action_events", records=events, columns=_EVENT_COLUMNS)
+        await conn.execute(
+            "UPDATE audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE workspace_id = $1",
+            workspace,
+            seq,
+            prev,
+        )
+    return len(events)

@@ -1,0 +1,222 @@
+"""The services' database role cannot rewrite history (docs/DECISIONS.md "Two database roles").
+
+Every statement here is what someone holding the services' DATABASE_URL would try
+against the audit trail: each is refused by PostgreSQL's privileges or by a guard
+trigger, and changes nothing. The rows attacked are written by hand into a database of
+this module's own (``isolated_pool``, as the administrator), migrated by the owner role
+exactly as a deployment is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from services.actions import audit
+from services.actions.db import init_connection
+
+DENIED = asyncpg.InsufficientPrivilegeError
+REFUSED = asyncpg.IntegrityConstraintViolationError
+
+TABLES = (
+    "workspaces",
+    "departments",
+    "agents",
+    "budgets",
+    "action_audit_log",
+    "action_targets",
+    "action_events",
+    "audit_chain_heads",
+    "schema_migrations",
+)
+_NEW_ACTION = """
+INSERT INTO action_audit_log (action_id, workspace_id, action_type, scope, target_id,
+    reason, actor_user_id, status, result, request_id, request_fingerprint, completed_at)
+VALUES ($1, $2, 'pause_agent', 'agent', 'eng-code-1', 'investigating cost spike', 'bob',
+    $3, '{"count": 1}', $4, 'fingerprint', now())"""
+
+
+@pytest.fixture
+async def runtime(isolated_runtime_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the services' runtime role."""
+    conn = await asyncpg.connect(isolated_runtime_dsn)
+    await init_connection(conn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(isolated_pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The administrator's pool on the module's database."""
+    return isolated_pool
+
+
+@pytest.fixture
+async def ws(pool: asyncpg.Pool) -> uuid.UUID:
+    """A workspace of this test's own (its chain head comes with it)."""
+    workspace = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO workspaces (id, name) VALUES ($1, $2)", workspace, f"ws-{workspace.hex[:12]}"
+    )
+    return workspace
+
+
+async def _action(pool: asyncpg.Pool, workspace: uuid.UUID, status: str) -> uuid.UUID:
+    action_id = uuid.uuid4()
+    await pool.execute(_NEW_ACTION, action_id, workspace, status, f"req-{action_id.hex}")
+    return action_id
+
+
+async def _append(conn: asyncpg.Connection, workspace: uuid.UUID, action_id: uuid.UUID) -> None:
+    row = await conn.fetchrow(audit.SELECT_ACTION, workspace, action_id)
+    assert row is not None
+    await audit.append_events(conn, workspace, [audit.event_for(row)])
+
+
+async def test_the_runtime_role_is_not_the_owner_of_anything(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    who = await runtime.fetchrow(
+        "SELECT current_user AS name, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls "
+        "FROM pg_roles AS r WHERE r.rolname = current_user"
+    )
+    assert who is not None
+    assert [k for k in ("rolsuper", "rolcreaterole", "rolcreatedb", "rolbypassrls") if who[k]] == []
+    owned = await pool.fetch(
+        "SELECT c.relname FROM pg_class AS c JOIN pg_roles AS r ON r.oid = c.relowner "
+        "WHERE pg_has_role($1, r.oid, 'USAGE') AND c.relnamespace = 'public'::regnamespace",
+        who["name"],
+    )
+    assert owned == []
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_no_table_can_be_truncated_deleted_from_or_altered(
+    runtime: asyncpg.Connection, table: str
+) -> None:
+    for statement in (
+        f"TRUNCATE {table} CASCADE",
+        f"DELETE FROM {table}",
+        f"ALTER TABLE {table} DISABLE TRIGGER ALL",
+        f"ALTER TABLE {table} OWNER TO current_user",
+        f"DROP TABLE {table} CASCADE",
+    ):
+        with pytest.raises(DENIED):
+            await runtime.execute(statement)
+
+
+async def test_the_chain_cannot_be_forged_rewound_or_bypassed(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    action_id = await _action(pool, ws, "completed")
+    await _append(runtime, ws, action_id)  # the legitimate way works
+    head = await pool.fetchrow(audit.SELECT_HEAD, ws)
+    assert head is not None
+    assert head["last_seq"] == 1
+
+    for statement, args in (
+        # Attack 1: a forged event appended by hand and the head moved onto it.
+        (
+            "INSERT INTO action_events (workspace_id, seq, action_id, event_type, payload, "
+            "created_at, prev_hash, hash) VALUES ($1, 2, $2, 'action.completed', '{}', now(), "
+            "$3, $3)",
+            (ws, action_id, head["last_hash"]),
+        ),
+        ("UPDATE audit_chain_heads SET last_seq = 2 WHERE workspace_id = $1", (ws,)),
+        # Attack 2: triggers off, the newest event deleted, the head rewound.
+        ("SET session_replication_role = replica", ()),
+        ("ALTER TABLE action_events DISABLE TRIGGER action_events_no_update", ()),
+        ("DELETE FROM action_events WHERE workspace_id = $1 AND seq = 1", (ws,)),
+        (
+            "UPDATE audit_chain_heads SET last_seq = 0, last_hash = repeat('0', 64) "
+            "WHERE workspace_id = $1",
+            (ws,),
+        ),
+        ("UPDATE action_events SET payload = '{}' WHERE workspace_id = $1", (ws,)),
+        # The functions are the owner's: they cannot be changed or replaced.
+        ("ALTER FUNCTION fleetward_append_events SECURITY INVOKER", ()),
+        ("DROP TRIGGER audit_chain_heads_guard ON audit_chain_heads", ()),
+        ("CREATE TABLE public.shadow (x int)", ()),
+        (
+            "CREATE FUNCTION public.sha256(bytea) RETURNS bytea LANGUAGE sql AS 'SELECT $1'",
+            (),
+        ),
+    ):
+        with pytest.raises(DENIED):
+            await runtime.execute(statement, *args)
+    assert await pool.fetchrow(audit.SELECT_HEAD, ws) == head
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 1
+    )
+
+
+async def test_a_temporary_table_cannot_stand_in_for_the_chain_head(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    # A caller's temporary table named like ours comes first in its own search_path; the
+    # append function pins its own, so the real head is locked and moved.
+    await runtime.execute(
+        "CREATE TEMP TABLE audit_chain_heads (workspace_id uuid, last_seq bigint, last_hash text)"
+    )
+    await runtime.execute("INSERT INTO audit_chain_heads VALUES ($1, 41, repeat('e', 64))", ws)
+    action_id = await _action(pool, ws, "completed")
+    await _append(runtime, ws, action_id)
+
+    head = await pool.fetchrow(audit.SELECT_HEAD, ws)
+    event = await pool.fetchrow(
+        "SELECT seq, prev_hash, hash FROM action_events WHERE workspace_id = $1", ws
+    )
+    assert head is not None
+    assert event is not None
+    assert (event["seq"], event["prev_hash"]) == (1, audit.GENESIS_HASH)
+    assert (head["last_seq"], head["last_hash"]) == (1, event["hash"])
+
+
+async def test_a_completed_row_cannot_be_rewritten_on_its_way_to_rolled_back(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    action_id = await _action(pool, ws, "completed")
+    undo = await _action(pool, ws, "pending")
+    before = await pool.fetchrow(audit.SELECT_ACTION, ws, action_id)
+
+    # Attack 3: the one transition out of a final status, used to change the result.
+    with pytest.raises(REFUSED):
+        await runtime.execute(
+            "UPDATE action_audit_log SET status = 'rolled_back', rollback_action_id = $2, "
+            "rolled_back_at = now(), result = '{\"count\": 0}' WHERE action_id = $1",
+            action_id,
+            undo,
+        )
+    # Columns outside the status machine are not even granted.
+    for column in ("reason", "actor_user_id", "action_params", "created_at", "decision_id"):
+        with pytest.raises(DENIED):
+            await runtime.execute(
+                f"UPDATE action_audit_log SET {column} = {column} WHERE action_id = $1",
+                action_id,
+            )
+    assert await pool.fetchrow(audit.SELECT_ACTION, ws, action_id) == before
+
+
+async def test_targets_cannot_be_destroyed_or_added_by_hand(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    action_id = await _action(pool, ws, "in_progress")
+
+    # Attack 4: what rollback restores, destroyed; or extra rows written directly.
+    for statement, args in (
+        ("TRUNCATE action_targets", ()),
+        ("DELETE FROM action_targets WHERE action_id = $1", (action_id,)),
+        (
+            "INSERT INTO action_targets (action_id, target_kind, target_key, before, after) "
+            "VALUES ($1, 'agent', 'eng-code-1', '{}', '{}')",
+            (action_id,),
+        ),
+        ("UPDATE action_targets SET before = '{}' WHERE action_id = $1", (action_id,)),
+    ):
+        with pytest.raises(DENIED):
+            await runtime.execute(statement, *args)
