@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -159,16 +159,22 @@ def event_for(row: Row) -> tuple[uuid.UUID, str, dict[str, Any]]:
     return (row["action_id"], f"action.{row['status']}", snapshot(row))
 
 
-def targets_summary(rows: Iterable[tuple[str, str, Any, Any]]) -> dict[str, Any]:
+def targets_summary(
+    rows: Iterable[tuple[str, str, Any, Any]], encode: Callable[[Any], bytes] | None = None
+) -> dict[str, Any]:
     """What an action's ``action_targets`` rows were when it completed: how many, and the
     SHA-256 of their canonical JSON (``[[kind, key, before, after], …]`` sorted by kind and
     key). The completed event carries it, so ``audit verify`` can tell a destroyed or
-    rewritten row of ``action_targets`` from the history the chain signs."""
-    items = sorted(
-        ([kind, key, jsonb_value(before), jsonb_value(after)] for kind, key, before, after in rows),
-        key=lambda item: (item[0], item[1]),
-    )
-    return {"count": len(items), "sha256": hashlib.sha256(canonical(items)).hexdigest()}
+    rewritten row of ``action_targets`` from the history the chain signs. ``encode``
+    replaces :func:`canonical` for values already in jsonb's form (the verifier's fast
+    path, which falls back to this function's own form when they differ)."""
+    if encode is None:
+        items = [[k, key, jsonb_value(b), jsonb_value(a)] for k, key, b, a in rows]
+    else:
+        items = [[k, key, b, a] for k, key, b, a in rows]
+    items.sort(key=lambda item: (item[0], item[1]))
+    body = (encode or canonical)(items)
+    return {"count": len(items), "sha256": hashlib.sha256(body).hexdigest()}
 
 
 def completed_event(
