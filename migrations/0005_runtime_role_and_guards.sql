@@ -60,6 +60,66 @@ GRANT UPDATE (status, result, error_message, error_details, started_at, complete
 -- action_events, audit_chain_heads and action_targets: no INSERT or UPDATE at all; the
 -- functions below write them.
 
+-- The append checks that what it hashes is what it stores: the document the service sent
+-- (its canonical JSON, cut around the seq) must say, as jsonb, exactly the workspace, seq,
+-- action, event type, time and payload of the row inserted. Otherwise a caller could store
+-- one payload under the hash of another, and no later check could tell which one is true.
+CREATE OR REPLACE FUNCTION fleetward_append_events(
+    p_workspace_id uuid,
+    p_action_ids uuid[],
+    p_event_types text[],
+    p_payloads jsonb[],
+    p_created_at timestamptz[],
+    p_doc_heads bytea[],
+    p_doc_tail bytea,
+    p_channel text
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint;
+    v_hash text;
+    v_doc bytea;
+    v_seqs bigint[] := '{}';
+    v_prevs text[] := '{}';
+    v_hashes text[] := '{}';
+BEGIN
+    SELECT last_seq, last_hash INTO v_seq, v_hash
+    FROM audit_chain_heads WHERE workspace_id = p_workspace_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workspace % has no audit chain head', p_workspace_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    FOR i IN 1 .. coalesce(array_length(p_action_ids, 1), 0) LOOP
+        v_seq := v_seq + 1;
+        v_doc := p_doc_heads[i] || convert_to(v_seq::text, 'UTF8') || p_doc_tail;
+        IF convert_from(v_doc, 'UTF8')::jsonb IS DISTINCT FROM jsonb_build_object(
+               'action_id', p_action_ids[i]::text,
+               'created_at', to_char(p_created_at[i] AT TIME ZONE 'UTC',
+                                     'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'event_type', p_event_types[i],
+               'payload', p_payloads[i],
+               'seq', v_seq,
+               'workspace_id', p_workspace_id::text) THEN
+            RAISE EXCEPTION 'event % of the append: the hashed document is not the stored event', i
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        v_seqs := v_seqs || v_seq;
+        v_prevs := v_prevs || v_hash;
+        v_hash := encode(sha256(convert_to(v_hash, 'UTF8') || v_doc), 'hex');
+        v_hashes := v_hashes || v_hash;
+    END LOOP;
+    INSERT INTO action_events
+        (workspace_id, seq, action_id, event_type, payload, created_at, prev_hash, hash)
+    SELECT p_workspace_id, e.seq, e.action_id, e.event_type, e.payload, e.created_at,
+           e.prev_hash, e.hash
+    FROM unnest(v_seqs, p_action_ids, p_event_types, p_payloads, p_created_at, v_prevs,
+                v_hashes) AS e(seq, action_id, event_type, payload, created_at, prev_hash, hash);
+    UPDATE audit_chain_heads SET last_seq = v_seq, last_hash = v_hash
+    WHERE workspace_id = p_workspace_id;
+    PERFORM pg_notify(p_channel, p_workspace_id::text);
+    RETURN v_seq;
+END $$;
+
 -- The three functions the services call (the end of this file revokes the rest).
 GRANT EXECUTE ON FUNCTION
     fleetward_append_events(uuid, uuid[], text[], jsonb[], timestamptz[], bytea[], bytea, text),
@@ -220,3 +280,18 @@ BEGIN
     EXECUTE format('REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA %I FROM PUBLIC', current_schema());
 END $$;
 ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+
+-- Values every reader can read (audit verify, the watch feed): times within the years
+-- 2000 to 9999 (Python's datetime ends at 9999), event payloads are JSON objects.
+ALTER TABLE action_audit_log
+    ADD CONSTRAINT action_audit_log_times_readable CHECK (
+        created_at >= '2000-01-01' AND created_at < '9999-12-31'
+        AND (started_at IS NULL OR (started_at >= '2000-01-01' AND started_at < '9999-12-31'))
+        AND (completed_at IS NULL
+             OR (completed_at >= '2000-01-01' AND completed_at < '9999-12-31'))
+        AND (rolled_back_at IS NULL
+             OR (rolled_back_at >= '2000-01-01' AND rolled_back_at < '9999-12-31')));
+ALTER TABLE action_events
+    ADD CONSTRAINT action_events_readable CHECK (
+        created_at >= '2000-01-01' AND created_at < '9999-12-31'
+        AND jsonb_typeof(payload) = 'object');

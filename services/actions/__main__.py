@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="PEM public key to verify checkpoints with (repeatable; default DIR/keys/)",
     )
+    verify.add_argument(
+        "--max-unsigned-age",
+        metavar="SECONDS",
+        type=float,
+        default=600.0,
+        help="with --checkpoints: report events older than this that no checkpoint covers",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -58,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         if not dsn:
             print("configuration error: set DATABASE_URL", file=sys.stderr)
             return 2
-        return run_verify(dsn, args.workspace, args.checkpoints, args.public_key)
+        return run_verify(
+            dsn, args.workspace, args.checkpoints, args.public_key, args.max_unsigned_age
+        )
 
     from services.actions.settings import ActionSettings
 

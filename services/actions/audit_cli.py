@@ -14,8 +14,8 @@ never sit in memory), it:
    (the snapshot the chain signs), and ``action_targets`` against the summary its
    completed event recorded.
 
-What it finds, by kind (the first break of a chain ends that chain's check; the
-cross-checks run on intact chains and report every mismatch):
+What it finds, by kind (a chain is checked on past a break, from what is stored, up to
+1,000 breaks; the cross-checks always run and report every mismatch):
 
 - ``edited``: an event's content no longer matches its hash;
 - ``deleted``: a ``seq`` is missing (a gap);
@@ -29,7 +29,11 @@ cross-checks run on intact chains and report every mismatch):
 - ``bad_signature``: a checkpoint line does not verify (or names an unknown key);
 - ``row_rewritten``: an audit row differs from what the chain says of its action;
 - ``targets_missing`` / ``targets_rewritten``: ``action_targets`` rows are gone, or differ
-  from (or add to) what the completed event recorded.
+  from (or add to) what the completed event recorded;
+- ``unsigned_events``: with ``--checkpoints``, events older than ``--max-unsigned-age``
+  (600 s) that no checkpoint covers (the writer was stopped or blocked);
+- ``undecodable``: stored data the verifier cannot read (the rest of that workspace is
+  unchecked).
 
 Exit codes: 0 all verified; 1 something is broken (each finding is printed); 2 nothing
 could be verified (bad input, unknown workspace, unreadable checkpoints, no database).
@@ -49,6 +53,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -68,8 +73,10 @@ SELECT id FROM workspaces UNION SELECT workspace_id FROM audit_chain_heads ORDER
 SELECT_WORKSPACE = """
 SELECT id FROM workspaces WHERE id = $1
 UNION SELECT workspace_id FROM audit_chain_heads WHERE workspace_id = $1"""
+# The payload as jsonb's text: parsed here, by orjson first and by the standard library
+# (the writer's reader) whenever the fast result does not reproduce the stored hash.
 SELECT_CHAIN = """
-SELECT seq, action_id, event_type, payload, created_at, prev_hash, hash
+SELECT seq, action_id, event_type, payload::text AS payload, created_at, prev_hash, hash
 FROM action_events WHERE workspace_id = $1 ORDER BY seq"""
 # The columns of audit.snapshot, nothing else.
 SELECT_ROWS = """
@@ -102,6 +109,8 @@ _SEQ_KEY = b',"seq":'
 _TARGETS_KEY = b',"targets":'
 _SNAPSHOT: dict[str, Any] = {"isolation": "repeatable_read", "readonly": True}
 _SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f]+-[0-9A-Fa-f]+-[0-9]+$")
+# Chain breaks recorded per workspace (a rewritten chain breaks at every event).
+MAX_CHAIN_BREAKS = 1000
 # Findings printed per kind and workspace before the rest are only counted.
 MAX_PRINTED = 20
 
@@ -150,6 +159,16 @@ def fast_canonical(value: Any) -> bytes:
         return audit.canonical(value)
 
 
+def fast_loads(text: str) -> Any:
+    """Parse JSON with orjson, or the standard library for what orjson refuses. A first
+    try like :func:`fast_canonical`: orjson may round an extreme float differently, so a
+    disagreement is settled by ``json.loads``, as the service reads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _fast_head(action_id: uuid.UUID, event_type: str, payload: Any, created_at: Any) -> bytes:
     """:func:`audit.doc_head` by :func:`fast_canonical`."""
     body = fast_canonical(
@@ -173,6 +192,8 @@ class ChainCheck:
     prev_hash: str = audit.GENESIS_HASH
     expected_seq: int = 1
     actions: dict[uuid.UUID, _Seen] = field(default_factory=dict)
+    # When the first event no checkpoint covers was appended (None: all covered).
+    first_unsigned: datetime | None = None
     _next_signed: int = 0
     _tail: bytes = b""
 
@@ -180,42 +201,49 @@ class ChainCheck:
         self._tail = audit.doc_tail(self.workspace_id)
 
     def feed(self, row: asyncpg.Record) -> Break | None:
-        """Check the next event; a :class:`Break` when it is wrong (then stop feeding)."""
+        """Check the next event; a :class:`Break` when it is wrong. Feeding goes on after a
+        break, from what is stored (a gap's next event, a broken link, the stored hash), so
+        one bad event cannot hide what comes after it."""
         self.events += 1
         seq = int(row["seq"])
+        found: Break | None = None
         if seq != self.expected_seq:
             missing = f"{self.expected_seq}" + (
                 f"..{seq - 1}" if seq - 1 > self.expected_seq else ""
             )
-            return Break(self.workspace_id, self.expected_seq, "deleted", f"seq {missing} missing")
-        payload = row["payload"]
-        if isinstance(payload, str):  # a connection without the jsonb codec
-            payload = json.loads(payload)
-        if row["prev_hash"] != self.prev_hash:
-            return Break(self.workspace_id, seq, "relinked", "does not link to the previous event")
+            found = Break(self.workspace_id, self.expected_seq, "deleted", f"seq {missing} missing")
+            self.prev_hash = row["prev_hash"]  # the gap is the finding, not the link after it
+        elif row["prev_hash"] != self.prev_hash:
+            found = Break(self.workspace_id, seq, "relinked", "does not link to the previous event")
+        text = row["payload"]
+        payload = fast_loads(text)
+        link = row["prev_hash"]
         encode: Callable[[Any], bytes] = fast_canonical
         head = _fast_head(row["action_id"], row["event_type"], payload, row["created_at"])
-        digest = audit.chain_hash(self.prev_hash, head, seq, self._tail)
-        if row["hash"] != digest:  # the writer's own form decides
-            encode = audit.canonical
+        digest = audit.chain_hash(link, head, seq, self._tail)
+        if row["hash"] != digest:  # the writer's own forms decide
+            payload, encode = json.loads(text), audit.canonical
             head = audit.doc_head(row["action_id"], row["event_type"], payload, row["created_at"])
-            digest = audit.chain_hash(self.prev_hash, head, seq, self._tail)
-        if row["hash"] != digest:
-            return Break(
+            digest = audit.chain_hash(link, head, seq, self._tail)
+        if row["hash"] != digest and found is None:
+            found = Break(
                 self.workspace_id, seq, "edited", "the event's content does not match its hash"
             )
-        found = self._against_checkpoints(seq, digest)
-        if found is not None:
-            return found
+        # Checkpoints sign stored hashes: compare with what is stored.
+        signed = self._against_checkpoints(seq, row["hash"])
         self._remember(row["action_id"], seq, head, payload, row["event_type"], encode)
-        self.prev_hash, self.expected_seq = digest, seq + 1
-        return None
+        if self._next_signed >= len(self.signed) and self.first_unsigned is None:
+            self.first_unsigned = row["created_at"]
+        self.prev_hash, self.expected_seq = row["hash"], seq + 1
+        return found or signed
 
     def _against_checkpoints(self, seq: int, digest: str) -> Break | None:
+        found = None
         while self._next_signed < len(self.signed) and self.signed[self._next_signed].seq <= seq:
             signed = self.signed[self._next_signed]
-            if signed.seq == seq and signed.hash != digest:
-                return Break(
+            self._next_signed += 1
+            if signed.seq == seq and signed.hash != digest and found is None:
+                found = Break(
                     self.workspace_id,
                     seq,
                     "forged_suffix",
@@ -223,8 +251,7 @@ class ChainCheck:
                     f"says seq {seq} has hash {signed.hash[:16]}…, the chain has "
                     f"{digest[:16]}…: the history up to here was rewritten",
                 )
-            self._next_signed += 1
-        return None
+        return found
 
     def _remember(
         self,
@@ -298,6 +325,7 @@ class WorkspaceResult:
     breaks: list[Break]
     # Completed before the completed event carried its targets' summary (not checked).
     unsummarised: int = 0
+    first_unsigned: datetime | None = None
 
 
 async def _batches(conn: Conn, query: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:
@@ -363,25 +391,28 @@ async def verify_workspace(
             tables = asyncio.get_running_loop().run_in_executor(
                 parallel.executor, read_tables_elsewhere, parallel.dsn, snapshot, workspace_id
             )
+        breaks: list[Break] = []
         try:
             async for batch in _batches(conn, SELECT_CHAIN, workspace_id):
                 for row in batch:
                     found = check.feed(row)
-                    if found is not None:
-                        found = await _classify(conn, found, row["prev_hash"])
-                        return WorkspaceResult(workspace_id, check.events, found.seq or 0, [found])
+                    if found is not None and len(breaks) < MAX_CHAIN_BREAKS:
+                        breaks.append(await _classify(conn, found, row["prev_hash"]))
             last = check.expected_seq - 1
             found = check.finish(head)
             if found is not None:
-                return WorkspaceResult(workspace_id, check.events, last, [found])
+                breaks.append(found)
             side = await tables if tables is not None else await read_tables(conn, workspace_id)
             tables = None
-            breaks, unsummarised = await _compare(conn, workspace_id, check.actions, side)
+            compared, unsummarised = await _compare(conn, workspace_id, check.actions, side)
+            breaks.extend(compared)
         finally:
             if tables is not None:  # a broken chain: the reader ends with the snapshot
                 with contextlib.suppress(Exception):
                     await tables
-    return WorkspaceResult(workspace_id, check.events, last, breaks, unsummarised)
+    return WorkspaceResult(
+        workspace_id, check.events, last, breaks, unsummarised, check.first_unsigned
+    )
 
 
 @dataclass
@@ -423,7 +454,10 @@ def read_tables_elsewhere(dsn: str, snapshot: str, workspace_id: uuid.UUID) -> T
     async def read() -> TableSide:
         conn = await asyncpg.connect(dsn)
         try:
-            await init_connection(conn)
+            # Fast parsing here; what then disagrees is re-read by the caller, exactly.
+            await conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=fast_loads, schema="pg_catalog"
+            )
             async with conn.transaction(**_SNAPSHOT):
                 await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 return await read_tables(conn, workspace_id)
@@ -582,6 +616,7 @@ async def verify(
     checkpoints: reader.CheckpointSet | None = None,
     emit: Callable[[str], Any] = print,
     parallel_from: int | None = 50_000,
+    max_unsigned_age_s: float = 600.0,
 ) -> VerifyReport:
     """Verify every chain (or one), against ``checkpoints`` when given; ``emit`` findings.
 
@@ -615,7 +650,14 @@ async def verify(
         start = time.perf_counter()
         for workspace_id in ids:
             signed = () if checkpoints is None else checkpoints.by_workspace.get(workspace_id, [])
-            result = await verify_workspace(conn, workspace_id, signed, parallel)
+            try:
+                result = await verify_workspace(conn, workspace_id, signed, parallel)
+            except DATABASE_ERRORS:
+                raise
+            except Exception as exc:  # data this verifier cannot read is a finding, not a crash
+                result = WorkspaceResult(workspace_id, 0, 0, [_undecodable(workspace_id, exc)])
+            if checkpoints is not None:
+                result.breaks.extend(_unsigned(result, max_unsigned_age_s))
             report.workspaces += 1
             report.events += result.events
             report.results.append(result)
@@ -627,6 +669,34 @@ async def verify(
         if executor is not None:
             executor.shutdown(cancel_futures=True)
     return report
+
+
+def _undecodable(workspace_id: uuid.UUID, exc: Exception) -> Break:
+    text = str(exc).replace("\n", " ")
+    return Break(
+        workspace_id,
+        None,
+        "undecodable",
+        f"stored data this verifier cannot read ({type(exc).__name__}: {text[:160]}); "
+        "nothing after it in this workspace was checked",
+    )
+
+
+def _unsigned(result: WorkspaceResult, max_age_s: float) -> list[Break]:
+    """Events older than ``max_age_s`` that no checkpoint covers: the writer was stopped
+    or blocked (what it has not signed, it cannot vouch for later)."""
+    first = result.first_unsigned
+    if first is None or first > datetime.now(UTC) - timedelta(seconds=max_age_s):
+        return []
+    return [
+        Break(
+            result.workspace_id,
+            None,
+            "unsigned_events",
+            f"events since {audit.iso(first)} have no checkpoint (more than {max_age_s:.0f} s:"
+            " was the checkpoint writer stopped or blocked?)",
+        )
+    ]
 
 
 def _emit_capped(breaks: list[Break], emit: Callable[[str], Any]) -> None:
@@ -668,6 +738,7 @@ def run_verify(
     workspace: str | None,
     checkpoints_dir: Path | None = None,
     public_keys: Sequence[Path] = (),
+    max_unsigned_age_s: float = 600.0,
 ) -> int:
     """The CLI: 0 everything verifies; 1 something is broken (each finding is named);
     2 nothing could be verified (bad input, unknown workspace, unreadable checkpoints,
@@ -691,7 +762,11 @@ def run_verify(
         print("--public-key needs --checkpoints DIR", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(verify(dsn, ws, checkpoints=signed))
+        # Stored numbers of any length are read (Python caps int parsing at 4,300 digits).
+        sys.set_int_max_str_digits(0)
+        report = asyncio.run(
+            verify(dsn, ws, checkpoints=signed, max_unsigned_age_s=max_unsigned_age_s)
+        )
     except DATABASE_ERRORS as exc:
         print(f"cannot reach the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

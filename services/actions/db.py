@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import asyncpg
-import orjson
 from asyncpg.pool import Pool, PoolAcquireContext, PoolConnectionProxy
 
 # A connection as asyncpg.connect or pool.acquire hands it out.
@@ -37,18 +36,9 @@ def unavailable_detail(exc: BaseException) -> str:
     return "the database cannot be reached; retry"
 
 
-def jsonb_loads(text: str) -> Any:
-    """Parse jsonb's text: orjson (several times faster), the standard library for what
-    orjson refuses (integers beyond 64 bits); both give the same Python values."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 async def init_connection(conn: Conn) -> None:
     """jsonb columns as Python objects."""
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=jsonb_loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 def one(row: asyncpg.Record | None, what: str) -> asyncpg.Record:

@@ -36,6 +36,28 @@ async def tamper(pool: asyncpg.Pool, *statements: tuple[str, tuple[object, ...]]
             await conn.execute(sql, *args)
 
 
+async def rewrite_event(pool: asyncpg.Pool, ws: uuid.UUID, seq: int, **changes: object) -> str:
+    """Change an event's payload and store it re-hashed (triggers bypassed); its new hash."""
+    row = await pool.fetchrow(
+        "SELECT * FROM action_events WHERE workspace_id = $1 AND seq = $2", ws, seq
+    )
+    assert row is not None
+    payload = {**json.loads(row["payload"]), **changes}
+    doc = audit.event_document(
+        ws, seq, row["action_id"], row["event_type"], payload, row["created_at"]
+    )
+    rehashed = audit.event_hash(row["prev_hash"], doc)
+    await tamper(
+        pool,
+        (
+            "UPDATE action_events SET payload = $3::jsonb, hash = $4 "
+            "WHERE workspace_id = $1 AND seq = $2",
+            (ws, seq, json.dumps(payload), rehashed),
+        ),
+    )
+    return rehashed
+
+
 async def audit_verify(dsn: str, workspace: uuid.UUID) -> tuple[int, str]:
     """Run the real CLI; (exit code, stdout + stderr)."""
     proc = await asyncio.create_subprocess_exec(
@@ -114,23 +136,7 @@ async def test_rewritten_and_rehashed_event_is_caught_at_its_successor(
     isolated_db: IsolatedDb,
 ) -> None:
     ws = await history(isolated_db)
-    row = await isolated_db.pool.fetchrow(
-        "SELECT * FROM action_events WHERE workspace_id = $1 AND seq = 2", ws
-    )
-    assert row is not None
-    payload = {**json.loads(row["payload"]), "reason": "rewritten"}
-    doc = audit.event_document(
-        ws, 2, row["action_id"], row["event_type"], payload, row["created_at"]
-    )
-    rehashed = audit.event_hash(row["prev_hash"], doc)
-    await tamper(
-        isolated_db.pool,
-        (
-            "UPDATE action_events SET payload = $2::jsonb, hash = $3 "
-            "WHERE workspace_id = $1 AND seq = 2",
-            (ws, json.dumps(payload), rehashed),
-        ),
-    )
+    await rewrite_event(isolated_db.pool, ws, 2, reason="rewritten")
     report = await verify(isolated_db.dsn, ws, emit=lambda _line: None)
     assert [(b.seq, b.kind) for b in report.breaks] == [(3, "relinked")]
 

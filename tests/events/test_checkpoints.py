@@ -30,12 +30,12 @@ from services.actions.checkpoints.signing import (
     load_private_key_file,
     parse,
 )
-from services.actions.checkpoints.writer import Checkpointer
+from services.actions.checkpoints.writer import LOCK_CLASS, Checkpointer
 from services.actions.db import create_pool
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.events.conftest import IsolatedDb
-from tests.events.test_audit_verify import REPO, history, tamper
+from tests.events.test_audit_verify import REPO, history, rewrite_event, tamper
 from tests.servers import running_action_server_handle
 
 
@@ -160,7 +160,10 @@ async def test_attack_1_a_forged_suffix_after_a_truncation_is_caught(
     # Without the checkpoints the chain itself verifies: only the rows contradict it.
     plain = await verify(isolated_db.dsn, ws, emit=lambda _: None)
     assert {b.kind for b in plain.breaks} <= {"row_rewritten"}
-    assert await kinds(isolated_db, ws, tmp_path) == ["forged_suffix"]
+    # The chain disagrees with the checkpoint; the rows, still true, with the forged events.
+    found = await kinds(isolated_db, ws, tmp_path)
+    assert found[0] == "forged_suffix"
+    assert set(found) == {"forged_suffix", "row_rewritten"}
 
 
 async def test_attack_2_deleted_newest_events_and_a_rewound_head_are_caught(
@@ -180,7 +183,8 @@ async def test_attack_2_deleted_newest_events_and_a_rewound_head_are_caught(
     )
     # The rows of the third action now disagree with the chain too (its events are gone).
     found = await kinds(isolated_db, ws, tmp_path)
-    assert found == ["truncated_after_checkpoint"]
+    assert found[0] == "truncated_after_checkpoint"
+    assert set(found) == {"truncated_after_checkpoint", "row_rewritten", "targets_rewritten"}
     code, out = await cli(isolated_db.dsn, "--workspace", str(ws), "--checkpoints", str(tmp_path))
     assert code == 1
     assert (
@@ -415,3 +419,97 @@ async def test_the_action_service_signs_at_start_and_at_shutdown(
     lines = files.complete_lines(path.read_bytes())
     assert [parse(x, {key.key_id: key.public}).seq for x in lines] == [6]
     assert await kinds(isolated_db, ws, directory) == []
+
+
+async def test_the_writer_never_signs_a_head_that_does_not_extend_its_last_checkpoint(
+    isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
+) -> None:
+    ws = await checkpointed(isolated_db, runtime_pool, tmp_path, key)
+    path = files.path_for(tmp_path, ws)
+    before = path.read_bytes()
+    # The superuser rewrites event 9 (re-hashed) and moves the head; then a real action.
+    rehashed = await rewrite_event(isolated_db.pool, ws, 9, reason="routine maintenance")
+    await tamper(
+        isolated_db.pool,
+        ("UPDATE audit_chain_heads SET last_hash = $2 WHERE workspace_id = $1", (ws, rehashed)),
+    )
+    await isolated_db.api.execute("bob", ws, "resume_agent", target="eng-code-1")
+
+    await Checkpointer(runtime_pool, tmp_path, key).write_due()
+    assert path.read_bytes() == before, "a rewritten history must not be signed"
+    assert (await kinds(isolated_db, ws, tmp_path))[0] == "forged_suffix"
+
+
+async def test_a_held_lock_or_a_foreign_file_stops_one_workspace_not_the_pass(
+    isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
+) -> None:
+    blocked, foreign, fine = [await history(isolated_db) for _ in range(3)]
+    files.path_for(tmp_path, foreign).write_bytes(b"x" * 5000)  # no line break: not ours
+    holder = await asyncpg.connect(isolated_db.runtime_dsn)  # a stolen credential's session
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_lock($1, hashtext($2::uuid::text))", LOCK_CLASS, blocked
+        )
+        await Checkpointer(runtime_pool, tmp_path, key).write_due()
+    finally:
+        await holder.close()
+    assert files.path_for(tmp_path, fine).exists()
+    assert not files.path_for(tmp_path, blocked).exists()
+    # What the writer could not sign for long is a finding of its own.
+    report = await verify(
+        isolated_db.dsn,
+        blocked,
+        checkpoints=reader.load(tmp_path),
+        emit=lambda _: None,
+        max_unsigned_age_s=0,
+    )
+    assert [b.kind for b in report.breaks] == ["unsigned_events"]
+
+
+async def test_crafted_checkpoint_entries_are_findings_not_crashes(
+    isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
+) -> None:
+    ws = await checkpointed(isolated_db, runtime_pool, tmp_path, key)
+    path = files.path_for(tmp_path, ws)
+    with path.open("ab") as fh:
+        fh.write(b'{"v": 1, "key_id": "\\ud800"}\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    (tmp_path / f"{uuid.uuid4()}.jsonl").mkdir()
+    (tmp_path / f"{uuid.uuid4()}.jsonl").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / f"{uuid.uuid4()}.jsonl")
+    os.mkfifo(tmp_path / "keys" / "fifo.pem")
+
+    loaded = await asyncio.wait_for(asyncio.to_thread(reader.load, tmp_path), 10)
+    assert len(loaded.by_workspace[ws]) == 1
+    assert len(loaded.bad) == 5
+    code, out = await cli(isolated_db.dsn, "--checkpoints", str(tmp_path))
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert out.count("bad_signature") == 5
+
+
+async def test_verify_goes_on_past_a_broken_event_and_never_crashes_on_stored_data(
+    isolated_db: IsolatedDb,
+) -> None:
+    ws = await history(isolated_db)
+    action_id = await isolated_db.pool.fetchval(
+        "SELECT action_id FROM action_audit_log WHERE workspace_id = $1 LIMIT 1", ws
+    )
+    await tamper(
+        isolated_db.pool,
+        # An event whose payload holds a 5,000-digit number (past Python's default limit),
+        # stored without its hash: it must not hide what follows or crash the verifier.
+        (
+            "UPDATE action_events SET payload = jsonb_set(payload, '{n}', "
+            "('1' || repeat('0', 5000))::jsonb) WHERE workspace_id = $1 AND seq = 2",
+            (ws,),
+        ),
+        (
+            "UPDATE action_audit_log SET reason = 'rewritten afterwards' WHERE action_id = $1",
+            (action_id,),
+        ),
+    )
+    code, out = await cli(isolated_db.dsn, "--workspace", str(ws))
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert f"BROKEN workspace={ws} seq=2 edited" in out
+    assert f"BROKEN workspace={ws} row_rewritten: action {action_id}" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -220,3 +221,56 @@ async def test_targets_cannot_be_destroyed_or_added_by_hand(
     ):
         with pytest.raises(DENIED):
             await runtime.execute(statement, *args)
+
+
+async def test_an_append_cannot_store_one_payload_under_the_hash_of_another(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    action_id = await _action(pool, ws, "completed")
+    now = datetime.now(UTC)
+    innocent = audit.doc_head(action_id, "action.completed", {"innocent": True}, now)
+    for payload, head in (
+        ({"poison": True}, innocent),  # the hash of one payload, another stored
+        ({"innocent": True}, audit.doc_head(action_id, "action.failed", {"innocent": True}, now)),
+        ({"innocent": True}, b"not json at all"),
+    ):
+        with pytest.raises(asyncpg.PostgresError):
+            await runtime.execute(
+                audit.APPEND_EVENTS,
+                ws,
+                [action_id],
+                ["action.completed"],
+                [payload],
+                [now],
+                [head],
+                audit.doc_tail(ws),
+                audit.NOTIFY_CHANNEL,
+            )
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 0
+    )
+
+
+async def test_stored_values_stay_readable(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    # A time Python cannot represent, or a payload that is not an object, would stop every
+    # reader of the audit trail (audit verify, the watch feed).
+    with pytest.raises(asyncpg.CheckViolationError):
+        await runtime.execute(
+            _NEW_ACTION.replace("now())", "'0044-03-15 BC')"), uuid.uuid4(), ws, "completed", "r-1"
+        )
+    action_id = await _action(pool, ws, "completed")
+    now = datetime.now(UTC)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await runtime.execute(
+            audit.APPEND_EVENTS,
+            ws,
+            [action_id],
+            ["action.completed"],
+            [5],
+            [now],
+            [audit.doc_head(action_id, "action.completed", 5, now)],
+            audit.doc_tail(ws),
+            audit.NOTIFY_CHANNEL,
+        )

@@ -11,6 +11,7 @@ as ``<dir>/keys/<key_id>.pem``.
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from services.actions.checkpoints.signing import (
     CheckpointError,
     key_id,
-    load_public_key,
+    load_public_key_bytes,
     public_pem,
 )
 
@@ -36,6 +37,22 @@ def path_for(directory: Path, workspace_id: uuid.UUID) -> Path:
 def complete_lines(data: bytes) -> list[bytes]:
     """The newline-terminated lines of ``data`` (an incomplete last line is left out)."""
     return data.split(b"\n")[:-1]
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, never following a symlink or blocking on a FIFO; OSError
+    for anything else or anything larger than ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        if info.st_size > limit:
+            raise OSError(f"{path}: larger than {limit} bytes")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
 
 
 def last_line(path: Path) -> bytes | None:
@@ -97,8 +114,8 @@ def published_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
     found: dict[str, Ed25519PublicKey] = {}
     for pem in sorted((directory / KEYS_DIR).glob("*.pem")):
         try:
-            public = load_public_key(pem)
-        except CheckpointError:
+            public = load_public_key_bytes(read_regular(pem, 64 << 10), pem)
+        except (CheckpointError, OSError):
             continue
         found[key_id(public)] = public
     return found

@@ -26,13 +26,16 @@ from services.actions.checkpoints.signing import (
     parse,
 )
 
+# Far beyond a century of one line a minute (about 200 bytes each).
+MAX_FILE_BYTES = 2 << 30
+
 
 @dataclass(frozen=True)
 class BadLine:
     """A checkpoint line that does not verify."""
 
     path: Path
-    line: int  # 1-based
+    line: int  # 1-based; 0: the file itself
     workspace_id: uuid.UUID | None
     detail: str
 
@@ -94,7 +97,13 @@ def _load_file(path: Path, into: CheckpointSet) -> None:
         workspace_id: uuid.UUID | None = uuid.UUID(path.name.removesuffix(files.SUFFIX))
     except ValueError:
         workspace_id = None
-    data = path.read_bytes()
+    try:
+        data = files.read_regular(path, MAX_FILE_BYTES)
+    except OSError as exc:
+        into.bad.append(
+            BadLine(path, 0, workspace_id, f"cannot be read as a checkpoint file: {exc}")
+        )
+        return
     lines = files.complete_lines(data)
     if data and not data.endswith(b"\n"):
         into.torn.append(path)
@@ -106,6 +115,11 @@ def _load_file(path: Path, into: CheckpointSet) -> None:
             checkpoint = parse(line, into.keys)
         except CheckpointError as exc:
             into.bad.append(BadLine(path, number, workspace_id, str(exc)))
+            continue
+        except Exception as exc:  # whatever else a crafted line does, it is not a checkpoint
+            into.bad.append(
+                BadLine(path, number, workspace_id, f"not a checkpoint ({type(exc).__name__})")
+            )
             continue
         if checkpoint.workspace_id != workspace_id:
             into.bad.append(

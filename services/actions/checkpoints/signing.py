@@ -112,8 +112,17 @@ def create_signing_key(path: Path) -> SigningKey:
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an Ed25519 public key (PEM); CheckpointError if it is not one."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable PEM public key") from exc
+    return load_public_key_bytes(data, path)
+
+
+def load_public_key_bytes(data: bytes, path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM bytes (``path`` names it in errors)."""
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: not a readable PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
         raise CheckpointError(f"{path}: not an Ed25519 public key")

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from services.actions.audit import iso
 from services.actions.checkpoints import files
 from services.actions.checkpoints.signing import (
     Checkpoint,
@@ -38,9 +39,13 @@ LOCK_CLASS = 1667788611
 HEADS = "SELECT workspace_id, last_seq FROM audit_chain_heads WHERE last_seq > 0"
 LOCK = "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))"
 HEAD = "SELECT last_seq, last_hash FROM audit_chain_heads WHERE workspace_id = $1"
+EVENT_HASH = "SELECT hash FROM action_events WHERE workspace_id = $1 AND seq = $2"
 
-CHECKPOINTS_WRITTEN = Counter(
-    "fleetward_checkpoints_written_total", "Signed chain-head checkpoints appended to files"
+CHECKPOINT_OUTCOMES = Counter(
+    "fleetward_checkpoints_total",
+    "Checkpoint attempts of moved chain heads by outcome "
+    "(written, current, locked, refused, file_error)",
+    ["outcome"],
 )
 LAST_PASS = Gauge(
     "fleetward_checkpoint_last_success_timestamp_seconds",
@@ -66,13 +71,30 @@ class Checkpointer:
         self._keys = files.published_keys(directory)
 
     async def write_due(self) -> int:
-        """One pass over every workspace; returns how many checkpoints it appended."""
+        """One pass over every workspace; returns how many checkpoints it appended.
+
+        A workspace that cannot be signed now (locked by someone else, a file that is not
+        ours, a chain that no longer extends its last checkpoint) is logged and counted,
+        and the pass goes on with the others.
+        """
         heads = await self._pool.fetch(HEADS)
         written = 0
         for row in heads:
             workspace_id, seq = row["workspace_id"], int(row["last_seq"])
-            if seq > self._written.get(workspace_id, 0) and await self._write(workspace_id):
-                written += 1
+            if seq <= self._written.get(workspace_id, 0):
+                continue
+            try:
+                outcome = await self._write(workspace_id)
+            except (OSError, CheckpointError) as exc:
+                outcome = "file_error"
+                log.error(
+                    "checkpoint of workspace %s not written: %s",
+                    workspace_id,
+                    exc,
+                    extra={"workspace_id": str(workspace_id), "event": "checkpoint_failed"},
+                )
+            CHECKPOINT_OUTCOMES.labels(outcome).inc()
+            written += outcome == "written"
         LAST_PASS.set_to_current_time()
         return written
 
@@ -85,16 +107,38 @@ class Checkpointer:
             return
         log.info("final checkpoints written: %d", written, extra={"event": "checkpoints"})
 
-    async def _write(self, workspace_id: uuid.UUID) -> bool:
+    async def _write(self, workspace_id: uuid.UUID) -> str:
         path = files.path_for(self._directory, workspace_id)
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(LOCK, LOCK_CLASS, workspace_id):
-                return False  # another replica is writing this workspace's checkpoint now
+                # Another replica writing it now, or a session holding the lock to keep a
+                # workspace unsigned: logged, so a lock that stays is seen.
+                log.warning(
+                    "checkpoint of workspace %s skipped: its lock is held elsewhere",
+                    workspace_id,
+                    extra={"workspace_id": str(workspace_id), "event": "checkpoint_skipped"},
+                )
+                return "locked"
             head = await conn.fetchrow(HEAD, workspace_id)
-            on_file = await asyncio.to_thread(self._file_seq, path)
+            last = await asyncio.to_thread(self._last_on_file, path)
+            on_file = 0 if last is None else last.seq
             if head is None or int(head["last_seq"]) <= on_file:
                 self._written[workspace_id] = on_file
-                return False
+                return "current"
+            if last is not None:
+                stored = await conn.fetchval(EVENT_HASH, workspace_id, last.seq)
+                if stored != last.hash:
+                    # Never sign a head that does not extend the last signed one: that would
+                    # vouch for a rewritten history.
+                    log.error(
+                        "checkpoint of workspace %s refused: the chain no longer holds the "
+                        "signed seq %d (rewritten since %s); run audit verify --checkpoints",
+                        workspace_id,
+                        last.seq,
+                        iso(last.time),
+                        extra={"workspace_id": str(workspace_id), "event": "checkpoint_refused"},
+                    )
+                    return "refused"
             checkpoint = Checkpoint(
                 workspace_id,
                 int(head["last_seq"]),
@@ -104,17 +148,16 @@ class Checkpointer:
             )
             await asyncio.to_thread(files.append, path, sign(checkpoint, self._key))
         self._written[workspace_id] = checkpoint.seq
-        CHECKPOINTS_WRITTEN.inc()
-        return True
+        return "written"
 
-    def _file_seq(self, path: Path) -> int:
-        """The seq of the file's last checkpoint: 0 if none, or if it does not verify under
-        a published key (a new checkpoint follows it; ``audit verify`` reports the line)."""
+    def _last_on_file(self, path: Path) -> Checkpoint | None:
+        """The file's last checkpoint: None if none, or if it does not verify under a
+        published key (a new checkpoint follows it; ``audit verify`` reports the line)."""
         line = files.last_line(path)
         if line is None:
-            return 0
+            return None
         try:
-            return parse(line, self._keys).seq
-        except CheckpointError as exc:
+            return parse(line, self._keys)
+        except Exception as exc:  # any line that is not ours
             log.warning("checkpoint file %s ends in a line that does not verify: %s", path, exc)
-            return 0
+            return None
