@@ -48,8 +48,9 @@ CHECKPOINT_OUTCOMES = Counter(
     ["outcome"],
 )
 LAST_PASS = Gauge(
-    "fleetward_checkpoint_last_success_timestamp_seconds",
-    "When the checkpoint writer last finished a pass without error (Unix time)",
+    "fleetward_checkpoint_last_pass_timestamp_seconds",
+    "When the checkpoint writer last finished a pass over every workspace (Unix time; "
+    "fleetward_checkpoints_total says how each workspace fared)",
 )
 
 
