@@ -61,7 +61,7 @@ GRANT UPDATE (status, result, error_message, error_details, started_at, complete
 -- functions below write them.
 
 -- The append checks that what it hashes is what it stores: the document the service sent
--- (its canonical JSON, cut around the seq) must say, as jsonb, exactly the workspace, seq,
+-- (its canonical JSON, cut around the seq) must say, in jsonb's text, exactly the workspace, seq,
 -- action, event type, time and payload of the row inserted. Otherwise a caller could store
 -- one payload under the hash of another, and no later check could tell which one is true.
 CREATE OR REPLACE FUNCTION fleetward_append_events(
@@ -92,14 +92,16 @@ BEGIN
     FOR i IN 1 .. coalesce(array_length(p_action_ids, 1), 0) LOOP
         v_seq := v_seq + 1;
         v_doc := p_doc_heads[i] || convert_to(v_seq::text, 'UTF8') || p_doc_tail;
-        IF convert_from(v_doc, 'UTF8')::jsonb IS DISTINCT FROM jsonb_build_object(
+        -- Compared as jsonb's text, which keeps numbers as written: 1 and 1.0 are equal
+        -- jsonb values but hash differently.
+        IF (convert_from(v_doc, 'UTF8')::jsonb)::text IS DISTINCT FROM jsonb_build_object(
                'action_id', p_action_ids[i]::text,
                'created_at', to_char(p_created_at[i] AT TIME ZONE 'UTC',
                                      'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                'event_type', p_event_types[i],
                'payload', p_payloads[i],
                'seq', v_seq,
-               'workspace_id', p_workspace_id::text) THEN
+               'workspace_id', p_workspace_id::text)::text THEN
             RAISE EXCEPTION 'event % of the append: the hashed document is not the stored event', i
                 USING ERRCODE = 'integrity_constraint_violation';
         END IF;

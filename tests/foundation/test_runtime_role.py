@@ -233,6 +233,9 @@ async def test_an_append_cannot_store_one_payload_under_the_hash_of_another(
         ({"poison": True}, innocent),  # the hash of one payload, another stored
         ({"innocent": True}, audit.doc_head(action_id, "action.failed", {"innocent": True}, now)),
         ({"innocent": True}, b"not json at all"),
+        # Equal as jsonb values, not as what was hashed.
+        ({"n": 1.0}, audit.doc_head(action_id, "action.completed", {"n": 1}, now)),
+        ({"n": 1}, audit.doc_head(action_id, "action.completed", {"n": 1.0}, now)),
     ):
         with pytest.raises(asyncpg.PostgresError):
             await runtime.execute(
