@@ -82,14 +82,38 @@ DECLARE
     v_seqs bigint[] := '{}';
     v_prevs text[] := '{}';
     v_hashes text[] := '{}';
+    v_count int := coalesce(array_length(p_action_ids, 1), 0);
 BEGIN
+    -- Plain one-dimensional arrays of one length, indexed from 1: the rows inserted below
+    -- (by unnest, which ignores bounds and flattens) are then exactly the ones checked.
+    IF v_count = 0
+       OR array_ndims(p_action_ids) <> 1 OR array_lower(p_action_ids, 1) <> 1
+       OR array_ndims(p_event_types) <> 1 OR array_lower(p_event_types, 1) <> 1
+       OR array_length(p_event_types, 1) <> v_count
+       OR array_ndims(p_payloads) <> 1 OR array_lower(p_payloads, 1) <> 1
+       OR array_length(p_payloads, 1) <> v_count
+       OR array_ndims(p_created_at) <> 1 OR array_lower(p_created_at, 1) <> 1
+       OR array_length(p_created_at, 1) <> v_count
+       OR array_ndims(p_doc_heads) <> 1 OR array_lower(p_doc_heads, 1) <> 1
+       OR array_length(p_doc_heads, 1) <> v_count THEN
+        RAISE EXCEPTION 'append: the event arrays must be one-dimensional, from 1, of one length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT last_seq, last_hash INTO v_seq, v_hash
     FROM audit_chain_heads WHERE workspace_id = p_workspace_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'workspace % has no audit chain head', p_workspace_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
-    FOR i IN 1 .. coalesce(array_length(p_action_ids, 1), 0) LOOP
+    FOR i IN 1 .. v_count LOOP
+        -- An event's time is now, give or take the clock skew between the service and the
+        -- database: a time in the future would hide how long an event has gone unsigned.
+        IF p_created_at[i] IS NULL
+           OR abs(EXTRACT(EPOCH FROM p_created_at[i] - clock_timestamp())) > 300 THEN
+            RAISE EXCEPTION 'event % of the append: its time % is not now (more than 5 minutes '
+                'from the database clock)', i, p_created_at[i]
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
         v_seq := v_seq + 1;
         v_doc := p_doc_heads[i] || convert_to(v_seq::text, 'UTF8') || p_doc_tail;
         -- Compared as jsonb's text, which keeps numbers as written: 1 and 1.0 are equal

@@ -80,27 +80,32 @@ SELECT seq, action_id, event_type, payload::text AS payload, created_at, prev_ha
 FROM action_events WHERE workspace_id = $1 ORDER BY seq"""
 # The columns of audit.snapshot, nothing else.
 SELECT_ROWS = """
-SELECT action_id, workspace_id, action_type, scope, target_id, action_params, reason, status,
-       result, error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
+SELECT action_id, workspace_id, action_type, scope, target_id,
+       action_params::text AS action_params, reason, status, result::text AS result,
+       error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
        rollback_of_action_id, policy_version, decision_id, request_id, created_at,
        started_at, completed_at, rolled_back_at
 FROM action_audit_log WHERE workspace_id = $1"""
 SELECT_TARGETS = """
-SELECT t.action_id, t.target_kind, t.target_key, t.before, t.after
+SELECT t.action_id, t.target_kind, t.target_key, t.before::text AS before,
+       t.after::text AS after
 FROM action_targets AS t JOIN action_audit_log AS a USING (action_id)
 WHERE a.workspace_id = $1 ORDER BY t.action_id"""
 # Failure paths only.
 SELECT_ROW = """
-SELECT action_id, workspace_id, action_type, scope, target_id, action_params, reason, status,
-       result, error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
+SELECT action_id, workspace_id, action_type, scope, target_id,
+       action_params::text AS action_params, reason, status, result::text AS result,
+       error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
        rollback_of_action_id, policy_version, decision_id, request_id, created_at,
        started_at, completed_at, rolled_back_at
 FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"""
 SELECT_TARGETS_OF = """
-SELECT target_kind, target_key, before, after FROM action_targets WHERE action_id = $1"""
+SELECT target_kind, target_key, before::text AS before, after::text AS after
+FROM action_targets WHERE action_id = $1"""
 FIND_BY_HASH = "SELECT seq FROM action_events WHERE workspace_id = $1 AND hash = $2 LIMIT 1"
 NEWEST_EVENT = """
-SELECT seq, payload FROM action_events WHERE workspace_id = $1 AND action_id = $2
+SELECT seq, payload::text AS payload FROM action_events
+WHERE workspace_id = $1 AND action_id = $2
 ORDER BY seq DESC LIMIT 1"""
 
 # Where the payload sits in the canonical document head: its last key.
@@ -192,50 +197,75 @@ class ChainCheck:
     prev_hash: str = audit.GENESIS_HASH
     expected_seq: int = 1
     actions: dict[uuid.UUID, _Seen] = field(default_factory=dict)
-    # When the first event no checkpoint covers was appended (None: all covered).
+    # The oldest time of an event past the newest checkpoint (None: all covered).
     first_unsigned: datetime | None = None
     _next_signed: int = 0
+    _newest_signed: int = 0
     _tail: bytes = b""
 
     def __post_init__(self) -> None:
         self._tail = audit.doc_tail(self.workspace_id)
+        self._newest_signed = self.signed[-1].seq if self.signed else 0
 
-    def feed(self, row: asyncpg.Record) -> Break | None:
-        """Check the next event; a :class:`Break` when it is wrong. Feeding goes on after a
-        break, from what is stored (a gap's next event, a broken link, the stored hash), so
-        one bad event cannot hide what comes after it."""
+    def feed(self, row: asyncpg.Record) -> list[Break]:
+        """Check the next event; every finding it has. Feeding goes on after a finding, from
+        what is stored (a gap's next event, a broken link, the stored hash), so one bad
+        event cannot hide what comes after it, nor another finding of its own."""
         self.events += 1
         seq = int(row["seq"])
-        found: Break | None = None
+        found: list[Break] = []
         if seq != self.expected_seq:
             missing = f"{self.expected_seq}" + (
                 f"..{seq - 1}" if seq - 1 > self.expected_seq else ""
             )
-            found = Break(self.workspace_id, self.expected_seq, "deleted", f"seq {missing} missing")
-            self.prev_hash = row["prev_hash"]  # the gap is the finding, not the link after it
-        elif row["prev_hash"] != self.prev_hash:
-            found = Break(self.workspace_id, seq, "relinked", "does not link to the previous event")
-        text = row["payload"]
-        payload = fast_loads(text)
-        link = row["prev_hash"]
-        encode: Callable[[Any], bytes] = fast_canonical
-        head = _fast_head(row["action_id"], row["event_type"], payload, row["created_at"])
-        digest = audit.chain_hash(link, head, seq, self._tail)
-        if row["hash"] != digest:  # the writer's own forms decide
-            payload, encode = json.loads(text), audit.canonical
-            head = audit.doc_head(row["action_id"], row["event_type"], payload, row["created_at"])
-            digest = audit.chain_hash(link, head, seq, self._tail)
-        if row["hash"] != digest and found is None:
-            found = Break(
-                self.workspace_id, seq, "edited", "the event's content does not match its hash"
+            found.append(
+                Break(self.workspace_id, self.expected_seq, "deleted", f"seq {missing} missing")
             )
+        elif row["prev_hash"] != self.prev_hash:
+            found.append(
+                Break(self.workspace_id, seq, "relinked", "does not link to the previous event")
+            )
+        link = row["prev_hash"]
+        try:
+            head, payload, encode, digest = self._hash(row, seq, link)
+        except (ValueError, RecursionError) as exc:
+            found.append(_unreadable(self.workspace_id, seq, f"event seq {seq}", exc))
+        else:
+            if row["hash"] != digest:
+                found.append(
+                    Break(
+                        self.workspace_id,
+                        seq,
+                        "edited",
+                        "the event's content does not match its hash",
+                    )
+                )
+            self._remember(row["action_id"], seq, head, payload, row["event_type"], encode)
         # Checkpoints sign stored hashes: compare with what is stored.
         signed = self._against_checkpoints(seq, row["hash"])
-        self._remember(row["action_id"], seq, head, payload, row["event_type"], encode)
-        if self._next_signed >= len(self.signed) and self.first_unsigned is None:
-            self.first_unsigned = row["created_at"]
+        if signed is not None:
+            found.append(signed)
+        if seq > self._newest_signed:
+            created = row["created_at"]
+            if self.first_unsigned is None or created < self.first_unsigned:
+                self.first_unsigned = created
         self.prev_hash, self.expected_seq = row["hash"], seq + 1
-        return found or signed
+        return found
+
+    def _hash(
+        self, row: asyncpg.Record, seq: int, link: str
+    ) -> tuple[bytes, Any, Callable[[Any], bytes], str]:
+        """The event's document head, payload, encoder and hash: orjson's first, the
+        writer's own forms whenever they do not reproduce the stored hash."""
+        text = row["payload"]
+        payload = fast_loads(text)
+        head = _fast_head(row["action_id"], row["event_type"], payload, row["created_at"])
+        digest = audit.chain_hash(link, head, seq, self._tail)
+        if row["hash"] == digest:
+            return head, payload, fast_canonical, digest
+        payload = json.loads(text)
+        head = audit.doc_head(row["action_id"], row["event_type"], payload, row["created_at"])
+        return head, payload, audit.canonical, audit.chain_hash(link, head, seq, self._tail)
 
     def _against_checkpoints(self, seq: int, digest: str) -> Break | None:
         found = None
@@ -395,13 +425,13 @@ async def verify_workspace(
         try:
             async for batch in _batches(conn, SELECT_CHAIN, workspace_id):
                 for row in batch:
-                    found = check.feed(row)
-                    if found is not None and len(breaks) < MAX_CHAIN_BREAKS:
-                        breaks.append(await _classify(conn, found, row["prev_hash"]))
+                    for found in check.feed(row):
+                        if len(breaks) < MAX_CHAIN_BREAKS:
+                            breaks.append(await _classify(conn, found, row["prev_hash"]))
             last = check.expected_seq - 1
-            found = check.finish(head)
-            if found is not None:
-                breaks.append(found)
+            end = check.finish(head)
+            if end is not None:
+                breaks.append(end)
             side = await tables if tables is not None else await read_tables(conn, workspace_id)
             tables = None
             compared, unsummarised = await _compare(conn, workspace_id, check.actions, side)
@@ -418,31 +448,49 @@ async def verify_workspace(
 @dataclass
 class TableSide:
     """What the tables say of each action: the digest of its row's snapshot (by
-    :func:`fast_canonical`) and the summary of its ``action_targets`` rows."""
+    :func:`fast_canonical`), the summary of its ``action_targets`` rows, and what could
+    not be read (a finding each, never the end of the check)."""
 
     rows: dict[uuid.UUID, bytes] = field(default_factory=dict)
     targets: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
+    unreadable: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
-async def read_tables(conn: Conn, workspace_id: uuid.UUID) -> TableSide:
-    """Digest every row and summarise every action's targets (in the caller's snapshot)."""
+async def read_tables(
+    conn: Conn, workspace_id: uuid.UUID, loads: Callable[[str], Any] = json.loads
+) -> TableSide:
+    """Digest every row and summarise every action's targets (in the caller's snapshot);
+    jsonb arrives as text and is parsed by ``loads``."""
     side = TableSide()
     async for batch in _batches(conn, SELECT_ROWS, workspace_id):
         for record in batch:
-            row = _json_decoded(record, "action_params", "result")
-            side.rows[row["action_id"]] = _fingerprint(fast_canonical(audit.snapshot(row)))
+            try:
+                row = _parsed(record, loads, "action_params", "result")
+                side.rows[row["action_id"]] = _fingerprint(fast_canonical(audit.snapshot(row)))
+            except (ValueError, RecursionError) as exc:
+                side.unreadable[record["action_id"]] = f"its audit row ({_reason(exc)})"
     group: list[tuple[str, str, Any, Any]] = []
     current: uuid.UUID | None = None
+
+    def summarise() -> None:
+        if current is not None and current not in side.unreadable:
+            try:
+                side.targets[current] = audit.targets_summary(group, fast_canonical)
+            except (ValueError, RecursionError) as exc:
+                side.unreadable[current] = f"its action_targets ({_reason(exc)})"
+
     async for batch in _batches(conn, SELECT_TARGETS, workspace_id):
         for record in batch:
-            t = _json_decoded(record, "before", "after")
-            if t["action_id"] != current:
-                if current is not None:
-                    side.targets[current] = audit.targets_summary(group, fast_canonical)
-                current, group = t["action_id"], []
+            if record["action_id"] != current:
+                summarise()
+                current, group = record["action_id"], []
+            try:
+                t = _parsed(record, loads, "before", "after")
+            except (ValueError, RecursionError) as exc:
+                side.unreadable[record["action_id"]] = f"its action_targets ({_reason(exc)})"
+                continue
             group.append((t["target_kind"], t["target_key"], t["before"], t["after"]))
-    if current is not None:
-        side.targets[current] = audit.targets_summary(group, fast_canonical)
+    summarise()
     return side
 
 
@@ -450,17 +498,15 @@ def read_tables_elsewhere(dsn: str, snapshot: str, workspace_id: uuid.UUID) -> T
     """:func:`read_tables` in another process, inside an exported snapshot."""
     if not _SNAPSHOT_ID.match(snapshot):
         raise ValueError(f"not a snapshot id: {snapshot!r}")
+    sys.set_int_max_str_digits(0)  # stored numbers of any length, as in the parent
 
     async def read() -> TableSide:
         conn = await asyncpg.connect(dsn)
         try:
-            # Fast parsing here; what then disagrees is re-read by the caller, exactly.
-            await conn.set_type_codec(
-                "jsonb", encoder=json.dumps, decoder=fast_loads, schema="pg_catalog"
-            )
             async with conn.transaction(**_SNAPSHOT):
                 await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                return await read_tables(conn, workspace_id)
+                # Fast parsing here; what then disagrees is re-read by the caller, exactly.
+                return await read_tables(conn, workspace_id, fast_loads)
         finally:
             await conn.close()
 
@@ -472,7 +518,10 @@ async def _compare(
 ) -> tuple[list[Break], int]:
     """The tables against the chain; a disagreement is re-checked with the writer's own
     canonical form before it is reported."""
-    breaks: list[Break] = []
+    breaks: list[Break] = [
+        _unreadable(workspace_id, None, f"action {action_id}: {what}", None)
+        for action_id, what in side.unreadable.items()
+    ]
     for action_id, digest in side.rows.items():
         seen = actions.get(action_id)
         if seen is not None and digest == seen.fingerprint:
@@ -480,17 +529,22 @@ async def _compare(
         record = await conn.fetchrow(SELECT_ROW, workspace_id, action_id)
         if record is None:  # pragma: no cover - read in the same snapshot
             continue
-        row = _json_decoded(record, "action_params", "result")
+        row = _parsed(record, json.loads, "action_params", "result")
         snap = audit.snapshot(row)
         if seen is not None and _fingerprint(audit.canonical(snap)) == seen.fingerprint:
             continue
-        breaks.append(await _row_break(conn, workspace_id, row, snap, seen))
+        breaks.append(await _row_break(conn, workspace_id, snap, seen, action_id))
     for action_id, summary in side.targets.items():
         breaks.extend(await _targets_break(conn, workspace_id, action_id, summary, actions))
     unsummarised = 0
     for action_id, seen in actions.items():
         unsummarised += seen.unsummarised
-        if seen.targets is not None and action_id not in side.targets and seen.targets.get("count"):
+        if (
+            seen.targets is not None
+            and action_id not in side.targets
+            and action_id not in side.unreadable
+            and seen.targets.get("count")
+        ):
             breaks.append(
                 Break(
                     workspace_id,
@@ -503,13 +557,27 @@ async def _compare(
     return breaks, unsummarised
 
 
-def _json_decoded(record: asyncpg.Record, *columns: str) -> dict[str, Any]:
-    """A row whose jsonb ``columns`` are values (on a connection without the codec, text)."""
+def _parsed(record: asyncpg.Record, loads: Callable[[str], Any], *columns: str) -> dict[str, Any]:
+    """A row whose jsonb ``columns`` (read as text) are parsed by ``loads``."""
     row = dict(record)
     for column in columns:
-        if isinstance(row[column], str):
-            row[column] = json.loads(row[column])
+        if row[column] is not None:
+            row[column] = loads(row[column])
     return row
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ")
+    return f"{type(exc).__name__}: {text[:120]}"
+
+
+def _unreadable(
+    workspace_id: uuid.UUID, seq: int | None, what: str, exc: BaseException | None
+) -> Break:
+    detail = what if exc is None else f"{what} ({_reason(exc)})"
+    return Break(
+        workspace_id, seq, "undecodable", f"{detail}: stored data this verifier cannot read"
+    )
 
 
 async def _targets_break(
@@ -537,7 +605,7 @@ async def _targets_break(
         rows = [
             (t["target_kind"], t["target_key"], t["before"], t["after"])
             for t in (
-                _json_decoded(r, "before", "after")
+                _parsed(r, json.loads, "before", "after")
                 for r in await conn.fetch(SELECT_TARGETS_OF, action_id)
             )
         ]
@@ -560,19 +628,21 @@ async def _targets_break(
 async def _row_break(
     conn: Conn,
     workspace_id: uuid.UUID,
-    row: dict[str, Any],
     snap: dict[str, Any],
     seen: _Seen | None,
+    action_id: uuid.UUID,
 ) -> Break:
-    action_id = row["action_id"]
     if seen is None:
         return Break(
             workspace_id, None, "row_rewritten", f"action {action_id}: no event records it"
         )
     newest = await conn.fetchrow(NEWEST_EVENT, workspace_id, action_id)
-    payload = {} if newest is None else newest["payload"]
-    if isinstance(payload, str):
-        payload = json.loads(payload)
+    try:
+        payload = {} if newest is None else json.loads(newest["payload"])
+    except (ValueError, RecursionError):
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
     payload.pop("targets", None)  # compared on their own
     fields = sorted(k for k in set(snap) | set(payload) if snap.get(k) != payload.get(k))
     said = "; ".join(
@@ -672,13 +742,12 @@ async def verify(
 
 
 def _undecodable(workspace_id: uuid.UUID, exc: Exception) -> Break:
-    text = str(exc).replace("\n", " ")
     return Break(
         workspace_id,
         None,
         "undecodable",
-        f"stored data this verifier cannot read ({type(exc).__name__}: {text[:160]}); "
-        "nothing after it in this workspace was checked",
+        f"stored data this verifier cannot read ({_reason(exc)}); the rest of this workspace "
+        "was not checked",
     )
 
 

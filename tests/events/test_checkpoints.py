@@ -513,3 +513,74 @@ async def test_verify_goes_on_past_a_broken_event_and_never_crashes_on_stored_da
     assert "Traceback" not in out
     assert f"BROKEN workspace={ws} seq=2 edited" in out
     assert f"BROKEN workspace={ws} row_rewritten: action {action_id}" in out
+
+
+async def test_a_gap_does_not_hide_an_edit_and_odd_rows_do_not_hide_the_rest(
+    isolated_db: IsolatedDb,
+) -> None:
+    ws = await history(isolated_db)
+    first = await isolated_db.pool.fetchval(
+        "SELECT action_id FROM action_events WHERE workspace_id = $1 AND seq = 1", ws
+    )
+    deep = "[" * 5000 + "]" * 5000
+    await tamper(
+        isolated_db.pool,
+        ("DELETE FROM action_events WHERE workspace_id = $1 AND seq = 3", (ws,)),
+        (
+            "UPDATE action_events SET payload = jsonb_set(payload, '{reason}', '\"innocent\"') "
+            "WHERE workspace_id = $1 AND seq = 4",
+            (ws,),
+        ),
+        # A row the verifier cannot parse (5,000 levels deep) is one finding, not the end.
+        (
+            f"UPDATE action_audit_log SET action_params = '{deep}'::jsonb WHERE action_id = $1",
+            (first,),
+        ),
+    )
+    report = await verify(isolated_db.dsn, ws, emit=lambda _: None)
+    found = {(b.kind, b.seq) for b in report.breaks}
+    assert ("deleted", 3) in found
+    assert ("edited", 4) in found
+    assert ("undecodable", None) in found
+    # A JSON string where an object is usual is a value like any other, not unreadable.
+    ws2 = await history(isolated_db)
+    await tamper(
+        isolated_db.pool,
+        (
+            "UPDATE action_audit_log SET action_params = '\"just a string\"' "
+            "WHERE workspace_id = $1",
+            (ws2,),
+        ),
+    )
+    kinds_found = {b.kind for b in (await verify(isolated_db.dsn, ws2, emit=lambda _: None)).breaks}
+    assert kinds_found == {"row_rewritten"}
+
+
+async def test_a_fully_signed_idle_workspace_is_not_unsigned(
+    isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
+) -> None:
+    ws = await checkpointed(isolated_db, runtime_pool, tmp_path, key)
+    report = await verify(
+        isolated_db.dsn,
+        ws,
+        checkpoints=reader.load(tmp_path),
+        emit=lambda _: None,
+        max_unsigned_age_s=0,
+    )
+    assert report.breaks == []
+
+
+async def test_the_writer_follows_no_symlink_and_waits_on_no_fifo(
+    isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
+) -> None:
+    linked, piped, fine = [await history(isolated_db) for _ in range(3)]
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"important=1\nkeep_me=please")
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    files.path_for(directory, linked).symlink_to(victim)
+    os.mkfifo(files.path_for(directory, piped))
+
+    await asyncio.wait_for(Checkpointer(runtime_pool, directory, key).write_due(), 30)
+    assert victim.read_bytes() == b"important=1\nkeep_me=please"
+    assert files.path_for(directory, fine).exists()

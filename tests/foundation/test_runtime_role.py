@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -277,3 +277,46 @@ async def test_stored_values_stay_readable(
             audit.doc_tail(ws),
             audit.NOTIFY_CHANNEL,
         )
+
+
+async def test_an_append_takes_plain_arrays_and_the_present_time_only(
+    runtime: asyncpg.Connection, pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    action_id = await _action(pool, ws, "completed")
+    now = datetime.now(UTC)
+    head = audit.doc_head(action_id, "action.completed", {"n": 1}, now)
+    tail = audit.doc_tail(ws)
+    for payloads in (
+        # unnest ignores an array's bounds and flattens two dimensions: the row stored
+        # would not be the one checked.
+        """'[0:0]={"{\\"n\\": 2}"}'::jsonb[]""",
+        """ARRAY[ARRAY['{"n": 2}'::jsonb]]""",
+        """ARRAY['{"n": 1}'::jsonb, '{"n": 2}'::jsonb]""",  # longer than the other arrays
+    ):
+        with pytest.raises(asyncpg.InvalidParameterValueError):
+            await runtime.execute(
+                "SELECT fleetward_append_events($1, ARRAY[$2::uuid], ARRAY['action.completed'], "
+                f"{payloads}, ARRAY[$3::timestamptz], ARRAY[$4::bytea], $5, 'fleetward_events')",
+                ws,
+                action_id,
+                now,
+                head,
+                tail,
+            )
+    # A time in the future would hide how long an event went unsigned.
+    later = now + timedelta(hours=1)
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="is not now"):
+        await runtime.execute(
+            audit.APPEND_EVENTS,
+            ws,
+            [action_id],
+            ["action.completed"],
+            [{"n": 1}],
+            [later],
+            [audit.doc_head(action_id, "action.completed", {"n": 1}, later)],
+            tail,
+            audit.NOTIFY_CHANNEL,
+        )
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 0
+    )

@@ -42,11 +42,9 @@ def complete_lines(data: bytes) -> list[bytes]:
 def read_regular(path: Path, limit: int) -> bytes:
     """A regular file's bytes, never following a symlink or blocking on a FIFO; OSError
     for anything else or anything larger than ``limit``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = _open_regular(path, os.O_RDONLY)
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path}: not a regular file")
         if info.st_size > limit:
             raise OSError(f"{path}: larger than {limit} bytes")
         with os.fdopen(os.dup(fd), "rb") as fh:
@@ -55,22 +53,36 @@ def read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """A descriptor on a regular file, never through a symlink and never blocking on a
+    FIFO: whoever can write the directory must not make the writer change another file
+    (it runs with the service's rights) or hang."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    return fd
+
+
 def last_line(path: Path) -> bytes | None:
     """The last complete line of a checkpoint file, or None (no file, no complete line)."""
     try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - _TAIL))
-            lines = complete_lines(fh.read())
+        fd = _open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - _TAIL)
+        lines = complete_lines(os.pread(fd, size - start, start))
+    finally:
+        os.close(fd)
     return lines[-1] if lines else None
 
 
 def append(path: Path, line: bytes) -> None:
     """Append one line durably, first cutting off an incomplete line a crash left."""
     created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = _open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
