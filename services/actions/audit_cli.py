@@ -79,26 +79,21 @@ SELECT_CHAIN = """
 SELECT seq, action_id, event_type, payload::text AS payload, created_at, prev_hash, hash
 FROM action_events WHERE workspace_id = $1 ORDER BY seq"""
 # The columns of audit.snapshot, nothing else.
-SELECT_ROWS = """
-SELECT action_id, workspace_id, action_type, scope, target_id,
-       action_params::text AS action_params, reason, status, result::text AS result,
-       error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
-       rollback_of_action_id, policy_version, decision_id, request_id, created_at,
-       started_at, completed_at, rolled_back_at
-FROM action_audit_log WHERE workspace_id = $1"""
+_ROW_COLUMNS = """
+action_id, workspace_id, action_type, scope, target_id, action_params::text AS action_params,
+reason, status, result::text AS result, error_message, actor_user_id, actor_role,
+can_rollback, rollback_action_id, rollback_of_action_id, policy_version, decision_id,
+request_id, created_at, started_at, completed_at, rolled_back_at"""
+SELECT_ROWS = f"SELECT {_ROW_COLUMNS} FROM action_audit_log WHERE workspace_id = $1"
 SELECT_TARGETS = """
 SELECT t.action_id, t.target_kind, t.target_key, t.before::text AS before,
        t.after::text AS after
 FROM action_targets AS t JOIN action_audit_log AS a USING (action_id)
 WHERE a.workspace_id = $1 ORDER BY t.action_id"""
 # Failure paths only.
-SELECT_ROW = """
-SELECT action_id, workspace_id, action_type, scope, target_id,
-       action_params::text AS action_params, reason, status, result::text AS result,
-       error_message, actor_user_id, actor_role, can_rollback, rollback_action_id,
-       rollback_of_action_id, policy_version, decision_id, request_id, created_at,
-       started_at, completed_at, rolled_back_at
-FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"""
+SELECT_ROW = (
+    f"SELECT {_ROW_COLUMNS} FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"
+)
 SELECT_TARGETS_OF = """
 SELECT target_kind, target_key, before::text AS before, after::text AS after
 FROM action_targets WHERE action_id = $1"""

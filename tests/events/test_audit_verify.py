@@ -58,16 +58,15 @@ async def rewrite_event(pool: asyncpg.Pool, ws: uuid.UUID, seq: int, **changes: 
     return rehashed
 
 
-async def audit_verify(dsn: str, workspace: uuid.UUID) -> tuple[int, str]:
-    """Run the real CLI; (exit code, stdout + stderr)."""
+async def cli(dsn: str, *args: str) -> tuple[int, str]:
+    """``python -m services.actions audit verify ARGS``; (exit code, stdout + stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services.actions",
         "audit",
         "verify",
-        "--workspace",
-        str(workspace),
+        *args,
         cwd=REPO,
         env={**os.environ, "DATABASE_URL": dsn},
         stdout=asyncio.subprocess.PIPE,
@@ -76,6 +75,11 @@ async def audit_verify(dsn: str, workspace: uuid.UUID) -> tuple[int, str]:
     out, _ = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+async def audit_verify(dsn: str, workspace: uuid.UUID) -> tuple[int, str]:
+    """The real CLI on one workspace."""
+    return await cli(dsn, "--workspace", str(workspace))
 
 
 async def test_intact_chain_verifies_and_reports_its_rate(isolated_db: IsolatedDb) -> None:

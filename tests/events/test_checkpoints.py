@@ -35,7 +35,7 @@ from services.actions.db import create_pool
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.events.conftest import IsolatedDb
-from tests.events.test_audit_verify import REPO, history, rewrite_event, tamper
+from tests.events.test_audit_verify import REPO, cli, history, rewrite_event, tamper
 from tests.servers import running_action_server_handle
 
 
@@ -51,25 +51,6 @@ async def runtime_pool(isolated_db: IsolatedDb) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(isolated_db.runtime_dsn, max_size=4, acquire_timeout_s=5)
     yield pool
     await pool.close()
-
-
-async def cli(dsn: str, *args: str) -> tuple[int, str]:
-    """``python -m services.actions audit verify ARGS``; (exit code, output)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.actions",
-        "audit",
-        "verify",
-        *args,
-        cwd=REPO,
-        env={**os.environ, "DATABASE_URL": dsn},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def kinds(db: IsolatedDb, ws: uuid.UUID, directory: Path) -> list[str]:
