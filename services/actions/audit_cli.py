@@ -169,19 +169,6 @@ def fast_loads(text: str) -> Any:
         return json.loads(text)
 
 
-def _fast_head(action_id: uuid.UUID, event_type: str, payload: Any, created_at: Any) -> bytes:
-    """:func:`audit.doc_head` by :func:`fast_canonical`."""
-    body = fast_canonical(
-        {
-            "action_id": str(action_id),
-            "created_at": audit.iso(created_at),
-            "event_type": event_type,
-            "payload": payload,
-        }
-    )
-    return body[:-1] + _SEQ_KEY
-
-
 @dataclass
 class ChainCheck:
     """Streaming verification of one chain: feed events in ``seq`` order, then the head."""
@@ -254,7 +241,9 @@ class ChainCheck:
         writer's own forms whenever they do not reproduce the stored hash."""
         text = row["payload"]
         payload = fast_loads(text)
-        head = _fast_head(row["action_id"], row["event_type"], payload, row["created_at"])
+        head = audit.doc_head(
+            row["action_id"], row["event_type"], payload, row["created_at"], fast_canonical
+        )
         digest = audit.chain_hash(link, head, seq, self._tail)
         if row["hash"] == digest:
             return head, payload, fast_canonical, digest
@@ -720,7 +709,8 @@ async def verify(
             except DATABASE_ERRORS:
                 raise
             except Exception as exc:  # data this verifier cannot read is a finding, not a crash
-                result = WorkspaceResult(workspace_id, 0, 0, [_undecodable(workspace_id, exc)])
+                found = _unreadable(workspace_id, None, "the rest of this workspace", exc)
+                result = WorkspaceResult(workspace_id, 0, 0, [found])
             if checkpoints is not None:
                 result.breaks.extend(_unsigned(result, max_unsigned_age_s))
             report.workspaces += 1
@@ -734,16 +724,6 @@ async def verify(
         if executor is not None:
             executor.shutdown(cancel_futures=True)
     return report
-
-
-def _undecodable(workspace_id: uuid.UUID, exc: Exception) -> Break:
-    return Break(
-        workspace_id,
-        None,
-        "undecodable",
-        f"stored data this verifier cannot read ({_reason(exc)}); the rest of this workspace "
-        "was not checked",
-    )
 
 
 def _unsigned(result: WorkspaceResult, max_age_s: float) -> list[Break]:

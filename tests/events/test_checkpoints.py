@@ -53,9 +53,17 @@ async def runtime_pool(isolated_db: IsolatedDb) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-async def kinds(db: IsolatedDb, ws: uuid.UUID, directory: Path) -> list[str]:
+async def kinds(
+    db: IsolatedDb, ws: uuid.UUID, directory: Path, max_unsigned_age_s: float = 600.0
+) -> list[str]:
     """The kinds ``audit verify --checkpoints`` finds for one workspace."""
-    report = await verify(db.dsn, ws, checkpoints=reader.load(directory), emit=lambda _: None)
+    report = await verify(
+        db.dsn,
+        ws,
+        checkpoints=reader.load(directory),
+        emit=lambda _: None,
+        max_unsigned_age_s=max_unsigned_age_s,
+    )
     return [b.kind for b in report.breaks]
 
 
@@ -437,14 +445,7 @@ async def test_a_held_lock_or_a_foreign_file_stops_one_workspace_not_the_pass(
     assert files.path_for(tmp_path, fine).exists()
     assert not files.path_for(tmp_path, blocked).exists()
     # What the writer could not sign for long is a finding of its own.
-    report = await verify(
-        isolated_db.dsn,
-        blocked,
-        checkpoints=reader.load(tmp_path),
-        emit=lambda _: None,
-        max_unsigned_age_s=0,
-    )
-    assert [b.kind for b in report.breaks] == ["unsigned_events"]
+    assert await kinds(isolated_db, blocked, tmp_path, max_unsigned_age_s=0) == ["unsigned_events"]
 
 
 async def test_crafted_checkpoint_entries_are_findings_not_crashes(
@@ -541,14 +542,7 @@ async def test_a_fully_signed_idle_workspace_is_not_unsigned(
     isolated_db: IsolatedDb, runtime_pool: asyncpg.Pool, tmp_path: Path, key: SigningKey
 ) -> None:
     ws = await checkpointed(isolated_db, runtime_pool, tmp_path, key)
-    report = await verify(
-        isolated_db.dsn,
-        ws,
-        checkpoints=reader.load(tmp_path),
-        emit=lambda _: None,
-        max_unsigned_age_s=0,
-    )
-    assert report.breaks == []
+    assert await kinds(isolated_db, ws, tmp_path, max_unsigned_age_s=0) == []
 
 
 async def test_the_writer_follows_no_symlink_and_waits_on_no_fifo(

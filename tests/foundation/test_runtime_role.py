@@ -18,21 +18,13 @@ import pytest
 
 from services.actions import audit
 from services.actions.db import init_connection
+from tests.foundation.test_smoke import TABLES as SCHEMA_TABLES
 
 DENIED = asyncpg.InsufficientPrivilegeError
 REFUSED = asyncpg.IntegrityConstraintViolationError
 
-TABLES = (
-    "workspaces",
-    "departments",
-    "agents",
-    "budgets",
-    "action_audit_log",
-    "action_targets",
-    "action_events",
-    "audit_chain_heads",
-    "schema_migrations",
-)
+# Every table of the schema (the smoke test's list), in a stable order for the ids.
+TABLES = tuple(sorted(SCHEMA_TABLES))
 _NEW_ACTION = """
 INSERT INTO action_audit_log (action_id, workspace_id, action_type, scope, target_id,
     reason, actor_user_id, status, result, request_id, request_fingerprint, completed_at)
