@@ -1,4 +1,5 @@
-"""The read RPCs: GetAction, ListActions, GetAgent, ListAgents (need ``actions:read``)."""
+"""The read RPCs: GetAction, ListActions, ListActionEvents, GetAgent, ListAgents (need
+``actions:read``)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,15 @@ def list_actions_query(
     )
     return sql, args
 
+
+# One action's events, found by action_events_by_action (migrations/0001); an action has a
+# handful of events (at most pending, in_progress, a final one and rolled_back), sorted
+# in memory. The columns WatchActions reads, plus the workspace the event names.
+SELECT_ACTION_EVENTS = """
+SELECT workspace_id, seq, event_type, payload, created_at, hash
+FROM action_events
+WHERE action_id = $2 AND workspace_id = $1
+ORDER BY seq"""
 
 _AGENTS = """
 SELECT a.*, ab.monthly_limit_cents AS monthly_budget_cents,
@@ -155,6 +165,14 @@ class Reads:
         if await targets.look_up(self._pool, workspace_id, "fleet", "") is None:
             raise errors.not_found("workspace", str(workspace_id))
 
+    async def _require_action(
+        self, workspace_id: uuid.UUID, action_id: uuid.UUID, asked: str
+    ) -> None:
+        """NOT_FOUND for an unknown action (asked only when it has no events: a recorded
+        action always has some, unless its chain was damaged)."""
+        if await self._pool.fetchrow(audit.SELECT_ACTION, workspace_id, action_id) is None:
+            raise errors.not_found("action", asked)
+
     async def get_action(self, call: Call, request: actions_pb2.GetActionRequest) -> asyncpg.Record:
         """One audit row."""
         out: list[FieldViolation] = []
@@ -169,6 +187,22 @@ class Reads:
         if row is None:
             raise errors.not_found("action", request.action_id)
         return row
+
+    async def list_action_events(
+        self, call: Call, request: actions_pb2.ListActionEventsRequest
+    ) -> list[asyncpg.Record]:
+        """One action's ``action_events`` rows in seq order (as GetAction: NOT_FOUND for an
+        unknown action, for a caller who may read the workspace)."""
+        out: list[FieldViolation] = []
+        workspace_id = _workspace(request.workspace_id, out)
+        action_id = parse_uuid(request.action_id, "action_id", out)
+        if out:
+            raise invalid_argument(out)
+        await self._require_read(call, workspace_id)
+        rows = await self._pool.fetch(SELECT_ACTION_EVENTS, workspace_id, action_id)
+        if not rows:
+            await self._require_action(workspace_id, action_id, request.action_id)
+        return list(rows)
 
     async def list_actions(self, call: Call, request: actions_pb2.ListActionsRequest) -> Page:
         """One page of actions, newest first."""

@@ -13,7 +13,7 @@ from services.actions import catalog, convert, errors
 from services.actions.auth import Authenticator
 from services.actions.call import Call
 from services.actions.db import DATABASE_ERRORS, unavailable_detail
-from services.actions.events.watch import Watcher
+from services.actions.events.watch import Watcher, to_event
 from services.actions.executor import Executor
 from services.actions.permissions import Permissions
 from services.actions.reads import Reads
@@ -104,6 +104,19 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
 
         return await self._guard(context, work)
 
+    async def ListActionEvents(
+        self, request: actions_pb2.ListActionEventsRequest, context: Context
+    ) -> actions_pb2.ListActionEventsResponse:
+        """One action's events in seq order, each as WatchActions sends it."""
+
+        async def work() -> actions_pb2.ListActionEventsResponse:
+            rows = await self._reads.list_action_events(self._call(context), request)
+            return actions_pb2.ListActionEventsResponse(
+                events=[to_event(r["workspace_id"], r) for r in rows]
+            )
+
+        return await self._guard(context, work)
+
     async def ListActionTypes(
         self, request: actions_pb2.ListActionTypesRequest, context: Context
     ) -> actions_pb2.ListActionTypesResponse:
@@ -157,7 +170,8 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
     async def WatchActions(  # type: ignore[override]
         self, request: actions_pb2.WatchActionsRequest, context: Context
     ) -> AsyncIterator[bytes]:
-        """The workspace's events after ``after_seq``, then live ones, until shutdown.
+        """The workspace's events after ``after_seq`` (with ``live_only``: none of the
+        history), then live ones, until shutdown.
 
         Each event goes out as the bytes of its ActionEvent, serialized once per workspace
         by its feed (the registration passes bytes through unchanged).

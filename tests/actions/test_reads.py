@@ -1,10 +1,13 @@
-"""Reads: GetAction, ListActions (filters, keyset pages), ListActionTypes, GetAgent, ListAgents."""
+"""Reads: GetAction, ListActions (filters, keyset pages), ListActionEvents, ListActionTypes,
+GetAgent, ListAgents."""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
+from datetime import UTC
 from typing import Any
 
 import asyncpg
@@ -16,6 +19,7 @@ from google.protobuf import timestamp_pb2
 from bench import seed
 from services.actions import catalog, paging
 from services.actions.reads import list_actions_query
+from services.common.metrics import RPC_REQUESTS
 from tests.actions.helpers import STATUS, Api, details
 from tests.conftest import NewWorkspace
 
@@ -119,6 +123,143 @@ async def test_get_action_and_unknown_ids(api: Api, new_workspace: NewWorkspace)
             metadata=api.auth("mallory"),
         )
     assert details(err.value).code == grpc.StatusCode.PERMISSION_DENIED
+
+
+EVENTS_METHOD = "/fleetward.actions.v1.ActionService/ListActionEvents"
+
+
+async def _events(api: Api, ws: uuid.UUID | str, action_id: str) -> list[actions_pb2.ActionEvent]:
+    reply = await api.stub.ListActionEvents(
+        actions_pb2.ListActionEventsRequest(workspace_id=str(ws), action_id=action_id),
+        metadata=api.auth("carol"),
+    )
+    return list(reply.events)
+
+
+async def test_list_action_events_are_an_actions_events_in_seq_order(
+    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    pause = await api.execute("bob", ws.id, "pause_agent", target="sup-chat-1")
+    await api.execute("bob", ws.id, "pause_agent", target="sup-chat-2")  # interleaved
+    undo = await api.rollback("bob", ws.id, pause.action_id)
+
+    events = await _events(api, ws.id, pause.action_id)
+    assert [e.event_type for e in events] == [
+        "action.pending",
+        "action.in_progress",
+        "action.completed",
+        "action.rolled_back",
+    ]
+    seqs = [e.seq for e in events]
+    assert seqs[:3] == [1, 2, 3]
+    assert seqs[3] > 6  # after the other action's events and the rollback's first ones
+    assert {e.workspace_id for e in events} == {str(ws.id)}
+    assert {e.action.action_id for e in events} == {pause.action_id}
+    assert [e.action.status for e in events] == [
+        STATUS.ACTION_STATUS_PENDING,
+        STATUS.ACTION_STATUS_IN_PROGRESS,
+        STATUS.ACTION_STATUS_COMPLETED,
+        STATUS.ACTION_STATUS_ROLLED_BACK,
+    ]
+    assert events[2].action == pause  # the completed snapshot is the action Execute returned
+    stored = await pool.fetch(
+        "SELECT seq, hash, created_at FROM action_events WHERE action_id = $1 ORDER BY seq",
+        uuid.UUID(pause.action_id),
+    )
+    assert [(e.seq, e.hash) for e in events] == [(r["seq"], r["hash"]) for r in stored]
+    assert [e.created_at.ToDatetime(tzinfo=UTC) for e in events] == [
+        r["created_at"] for r in stored
+    ]
+    rollback = await _events(api, ws.id, undo.action_id)
+    assert [e.event_type for e in rollback] == [
+        "action.pending",
+        "action.in_progress",
+        "action.completed",
+    ]
+    assert rollback[-1].action == undo
+
+
+async def test_list_action_events_of_a_denied_action(
+    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.execute("carol", ws.id, "pause_agent", target="eng-code-1")  # a viewer
+    assert details(err.value).code == grpc.StatusCode.PERMISSION_DENIED
+    denied = await pool.fetchval(
+        "SELECT action_id FROM action_audit_log WHERE workspace_id = $1 AND status = 'denied'",
+        ws.id,
+    )
+    events = await _events(api, ws.id, str(denied))
+    assert [e.event_type for e in events] == ["action.denied"]
+    assert events[0].action.status == STATUS.ACTION_STATUS_DENIED
+    assert events[0].action.actor.subject == "carol"
+
+
+async def test_list_action_events_checks_like_get_action(
+    api: Api, new_workspace: NewWorkspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetward.access")
+    counted = {
+        code: RPC_REQUESTS.labels(EVENTS_METHOD, code)._value
+        for code in ("NOT_FOUND", "PERMISSION_DENIED", "INVALID_ARGUMENT")
+    }
+    before = {code: value.get() for code, value in counted.items()}
+    ws = await new_workspace()
+    other = await new_workspace()
+    done = await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
+
+    def request(workspace: object, action: str) -> actions_pb2.ListActionEventsRequest:
+        return actions_pb2.ListActionEventsRequest(workspace_id=str(workspace), action_id=action)
+
+    # An unknown action, or one of another workspace: NOT_FOUND for a reader.
+    for workspace, action in ((ws.id, str(uuid.uuid4())), (other.id, done.action_id)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await api.stub.ListActionEvents(request(workspace, action), metadata=api.auth("carol"))
+        got = details(err.value)
+        assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+    # Someone without a role: PERMISSION_DENIED, whether or not the ids exist.
+    for workspace, action in (
+        (ws.id, done.action_id),
+        (ws.id, str(uuid.uuid4())),
+        (uuid.uuid4(), str(uuid.uuid4())),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await api.stub.ListActionEvents(
+                request(workspace, action), metadata=api.auth("mallory")
+            )
+        got = details(err.value)
+        assert (got.code, got.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "INSUFFICIENT_PERMISSIONS",
+        )
+        assert got.metadata["required_permission"] == "actions:read"
+    # Malformed ids: INVALID_ARGUMENT naming each field, before anything is read.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await api.stub.ListActionEvents(
+            request("not-a-uuid", "{" + done.action_id + "}"), metadata=api.auth("mallory")
+        )
+    got = details(err.value)
+    assert (got.code, got.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert set(got.field_violations) == {"workspace_id", "action_id"}
+    # Counted and logged like every RPC.
+    after = {code: value.get() for code, value in counted.items()}
+    assert after == {
+        "NOT_FOUND": before["NOT_FOUND"] + 2,
+        "PERMISSION_DENIED": before["PERMISSION_DENIED"] + 3,
+        "INVALID_ARGUMENT": before["INVALID_ARGUMENT"] + 1,
+    }
+    logged = [r for r in caplog.records if getattr(r, "method", "") == EVENTS_METHOD]
+    assert [getattr(r, "code", "") for r in logged] == [
+        "NOT_FOUND",
+        "NOT_FOUND",
+        "PERMISSION_DENIED",
+        "PERMISSION_DENIED",
+        "PERMISSION_DENIED",
+        "INVALID_ARGUMENT",
+    ]
+    assert getattr(logged[0], "workspace_id", "") == str(ws.id)
 
 
 async def test_agents_show_their_control_state(

@@ -138,6 +138,83 @@ async def test_list_actions_follows_pages_newest_first(
     assert [a.action_id for a in budgets] == list(reversed(made))
 
 
+async def test_list_actions_page_returns_one_page_and_its_token(
+    connect: Connect, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    alice = await connect("alice")
+    made = [
+        await alice.call(
+            "execute",
+            workspace_id=str(ws.id),
+            scope="agent",
+            target_id=agent,
+            reason="page me",
+            params=PauseAgent(),
+        )
+        for agent in ("eng-code-1", "eng-code-2", "eng-code-3")
+    ]
+    newest_first = [a.action_id for a in reversed(made)]
+    first = await alice.call(
+        "list_actions_page", workspace_id=str(ws.id), status="completed", page_size=2
+    )
+    assert isinstance(first, actions_pb2.ListActionsResponse)
+    assert [a.action_id for a in first.actions] == newest_first[:2]
+    assert first.next_page_token
+    last = await alice.call(
+        "list_actions_page",
+        workspace_id=str(ws.id),
+        status="completed",
+        page_size=2,
+        page_token=first.next_page_token,
+    )
+    assert [a.action_id for a in last.actions] == newest_first[2:]
+    assert last.next_page_token == ""
+    with pytest.raises(InvalidArgument) as raised:  # a token is bound to its filters
+        await alice.call(
+            "list_actions_page",
+            workspace_id=str(ws.id),
+            page_size=2,
+            page_token=first.next_page_token,
+        )
+    assert "page_token" in {v.field for v in raised.value.field_violations}
+
+
+async def test_list_action_events_returns_an_actions_events(
+    connect: Connect, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    bob = await connect("bob")
+    action = await bob.call(
+        "execute",
+        workspace_id=str(ws.id),
+        scope="agent",
+        target_id="sup-chat-1",
+        reason="show my events",
+        params=PauseAgent(duration_minutes=10),
+    )
+    events = await bob.call(
+        "list_action_events", workspace_id=str(ws.id), action_id=action.action_id
+    )
+    assert [(e.seq, e.event_type) for e in events] == [
+        (1, "action.pending"),
+        (2, "action.in_progress"),
+        (3, "action.completed"),
+    ]
+    assert events[-1].action == action
+    assert all(len(e.hash) == 64 and e.created_at.seconds for e in events)
+    with pytest.raises(NotFound):
+        await bob.call("list_action_events", workspace_id=str(ws.id), action_id=str(uuid.uuid4()))
+    with pytest.raises(InvalidArgument) as raised:
+        await bob.call("list_action_events", workspace_id=str(ws.id), action_id="nope")
+    assert {v.field for v in raised.value.field_violations} == {"action_id"}
+    mallory = await connect("mallory")
+    with pytest.raises(PermissionDenied):
+        await mallory.call(
+            "list_action_events", workspace_id=str(ws.id), action_id=action.action_id
+        )
+
+
 async def test_list_agents_follows_pages_in_id_order(
     connect: Connect, new_workspace: NewWorkspace
 ) -> None:

@@ -132,6 +132,32 @@ def test_reads_retry_unavailable(fake: FakeActionService) -> None:
     assert future.result(timeout=10).agent_id == "eng-code-1"
 
 
+def test_one_page_and_an_actions_events_are_reads(fake: FakeActionService) -> None:
+    page = fake.start(
+        lambda c: c.list_actions_page(
+            workspace_id=WORKSPACE, status="denied", page_size=3, page_token="page-2"
+        )
+    )
+    fake.take("ListActions").fail(UNAVAILABLE)
+    retried = fake.take("ListActions")
+    assert retried.request.page_token == "page-2"
+    assert retried.request.page_size == 3
+    assert retried.request.status == actions_pb2.ACTION_STATUS_DENIED
+    retried.ok(actions_pb2.ListActionsResponse(next_page_token="page-3"))
+    assert page.result(timeout=10).next_page_token == "page-3"
+
+    events = fake.start(lambda c: c.list_action_events(workspace_id=WORKSPACE, action_id=ACTION_ID))
+    fake.take("ListActionEvents").fail(UNAVAILABLE)
+    asked = fake.take("ListActionEvents")
+    assert (asked.request.workspace_id, asked.request.action_id) == (WORKSPACE, ACTION_ID)
+    asked.ok(
+        actions_pb2.ListActionEventsResponse(
+            events=[actions_pb2.ActionEvent(seq=1), actions_pb2.ActionEvent(seq=2)]
+        )
+    )
+    assert [e.seq for e in events.result(timeout=10)] == [1, 2]
+
+
 def test_gives_up_after_max_attempts_with_the_last_error() -> None:
     for fake in fake_service(retry=RetryPolicy(max_attempts=3, initial_backoff=0.001)):
         future = _pause(fake)

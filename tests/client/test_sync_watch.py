@@ -20,13 +20,15 @@ def _send(stream: Taken, *seqs: int) -> None:
 
 
 def _watch(
-    fake: FakeActionService, after_seq: int, count: int
+    fake: FakeActionService, after_seq: int, count: int, *, live_only: bool = False
 ) -> tuple[Future[None], queue.Queue[int]]:
     """Consume ``count`` events in the worker, reporting each seq as it is processed."""
     seen: queue.Queue[int] = queue.Queue()
 
     def consume(client: ActionsClient) -> None:
-        events = client.watch_actions(workspace_id=WORKSPACE, after_seq=after_seq)
+        events = client.watch_actions(
+            workspace_id=WORKSPACE, after_seq=after_seq, live_only=live_only
+        )
         for processed, event in enumerate(events, start=1):
             seen.put(event.seq)
             if processed == count:
@@ -66,3 +68,28 @@ def test_watch_reconnects_when_the_server_ends_the_stream(fake: FakeActionServic
     _send(second, 2)
     done.result(timeout=10)
     assert seen.get(timeout=10) == 2
+
+
+def test_live_only_is_asked_again_until_an_event_then_resumes_from_its_seq(
+    fake: FakeActionService,
+) -> None:
+    done, seen = _watch(fake, after_seq=0, count=2, live_only=True)
+    first = fake.take_stream("WatchActions")
+    assert (first.request.after_seq, first.request.live_only) == (0, True)
+    down = status(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+    first.rpc.terminate(down.trailing_metadata, down.code, down.details)
+
+    # Nothing was yielded yet: still "from now on".
+    second = fake.take_stream("WatchActions")
+    assert (second.request.after_seq, second.request.live_only) == (0, True)
+    _send(second, 41)
+    assert seen.get(timeout=10) == 41
+    second.rpc.terminate((), grpc.StatusCode.OK, "")
+
+    # After an event: from its seq, history included, so nothing appended meanwhile is lost.
+    third = fake.take_stream("WatchActions")
+    assert third.request.workspace_id == WORKSPACE
+    assert (third.request.after_seq, third.request.live_only) == (41, False)
+    _send(third, 42)
+    done.result(timeout=10)
+    assert seen.get(timeout=10) == 42

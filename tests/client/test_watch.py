@@ -22,18 +22,31 @@ from tests.servers import running_action_server_handle
 class Watch:
     """One watch_actions stream of either client, read one event at a time."""
 
-    def __init__(self, target: str, token: str, workspace: str, *, sync: bool, after_seq: int = 0):
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        workspace: str,
+        *,
+        sync: bool,
+        after_seq: int = 0,
+        live_only: bool = False,
+    ):
         config = ClientConfig(target=target, token=token, retry=FAST)
         self.sync = sync
         if sync:
             self.client: Any = ActionsClient(config)
             self._events: Any = iter(
-                self.client.watch_actions(workspace_id=workspace, after_seq=after_seq)
+                self.client.watch_actions(
+                    workspace_id=workspace, after_seq=after_seq, live_only=live_only
+                )
             )
         else:
             self.client = AsyncActionsClient(config)
             self._events = aiter(
-                self.client.watch_actions(workspace_id=workspace, after_seq=after_seq)
+                self.client.watch_actions(
+                    workspace_id=workspace, after_seq=after_seq, live_only=live_only
+                )
             )
 
     async def next(self) -> actions_pb2.ActionEvent:
@@ -89,6 +102,34 @@ async def test_watch_replays_then_tails_live(
         await watch.close()
     seqs = [e.seq for e in replayed + live]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_watch_live_only_skips_the_history(
+    client_action_target: str, dev_secrets: Secrets, new_workspace: NewWorkspace, sync: bool
+) -> None:
+    ws = await new_workspace(agents_per_department=10)
+    token = dev_secrets.user_token("bob")
+    await _pause(client_action_target, token, ws, "eng-code-1")  # history: seq 1..3
+    watch = Watch(
+        client_action_target, dev_secrets.user_token("carol"), str(ws.id), sync=sync, live_only=True
+    )
+    try:
+        # The stream opens at the first next() and attaches in the background: pause
+        # agents until one of their events comes through, then one more.
+        first = asyncio.ensure_future(watch.next())
+        for agent in sorted(ws.agents)[1:]:
+            await _pause(client_action_target, token, ws, agent)
+            if (await asyncio.wait({first}, timeout=1))[0]:
+                break
+        seen = [first.result()]
+        last = await _pause(client_action_target, token, ws, "eng-code-1")
+        seen += await watch.until_completed(last.action_id)
+    finally:
+        await watch.close()
+    seqs = [e.seq for e in seen]
+    assert seqs[0] > 3  # no history
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # then every event
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])

@@ -24,10 +24,19 @@ from tests.servers import running_action_server_handle, write_test_policy
 WatchCall = Any  # grpc.aio.UnaryStreamCall[WatchActionsRequest, ActionEvent]
 
 
-def watch(api: Api, subject: str, workspace: uuid.UUID | str, after_seq: int = 0) -> WatchCall:
+def watch(
+    api: Api,
+    subject: str,
+    workspace: uuid.UUID | str,
+    after_seq: int = 0,
+    *,
+    live_only: bool = False,
+) -> WatchCall:
     """Open a WatchActions stream (no deadline: it is long-lived)."""
     return api.stub.WatchActions(
-        actions_pb2.WatchActionsRequest(workspace_id=str(workspace), after_seq=after_seq),
+        actions_pb2.WatchActionsRequest(
+            workspace_id=str(workspace), after_seq=after_seq, live_only=live_only
+        ),
         metadata=api.auth(subject),
     )
 
@@ -194,6 +203,44 @@ async def test_watch_validates_its_request(
     got = details(info.value)
     assert got.code == grpc.StatusCode.INVALID_ARGUMENT
     assert field in got.field_violations
+
+
+async def test_live_only_skips_the_history_and_then_misses_nothing(
+    events_api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace(agents_per_department=20)
+    agents = sorted(ws.agents)
+    await pause_each(events_api, ws.id, agents[:5])
+    history = await head(pool, ws.id)
+    call = watch(events_api, "carol", ws.id, live_only=True)
+    try:
+        # Nothing comes before the stream attached and something new was appended, and
+        # attaching takes a moment: act, one agent at a time, until the stream speaks.
+        first_read = asyncio.ensure_future(call.read())
+        for agent in agents[5:20]:
+            await events_api.execute("alice", ws.id, "pause_agent", target=agent)
+            if (await asyncio.wait({first_read}, timeout=1))[0]:
+                break
+        assert first_read.done(), "a live-only stream sent nothing"
+        await pause_each(events_api, ws.id, agents[20:30])  # then a burst
+        last = await head(pool, ws.id)
+        received = [first_read.result(), *await read_until(call, last)]
+    finally:
+        call.cancel()
+    first = received[0].seq
+    assert first > history  # no history
+    assert_exact_sequence(received, first, last)  # and from its start on, every event
+
+
+async def test_live_only_takes_no_cursor(events_api: Api, new_workspace: NewWorkspace) -> None:
+    ws = await new_workspace()
+    await pause_each(events_api, ws.id, ["eng-code-1"])
+    call = watch(events_api, "carol", ws.id, after_seq=2, live_only=True)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call.read()
+    got = details(info.value)
+    assert (got.code, got.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert "live_only" in got.field_violations["after_seq"]
 
 
 async def test_watch_without_token_is_unauthenticated(events_api: Api) -> None:

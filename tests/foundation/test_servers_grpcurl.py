@@ -184,6 +184,7 @@ def test_reflection_describes_the_action_contract(services: Services) -> None:
 
     assert f"{ACTIONS}.Execute" in methods
     assert f"{ACTIONS}.WatchActions" in methods
+    assert f"{ACTIONS}.ListActionEvents" in methods
     assert "request_id" in request
     assert "pause_agent" in request
     # The contract's comments reach a grpcurl user (reflection serves source info).

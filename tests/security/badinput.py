@@ -194,7 +194,8 @@ def _read_expect(ids_ok: bool, subject: str) -> frozenset[grpc.StatusCode]:
 def read_case(
     draw: st.DrawFn, workspaces: list[str], actions: list[str], tokens: list[str]
 ) -> Case:
-    """GetAction, ListActions, GetAgent, ListAgents, ListActionTypes, WatchActions."""
+    """GetAction, ListActions, ListActionEvents, GetAgent, ListAgents, ListActionTypes,
+    WatchActions, CheckAccess."""
     subject = draw(st.sampled_from(["bob", "mallory"]))
     ws = draw(uuids(workspaces))
     rpc = draw(
@@ -202,6 +203,7 @@ def read_case(
             [
                 "GetAction",
                 "ListActions",
+                "ListActionEvents",
                 "GetAgent",
                 "ListAgents",
                 "ListActionTypes",
@@ -229,6 +231,11 @@ def read_case(
         return Case(rpc, request, subject, expect)
     if rpc == "GetAction":
         request = actions_pb2.GetActionRequest(workspace_id=ws, action_id=draw(uuids(actions)))
+        ok = uuid_ok(ws) and uuid_ok(request.action_id)
+    elif rpc == "ListActionEvents":
+        request = actions_pb2.ListActionEventsRequest(
+            workspace_id=ws, action_id=draw(uuids(actions))
+        )
         ok = uuid_ok(ws) and uuid_ok(request.action_id)
     elif rpc == "GetAgent":
         request = actions_pb2.GetAgentRequest(workspace_id=ws, agent_id=draw(texts))
@@ -260,9 +267,13 @@ def read_case(
         return Case(rpc, actions_pb2.ListActionTypesRequest(), subject, frozenset({C.OK}))
     else:
         request = actions_pb2.WatchActionsRequest(
-            workspace_id=ws, after_seq=draw(st.integers(-(2**63), 2**63 - 1))
+            workspace_id=ws,
+            after_seq=draw(st.integers(-(2**63), 2**63 - 1) | st.just(0)),
+            live_only=draw(st.booleans()),
         )
-        expect = _read_expect(uuid_ok(ws) and request.after_seq >= 0, subject)
+        # live_only streams what comes next: a cursor with it is refused.
+        cursor_ok = request.after_seq == 0 if request.live_only else request.after_seq >= 0
+        expect = _read_expect(uuid_ok(ws) and cursor_ok, subject)
         # A valid stream stays open until the client's deadline.
         return Case("WatchActions", request, subject, expect | {C.DEADLINE_EXCEEDED})
     expect = _read_expect(ok, subject)
@@ -286,6 +297,10 @@ def garbage_token_case(draw: st.DrawFn, workspaces: list[str]) -> Case:
                 ("GetAgent", actions_pb2.GetAgentRequest(workspace_id=workspaces[0])),
                 ("ListActionTypes", actions_pb2.ListActionTypesRequest()),
                 ("ListActions", actions_pb2.ListActionsRequest(workspace_id=workspaces[0])),
+                (
+                    "ListActionEvents",
+                    actions_pb2.ListActionEventsRequest(workspace_id=workspaces[0]),
+                ),
                 ("CheckAccess", actions_pb2.CheckAccessRequest(workspace_id=workspaces[0])),
             ]
         )
@@ -399,6 +414,7 @@ def one_field_case(
                 "ListAgents",
                 "GetAgent",
                 "GetAction",
+                "ListActionEvents",
                 "Execute",
                 "Rollback",
                 "CheckAccess",
@@ -452,8 +468,13 @@ def one_field_case(
     elif rpc == "GetAgent":
         request = actions_pb2.GetAgentRequest(workspace_id=ws, agent_id="eng-code-1")
         setattr(request, draw(st.sampled_from(["workspace_id", "agent_id"])), draw(hostile_texts))
-    elif rpc == "GetAction":
-        request = actions_pb2.GetActionRequest(workspace_id=ws, action_id=actions[0])
+    elif rpc in ("GetAction", "ListActionEvents"):
+        message = (
+            actions_pb2.GetActionRequest
+            if rpc == "GetAction"
+            else actions_pb2.ListActionEventsRequest
+        )
+        request = message(workspace_id=ws, action_id=actions[0])
         setattr(request, draw(st.sampled_from(["workspace_id", "action_id"])), draw(hostile_texts))
     elif rpc in ("Execute", "Rollback"):
         subject = "mallory"  # a valid request is PERMISSION_DENIED and not recorded
@@ -491,10 +512,14 @@ def one_field_case(
             request.workspace_id = draw(hostile_texts)
     elif rpc == "WatchActions":
         request = actions_pb2.WatchActionsRequest(workspace_id=ws)
-        if draw(st.booleans()):
+        name = draw(st.sampled_from(["workspace_id", "after_seq", "live_only"]))
+        if name == "workspace_id":
             request.workspace_id = draw(hostile_texts)
-        else:
+        elif name == "after_seq":
             request.after_seq = draw(HOSTILE_INTS)
+        else:  # live_only, alone or with a cursor
+            request.live_only = True
+            request.after_seq = draw(st.just(0) | HOSTILE_INTS)
     else:
         subject, service = "svc", "policy"
         fields = {

@@ -174,6 +174,11 @@ def _huge_requests(ws: str) -> list[tuple[str, Any, str]]:
         ("Execute", actions_pb2.ExecuteRequest(workspace_id=ws, reason=big), "actions"),
         ("Rollback", actions_pb2.RollbackRequest(workspace_id=ws, reason=big), "actions"),
         ("GetAction", actions_pb2.GetActionRequest(workspace_id=ws, action_id=big), "actions"),
+        (
+            "ListActionEvents",
+            actions_pb2.ListActionEventsRequest(workspace_id=ws, action_id=big),
+            "actions",
+        ),
         ("ListActions", actions_pb2.ListActionsRequest(workspace_id=ws, page_token=big), "actions"),
         ("GetAgent", actions_pb2.GetAgentRequest(workspace_id=ws, agent_id=big), "actions"),
         ("ListAgents", actions_pb2.ListAgentsRequest(workspace_id=big), "actions"),

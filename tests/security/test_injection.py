@@ -65,6 +65,9 @@ async def test_injection_strings_in_every_field_change_nothing(
         "GetAction": s.GetAction(
             actions_pb2.GetActionRequest(workspace_id=w, action_id=evil), metadata=md
         ),
+        "ListActionEvents": s.ListActionEvents(
+            actions_pb2.ListActionEventsRequest(workspace_id=w, action_id=evil), metadata=md
+        ),
         "GetAgent": s.GetAgent(
             actions_pb2.GetAgentRequest(workspace_id=w, agent_id=evil), metadata=md
         ),

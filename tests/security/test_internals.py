@@ -184,6 +184,7 @@ NOT_A_MESSAGE = b"\x0a\x02\xff\xfe"
     "method",
     [
         "/fleetward.actions.v1.ActionService/Execute",
+        "/fleetward.actions.v1.ActionService/ListActionEvents",
         "/fleetward.actions.v1.ActionService/WatchActions",
         "/fleetward.policy.v1.PolicyService/Check",
         "/fleetward.policy.v1.PolicyService/CheckResources",

@@ -70,6 +70,11 @@ def rpcs(ws: str, action: str, agent: str, dept: str) -> dict[str, Callable[[Any
         "ListActions": lambda s, m: s.ListActions(
             actions_pb2.ListActionsRequest(workspace_id=ws, target_id=agent), metadata=m, timeout=t
         ),
+        "ListActionEvents": lambda s, m: s.ListActionEvents(
+            actions_pb2.ListActionEventsRequest(workspace_id=ws, action_id=action),
+            metadata=m,
+            timeout=t,
+        ),
         "GetAgent": lambda s, m: s.GetAgent(
             actions_pb2.GetAgentRequest(workspace_id=ws, agent_id=agent), metadata=m, timeout=t
         ),
@@ -80,6 +85,9 @@ def rpcs(ws: str, action: str, agent: str, dept: str) -> dict[str, Callable[[Any
         ),
         "WatchActions": lambda s, m: s.WatchActions(
             actions_pb2.WatchActionsRequest(workspace_id=ws), metadata=m, timeout=t
+        ),
+        "WatchActions(live_only)": lambda s, m: s.WatchActions(
+            actions_pb2.WatchActionsRequest(workspace_id=ws, live_only=True), metadata=m, timeout=t
         ),
         "Execute(agent)": lambda s, m: s.Execute(
             execute_request(ws, "pause_agent", target=agent, request_id="same-key"),
@@ -113,9 +121,11 @@ def rpcs(ws: str, action: str, agent: str, dept: str) -> dict[str, Callable[[Any
     [
         "GetAction",
         "ListActions",
+        "ListActionEvents",
         "GetAgent",
         "ListAgents",
         "WatchActions",
+        "WatchActions(live_only)",
         "Execute(agent)",
         "Execute(department)",
         "Execute(fleet)",

@@ -146,6 +146,9 @@ def calls(ws: str, action_id: str) -> dict[str, Callable[..., Any]]:
             actions_pb2.GetActionRequest(workspace_id=ws, action_id=action_id)
         ),
         "ListActions": lambda s: s.ListActions(actions_pb2.ListActionsRequest(workspace_id=ws)),
+        "ListActionEvents": lambda s: s.ListActionEvents(
+            actions_pb2.ListActionEventsRequest(workspace_id=ws, action_id=action_id)
+        ),
         "ListActionTypes": lambda s: s.ListActionTypes(actions_pb2.ListActionTypesRequest()),
         "GetAgent": lambda s: s.GetAgent(
             actions_pb2.GetAgentRequest(workspace_id=ws, agent_id="eng-code-1")

@@ -6,7 +6,9 @@ workspace's shared feed took over (:mod:`services.actions.events.feed`); then it
 what the feed reads, once per workspace for all its streams. Because every appender
 holds the workspace's chain head until it commits, ``seq`` order is commit order: the
 switch from table to feed has no gap and no duplicate. A stream that falls too far
-behind the feed reads the table again and rejoins.
+behind the feed reads the table again and rejoins. A ``live_only`` stream skips the
+history: it starts after its feed's position when it attaches, so it sends only the events
+appended from then on.
 
 Streams hold no database connection while they wait, and read the table through a small
 pool of their own, so watchers never take a connection an Execute needs. Open streams are
@@ -171,20 +173,23 @@ class Watcher:
     ) -> AsyncIterator[bytes]:
         """Validate and authorize (``actions:read`` on ``fleet``); return the stream.
 
-        Raises INVALID_ARGUMENT or PERMISSION_DENIED (also for a workspace that does not
-        exist, unless the caller may read it). The stream itself raises, before its first
-        event, RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``, NOT_FOUND, or INVALID_ARGUMENT for
-        an ``after_seq`` beyond the workspace's last event.
+        Raises INVALID_ARGUMENT (also for ``live_only`` with an ``after_seq``) or
+        PERMISSION_DENIED (also for a workspace that does not exist, unless the caller may
+        read it). The stream itself raises, before its first event, RESOURCE_EXHAUSTED
+        ``TOO_MANY_STREAMS``, NOT_FOUND, or INVALID_ARGUMENT for an ``after_seq`` beyond
+        the workspace's last event.
         """
         out: list[FieldViolation] = []
         workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
         if request.after_seq < 0:
             out.append(FieldViolation("after_seq", "must be 0 or more"))
+        elif request.after_seq and request.live_only:
+            out.append(FieldViolation("after_seq", "must be 0 with live_only"))
         if out:
             raise invalid_argument(out)
         call.ensure_time_left()
         await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
-        return self._stream(call, workspace_id, request.after_seq)
+        return self._stream(call, workspace_id, request.after_seq, live_only=request.live_only)
 
     def _admit(self, subject: str) -> None:
         """Count a new stream, or RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``."""
@@ -204,14 +209,17 @@ class Watcher:
         WATCH_STREAMS.dec()
 
     async def _stream(
-        self, call: Call, workspace_id: uuid.UUID, after_seq: int
+        self, call: Call, workspace_id: uuid.UUID, after_seq: int, *, live_only: bool
     ) -> AsyncIterator[bytes]:
         """The stream; its count and its tail are taken and given back inside the body, so
-        a stream dropped before its first read holds nothing."""
+        a stream dropped before its first read holds nothing. A ``live_only`` stream starts
+        where its tail starts: nothing before it is read from the table."""
         self._admit(call.subject)
         try:
             # Attaching reads the workspace's head once per workspace, not once per stream.
             tail = await self._feeds.attach(workspace_id)
+            if live_only:
+                after_seq = tail.start
             try:
                 if after_seq > tail.start:
                     head = await self._pool.fetchval(SELECT_HEAD_SEQ, workspace_id)

@@ -241,8 +241,9 @@ def list_actions_request(
     created_after: datetime | None,
     created_before: datetime | None,
     page_size: int,
+    page_token: str = "",
 ) -> actions_pb2.ListActionsRequest:
-    """Build the first-page ``ListActionsRequest``."""
+    """Build a ``ListActionsRequest`` (the first page unless ``page_token`` is given)."""
     return actions_pb2.ListActionsRequest(
         workspace_id=workspace_id,
         action_type=action_type,
@@ -252,4 +253,5 @@ def list_actions_request(
         created_after=timestamp(created_after),
         created_before=timestamp(created_before),
         page_size=page_size,
+        page_token=page_token,
     )

@@ -745,6 +745,56 @@ class ListActionTypesResponse(_message.Message):
 Global___ListActionTypesResponse: _TypeAlias = ListActionTypesResponse  # noqa: Y015
 
 @_typing.final
+class ListActionEventsRequest(_message.Message):
+    """ListActionEventsRequest names one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The workspace (UUID)."""
+    action_id: _builtins.str
+    """The action (UUID)."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActionEventsRequest: _TypeAlias = ListActionEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListActionEventsResponse(_message.Message):
+    """ListActionEventsResponse is every event of one action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionEvent]:
+        """The action's events in seq order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ActionEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActionEventsResponse: _TypeAlias = ListActionEventsResponse  # noqa: Y015
+
+@_typing.final
 class WatchActionsRequest(_message.Message):
     """WatchActionsRequest opens an event stream for one workspace."""
 
@@ -752,21 +802,28 @@ class WatchActionsRequest(_message.Message):
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    LIVE_ONLY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """The workspace (UUID)."""
     after_seq: _builtins.int
     """Replay events with seq greater than this (0 = from the beginning), then
     stream live ones.
     """
+    live_only: _builtins.bool
+    """Skip the history and stream only events appended after the stream
+    attaches. after_seq must then be 0. To resume without a gap, reconnect
+    with the last seq you processed and live_only false.
+    """
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         after_seq: _builtins.int = ...,
+        live_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "live_only", b"live_only", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

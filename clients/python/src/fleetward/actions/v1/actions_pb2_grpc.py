@@ -61,6 +61,11 @@ class ActionServiceStub:
                 request_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesRequest.SerializeToString,
                 response_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesResponse.FromString,
                 _registered_method=True)
+        self.ListActionEvents = channel.unary_unary(
+                '/fleetward.actions.v1.ActionService/ListActionEvents',
+                request_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsRequest.SerializeToString,
+                response_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsResponse.FromString,
+                _registered_method=True)
         self.WatchActions = channel.unary_stream(
                 '/fleetward.actions.v1.ActionService/WatchActions',
                 request_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.WatchActionsRequest.SerializeToString,
@@ -127,10 +132,19 @@ class ActionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListActionEvents(self, request, context):
+        """ListActionEvents returns one action's events in seq order (pending,
+        in_progress, completed, failed, rolled_back, denied: whichever exist), each
+        exactly as WatchActions sends it. Needs actions:read on the workspace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchActions(self, request, context):
         """WatchActions replays the workspace's events with seq > after_seq in order,
         then streams new ones live, with no gap and no duplicate. Resume with the
-        last seq you processed.
+        last seq you processed. With live_only it skips the history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +203,11 @@ def add_ActionServiceServicer_to_server(servicer, server):
                     servicer.ListActionTypes,
                     request_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesRequest.FromString,
                     response_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesResponse.SerializeToString,
+            ),
+            'ListActionEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActionEvents,
+                    request_deserializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsRequest.FromString,
+                    response_serializer=fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsResponse.SerializeToString,
             ),
             'WatchActions': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchActions,
@@ -348,6 +367,33 @@ class ActionService:
             '/fleetward.actions.v1.ActionService/ListActionTypes',
             fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesRequest.SerializeToString,
             fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActionEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleetward.actions.v1.ActionService/ListActionEvents',
+            fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsRequest.SerializeToString,
+            fleetward_dot_actions_dot_v1_dot_actions__pb2.ListActionEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

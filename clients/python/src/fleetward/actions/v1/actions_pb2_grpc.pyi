@@ -58,10 +58,15 @@ class ActionServiceStub:
     """ListActions lists a workspace's actions, newest first, with keyset paging."""
     ListActionTypes: _grpc.UnaryUnaryMultiCallable[_actions_pb2.ListActionTypesRequest, _actions_pb2.ListActionTypesResponse]
     """ListActionTypes describes the action catalog. Any authenticated caller."""
+    ListActionEvents: _grpc.UnaryUnaryMultiCallable[_actions_pb2.ListActionEventsRequest, _actions_pb2.ListActionEventsResponse]
+    """ListActionEvents returns one action's events in seq order (pending,
+    in_progress, completed, failed, rolled_back, denied: whichever exist), each
+    exactly as WatchActions sends it. Needs actions:read on the workspace.
+    """
     WatchActions: _grpc.UnaryStreamMultiCallable[_actions_pb2.WatchActionsRequest, _actions_pb2.ActionEvent]
     """WatchActions replays the workspace's events with seq > after_seq in order,
     then streams new ones live, with no gap and no duplicate. Resume with the
-    last seq you processed.
+    last seq you processed. With live_only it skips the history.
     """
     GetAgent: _grpc.UnaryUnaryMultiCallable[_actions_pb2.GetAgentRequest, _actions_pb2.Agent]
     """GetAgent returns an agent's control state."""
@@ -99,10 +104,15 @@ class ActionServiceAsyncStub(ActionServiceStub):
     """ListActions lists a workspace's actions, newest first, with keyset paging."""
     ListActionTypes: _aio.UnaryUnaryMultiCallable[_actions_pb2.ListActionTypesRequest, _actions_pb2.ListActionTypesResponse]  # type: ignore[assignment]
     """ListActionTypes describes the action catalog. Any authenticated caller."""
+    ListActionEvents: _aio.UnaryUnaryMultiCallable[_actions_pb2.ListActionEventsRequest, _actions_pb2.ListActionEventsResponse]  # type: ignore[assignment]
+    """ListActionEvents returns one action's events in seq order (pending,
+    in_progress, completed, failed, rolled_back, denied: whichever exist), each
+    exactly as WatchActions sends it. Needs actions:read on the workspace.
+    """
     WatchActions: _aio.UnaryStreamMultiCallable[_actions_pb2.WatchActionsRequest, _actions_pb2.ActionEvent]  # type: ignore[assignment]
     """WatchActions replays the workspace's events with seq > after_seq in order,
     then streams new ones live, with no gap and no duplicate. Resume with the
-    last seq you processed.
+    last seq you processed. With live_only it skips the history.
     """
     GetAgent: _aio.UnaryUnaryMultiCallable[_actions_pb2.GetAgentRequest, _actions_pb2.Agent]  # type: ignore[assignment]
     """GetAgent returns an agent's control state."""
@@ -169,6 +179,17 @@ class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListActionTypes describes the action catalog. Any authenticated caller."""
 
     @_abc_1.abstractmethod
+    def ListActionEvents(
+        self,
+        request: _actions_pb2.ListActionEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_actions_pb2.ListActionEventsResponse, _abc.Awaitable[_actions_pb2.ListActionEventsResponse]]:
+        """ListActionEvents returns one action's events in seq order (pending,
+        in_progress, completed, failed, rolled_back, denied: whichever exist), each
+        exactly as WatchActions sends it. Needs actions:read on the workspace.
+        """
+
+    @_abc_1.abstractmethod
     def WatchActions(
         self,
         request: _actions_pb2.WatchActionsRequest,
@@ -176,7 +197,7 @@ class ActionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_actions_pb2.ActionEvent], _abc.AsyncIterator[_actions_pb2.ActionEvent]]:
         """WatchActions replays the workspace's events with seq > after_seq in order,
         then streams new ones live, with no gap and no duplicate. Resume with the
-        last seq you processed.
+        last seq you processed. With live_only it skips the history.
         """
 
     @_abc_1.abstractmethod

@@ -19,6 +19,8 @@ from fleetward.client.params import ActionParams, ScopeLike
 def _after(
     request: actions_pb2.WatchActionsRequest, event: actions_pb2.ActionEvent
 ) -> actions_pb2.WatchActionsRequest:
+    """The request that resumes after ``event``: its seq, history included (live_only off),
+    so a reconnect misses nothing that was appended meanwhile."""
     return actions_pb2.WatchActionsRequest(workspace_id=request.workspace_id, after_seq=event.seq)
 
 
@@ -224,6 +226,80 @@ class ActionsClient(SyncClientBase):
                 return
             request.page_token = page.next_page_token
 
+    def list_actions_page(
+        self,
+        *,
+        workspace_id: str,
+        action_type: str = "",
+        status: actions_pb2.ActionStatus.ValueType | str | None = None,
+        actor_subject: str = "",
+        target_id: str = "",
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = _core.PAGE_SIZE,
+        page_token: str = "",
+        deadline: float | None = None,
+    ) -> actions_pb2.ListActionsResponse:
+        """Return one page of a workspace's actions, newest first (for paged views).
+
+        Args:
+            workspace_id: The workspace (UUID).
+            action_type: Only this type (e.g. ``pause_agent``).
+            status: Only this status (enum or name such as ``"completed"``).
+            actor_subject: Only actions of this subject.
+            target_id: Only actions on this target.
+            created_after: Only actions created at or after this time.
+            created_before: Only actions created before this time.
+            page_size: Actions per page (at most 500).
+            page_token: The ``next_page_token`` of the previous page, passed with the same
+                workspace and filters (anything else raises ``InvalidArgument``); empty for
+                the first page.
+            deadline: Seconds for the whole call, retries included.
+
+        Returns:
+            The page: ``actions`` and ``next_page_token`` (empty on the last page).
+        """
+        request = _core.list_actions_request(
+            workspace_id=workspace_id,
+            action_type=action_type,
+            status=status,
+            actor_subject=actor_subject,
+            target_id=target_id,
+            created_after=created_after,
+            created_before=created_before,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._transport.unary(
+            self._stub.ListActions, request, retry=Retry.READ, deadline=deadline
+        )
+
+    def list_action_events(
+        self, *, workspace_id: str, action_id: str, deadline: float | None = None
+    ) -> list[actions_pb2.ActionEvent]:
+        """Return one action's events in ``seq`` order, each as ``watch_actions`` yields it.
+
+        Needs ``actions:read`` on the workspace, like ``get_action``; an unknown action
+        raises ``NotFound``.
+
+        Args:
+            workspace_id: The workspace (UUID).
+            action_id: The action (UUID).
+            deadline: Seconds for the whole call, retries included.
+
+        Returns:
+            Its events (``action.pending``, ``action.in_progress``, ``action.completed``,
+            ``action.failed``, ``action.rolled_back``, ``action.denied``: whichever exist),
+            each with ``seq``, the action as it was then, ``created_at`` and ``hash``.
+        """
+        request = actions_pb2.ListActionEventsRequest(
+            workspace_id=workspace_id, action_id=action_id
+        )
+        response = self._transport.unary(
+            self._stub.ListActionEvents, request, retry=Retry.READ, deadline=deadline
+        )
+        return list(response.events)
+
     def list_action_types(self, *, deadline: float | None = None) -> list[actions_pb2.ActionType]:
         """Return the action catalog (any authenticated caller)."""
         response = self._transport.unary(
@@ -277,7 +353,12 @@ class ActionsClient(SyncClientBase):
             request.page_token = page.next_page_token
 
     def watch_actions(
-        self, *, workspace_id: str, after_seq: int = 0, max_reconnects: int | None = None
+        self,
+        *,
+        workspace_id: str,
+        after_seq: int = 0,
+        live_only: bool = False,
+        max_reconnects: int | None = None,
     ) -> Iterator[actions_pb2.ActionEvent]:
         """Iterate over the workspace's events with ``seq > after_seq``, then live ones.
 
@@ -288,10 +369,16 @@ class ActionsClient(SyncClientBase):
         Args:
             workspace_id: The workspace (UUID).
             after_seq: Resume point: the last ``seq`` already processed (0 = all).
+            live_only: Skip the history: only events appended after the stream attaches
+                (``after_seq`` must then be 0, else ``InvalidArgument``). Once an event
+                was yielded a reconnect resumes after it, history included, so nothing is
+                missed; a reconnect before the first event asks for live events again.
             max_reconnects: Give up (raise ``Unavailable``) after this many reconnects
                 in a row without an event; ``None`` reconnects forever.
         """
-        request = actions_pb2.WatchActionsRequest(workspace_id=workspace_id, after_seq=after_seq)
+        request = actions_pb2.WatchActionsRequest(
+            workspace_id=workspace_id, after_seq=after_seq, live_only=live_only
+        )
         yield from self._transport.watch(
             self._stub.WatchActions, request, resume=_after, max_reconnects=max_reconnects
         )
