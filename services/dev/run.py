@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -176,9 +177,41 @@ def _connect_target(address: str) -> str:
     return f"{host}:{port}"
 
 
+def use_dev_console(env: MutableMapping[str, str], *, dev_secrets: bool) -> str:
+    """The console's settings for ``make run``; returns its URL.
+
+    The dev sign-in (demo users, a minted cookie) is on only when the user-token secret is
+    the generated dev one: with a real identity provider the console expects its
+    ``Authorization`` header from the auth proxy instead.
+    """
+    env.setdefault("FLEETWARD_CONSOLE_ADDR", "127.0.0.1:8080")
+    env.setdefault("FLEETWARD_CONSOLE_WORKSPACE", DEMO_WORKSPACE_ID)
+    env.setdefault("FLEETWARD_TARGET", _connect_target(env["FLEETWARD_ACTIONS_ADDR"]))
+    if dev_secrets:
+        env.setdefault("FLEETWARD_CONSOLE_AUTH", "dev")
+    return "http://" + _connect_target(env["FLEETWARD_CONSOLE_ADDR"])
+
+
+def _wait_http(url: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"a service exited with code {proc.returncode}; see its log above")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {deadline_s:.0f}s")
+
+
 def main() -> int:
     """Run the whole local setup until Ctrl-C."""
     env: dict[str, str] = dict(os.environ)
+    dev_secrets = not env.get("FLEETWARD_JWT_SECRET") and not env.get("FLEETWARD_JWT_JWKS_FILE")
     apply_to_env(env)
     env.setdefault("FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051")
     # The action service, and the svc:debug token printed below for grpcurl.
@@ -187,6 +220,7 @@ def main() -> int:
     env.setdefault("FLEETWARD_POLICY_TARGET", _connect_target(env["FLEETWARD_POLICY_ADDR"]))
     actions = _connect_target(env["FLEETWARD_ACTIONS_ADDR"])
     policy = _connect_target(env["FLEETWARD_POLICY_ADDR"])
+    console = use_dev_console(env, dev_secrets=dev_secrets)
     procs: list[subprocess.Popen[bytes]] = []
     embedded = not env.get("DATABASE_URL")
     with database_url(env) as admin_dsn:
@@ -197,9 +231,12 @@ def main() -> int:
             subprocess.run([_PY, "-m", "services.actions", "seed-demo"], env=env, check=True)
             procs.append(subprocess.Popen([_PY, "-m", "services.policy", "serve"], env=env))
             procs.append(subprocess.Popen([_PY, "-m", "services.actions", "serve"], env=env))
+            procs.append(subprocess.Popen([_PY, "-m", "services.console", "serve"], env=env))
             _wait_serving(policy, 60, procs)
             _wait_serving(actions, 60, procs)
+            _wait_http(console, 60, procs)
             print(_grpcurl_lines(env, actions, policy), flush=True)
+            print(f"console: {console}", flush=True)
             print("READY", flush=True)
             _block_until_signal_or_exit(procs)
         except subprocess.CalledProcessError as exc:

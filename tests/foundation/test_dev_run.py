@@ -13,6 +13,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import jwt
 import pytest
 
 from services.actions.checkpoints.signing import create_signing_key
-from services.common.tokens import UserTokenVerifier
+from services.common.tokens import UserTokenVerifier, mint_user_token
 from tests.foundation.conftest import PYTHON, REPO, clean_env, free_port
 
 READY_DEADLINE_S = 90.0
@@ -47,6 +49,7 @@ def run_output(
             "DATABASE_URL": isolated_dsn,
             "FLEETWARD_ACTIONS_ADDR": f"127.0.0.1:{free_port()}",
             "FLEETWARD_POLICY_ADDR": f"127.0.0.1:{free_port()}",
+            "FLEETWARD_CONSOLE_ADDR": f"127.0.0.1:{free_port()}",
             "FLEETWARD_METRICS_PORT": "0",
             "FLEETWARD_POLICY_WATCH": "0",
             "FLEETWARD_LOG_LEVEL": "WARNING",
@@ -217,3 +220,29 @@ def test_the_services_run_as_the_runtime_role_and_the_audit_line_verifies(
     assert "all chains intact, rows and targets cross-checked" in proc.stdout
     assert "checkpoints: " in proc.stdout
     assert "workspace(s) covered" in proc.stdout
+
+
+def test_make_run_serves_the_console_and_prints_its_url_before_ready(
+    run_output: list[str],
+) -> None:
+    console = [line for line in run_output if line.startswith("console: ")]
+    assert len(console) == 1
+    assert run_output.index(console[0]) == len(run_output) - 2  # the line before READY
+    url = console[0].removeprefix("console: ")
+    # Secrets were given, so this is not the dev setup: no sign-in page, and the user's
+    # token is expected from an auth proxy's Authorization header.
+    with pytest.raises(urllib.error.HTTPError) as no_signin:
+        urllib.request.urlopen(f"{url}/signin", timeout=10)  # noqa: S310 - our own URL
+    assert no_signin.value.code == 404
+    fleet = f"{url}/w/ac3e0000-0000-4000-8000-000000000001/fleet"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(fleet, timeout=10)  # noqa: S310
+    assert anonymous.value.code == 401
+    bob = mint_user_token(JWT_SECRET, "bob", ttl_s=600)
+    request = urllib.request.Request(  # noqa: S310 - our own URL
+        fleet, headers={"Authorization": f"Bearer {bob}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as page:  # noqa: S310
+        html = page.read().decode()
+    assert "eng-review-1" in html
+    assert 'id="who">bob<' in html

@@ -1,0 +1,209 @@
+"""The dialog's JSON endpoints (execute, rollback, their previews) and the live event stream.
+
+Requests are checked for shape here so a malformed body gets a clear 400; everything
+about meaning (reason rules, ids, permissions, states) is the action service's to decide,
+and its error comes back unchanged: code, reason, message and details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from fleetward.client import (
+    ActionParams,
+    FleetwardError,
+    PauseAgent,
+    RestartAgent,
+    ResumeAgent,
+    SetBudget,
+)
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from services.console.context import Console, caller, console_of, workspace_param
+from services.console.failures import console_error, error_body, http_status
+from services.console.identity import Caller
+from services.console.live import sse
+from services.console.views import action_summary
+
+MAX_BODY = 16 * 1024
+# A quiet live stream sends a comment this often, so proxies keep it open.
+KEEPALIVE_S = 15.0
+
+
+class BadBody(ValueError):
+    """The JSON body is malformed; the message says which field and why."""
+
+
+def _refuse(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse(console_error(status, code, message), status_code=status)
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = body.get(name, default)
+    # bool is an int in Python; a number field must not take true/false (nor the reverse).
+    if value is not default and (
+        not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    ):
+        raise BadBody(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _params(action_type: str, raw: Mapping[str, Any]) -> ActionParams:
+    if action_type == "pause_agent":
+        return PauseAgent(
+            duration_minutes=_field(raw, "duration_minutes", int, None),
+            indefinite=_field(raw, "indefinite", bool, False),
+        )
+    if action_type == "resume_agent":
+        return ResumeAgent()
+    if action_type == "set_budget":
+        return SetBudget(
+            monthly_limit_cents=_field(raw, "monthly_limit_cents", int, None),
+            clear=_field(raw, "clear", bool, False),
+        )
+    if action_type == "restart_agent":
+        return RestartAgent()
+    raise BadBody(f"action_type {action_type!r} is not one of the catalog's")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadBody("the body must be application/json")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadBody(f"the body is over {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadBody("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadBody("the body must be a JSON object")
+    return body
+
+
+def _session(request: Request) -> tuple[Console, Caller, str] | JSONResponse:
+    console = console_of(request)
+    who = caller(request)
+    if who is None or who.expired:
+        status = "expired" if who is not None else "missing"
+        return _refuse(401, "UNAUTHENTICATED", f"the session is {status}; sign in again")
+    workspace = workspace_param(request)
+    if workspace is None:
+        return _refuse(404, "NOT_FOUND", "no such workspace id")
+    return console, who, workspace
+
+
+def _answer(result: Any) -> JSONResponse:
+    if isinstance(result, FleetwardError):
+        return JSONResponse(error_body(result), status_code=http_status(result))
+    return JSONResponse({"action": action_summary(result)})
+
+
+async def execute(request: Request) -> Response:
+    """Run, or preview (``validate_only``), one action as the signed-in user."""
+    session = _session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    console, who, workspace = session
+    try:
+        body = await _body(request)
+        action_type = _field(body, "action_type", str, "")
+        params = _params(action_type, _field(body, "params", dict, {}))
+        request_id = _field(body, "request_id", str, None)
+        scope = _field(body, "scope", str, "")
+        if scope not in ("agent", "department", "fleet"):
+            raise BadBody("scope must be agent, department or fleet")
+        target_id = _field(body, "target_id", str, "")
+        reason = _field(body, "reason", str, "")
+        validate_only = _field(body, "validate_only", bool, False)
+        skip_denied = _field(body, "skip_denied", bool, False)
+    except BadBody as exc:
+        return _refuse(400, "INVALID_ARGUMENT", str(exc))
+    try:
+        action = await console.backend.client(who).execute(
+            workspace_id=workspace,
+            scope=scope,
+            target_id=target_id,
+            reason=reason,
+            params=params,
+            request_id=request_id,
+            validate_only=validate_only,
+            skip_denied=skip_denied,
+        )
+    except FleetwardError as exc:
+        return _answer(exc)
+    return _answer(action)
+
+
+async def rollback(request: Request) -> Response:
+    """Roll back, or preview rolling back, one action as the signed-in user."""
+    session = _session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    console, who, workspace = session
+    try:
+        body = await _body(request)
+        action_id = _field(body, "action_id", str, "")
+        reason = _field(body, "reason", str, "")
+        request_id = _field(body, "request_id", str, None)
+        validate_only = _field(body, "validate_only", bool, False)
+        skip_superseded = _field(body, "skip_superseded", bool, False)
+        skip_denied = _field(body, "skip_denied", bool, False)
+    except BadBody as exc:
+        return _refuse(400, "INVALID_ARGUMENT", str(exc))
+    try:
+        action = await console.backend.client(who).rollback(
+            workspace_id=workspace,
+            action_id=action_id,
+            reason=reason,
+            request_id=request_id,
+            validate_only=validate_only,
+            skip_superseded=skip_superseded,
+            skip_denied=skip_denied,
+        )
+    except FleetwardError as exc:
+        return _answer(exc)
+    return _answer(action)
+
+
+async def live(request: Request) -> Response:
+    """Server-sent events of the workspace's actions, for the caller's open pages.
+
+    The caller's own token must be able to read the workspace (checked by the action
+    service now, and again by the stream the events come from).
+    """
+    session = _session(request)
+    if isinstance(session, JSONResponse):
+        return session
+    console, who, workspace = session
+    try:
+        reply = await console.backend.client(who).check_access(
+            workspace_id=workspace, targets=[("fleet", "")]
+        )
+    except FleetwardError as exc:
+        return _answer(exc)
+    if "actions:read" not in reply.results[0].allowed:
+        return _refuse(403, "PERMISSION_DENIED", "requires actions:read on the workspace")
+
+    async def stream() -> AsyncIterator[bytes]:
+        async with console.hub.subscribe(workspace, who) as queue:
+            yield b"retry: 2000\n\n"
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if message is None:
+                    return
+                yield sse(message)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"x-accel-buffering": "no"},
+    )

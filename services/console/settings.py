@@ -1,0 +1,106 @@
+"""The console's configuration, read from ``FLEETWARD_*`` variables (README, "Configuration")."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from services.common.settings import SettingsError, env_list, env_str
+
+DEFAULT_ADDR = "127.0.0.1:8080"
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEMO_USERS = "alice,bob,carol,dana"
+
+
+class AuthMode(StrEnum):
+    """Where the signed-in user's token comes from."""
+
+    PROXY = "proxy"
+    """The ``Authorization: Bearer`` header set by the company's auth proxy."""
+    DEV = "dev"
+    """A dev sign-in page that mints a short-lived token into a cookie (dev secrets only)."""
+
+
+@dataclass(frozen=True)
+class DevSignIn:
+    """What the dev sign-in needs to mint tokens the action service accepts."""
+
+    jwt_secret: str
+    users: tuple[str, ...]
+    audience: str | None = None
+    issuer: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """Everything ``python -m services.console serve`` is configured by.
+
+    Attributes:
+        listen_addr: ``host:port`` to serve HTTP on.
+        actions_target: The action service, ``host:port``.
+        actions_ca: PEM CA bundle for TLS to the action service; ``None``: plaintext.
+        auth: Where tokens come from.
+        dev: The dev sign-in (only with ``auth == AuthMode.DEV``).
+        workspace_id: The workspace ``/`` opens; ``None`` asks for one.
+        allowed_hosts: ``Host`` header names served (DNS rebinding defence).
+        origins: Origins a POST may come from; empty: the request's own origin only.
+    """
+
+    listen_addr: str = DEFAULT_ADDR
+    actions_target: str = DEFAULT_TARGET
+    actions_ca: Path | None = None
+    auth: AuthMode = AuthMode.PROXY
+    dev: DevSignIn | None = None
+    workspace_id: str | None = None
+    allowed_hosts: frozenset[str] = frozenset({"127.0.0.1", "localhost"})
+    origins: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
+        """Read the settings; raises :class:`SettingsError` naming a bad variable."""
+        raw_auth = env_str(env, "FLEETWARD_CONSOLE_AUTH", AuthMode.PROXY)
+        try:
+            auth = AuthMode(raw_auth)
+        except ValueError:
+            raise SettingsError(
+                f"FLEETWARD_CONSOLE_AUTH must be proxy or dev, got {raw_auth!r}"
+            ) from None
+        dev = None
+        if auth is AuthMode.DEV:
+            secret = env_str(env, "FLEETWARD_JWT_SECRET")
+            if not secret:
+                raise SettingsError("FLEETWARD_CONSOLE_AUTH=dev needs FLEETWARD_JWT_SECRET")
+            users = sorted(env_list(env, "FLEETWARD_CONSOLE_DEV_USERS", DEMO_USERS))
+            dev = DevSignIn(
+                jwt_secret=secret,
+                users=tuple(users),
+                audience=env_str(env, "FLEETWARD_JWT_AUDIENCE") or None,
+                issuer=env_str(env, "FLEETWARD_JWT_ISSUER") or None,
+            )
+        workspace = env_str(env, "FLEETWARD_CONSOLE_WORKSPACE") or None
+        if workspace is not None:
+            try:
+                workspace = str(uuid.UUID(workspace))
+            except ValueError:
+                raise SettingsError(
+                    f"FLEETWARD_CONSOLE_WORKSPACE must be a workspace UUID, got {workspace!r}"
+                ) from None
+        listen = env_str(env, "FLEETWARD_CONSOLE_ADDR", DEFAULT_ADDR)
+        listen_host = listen.rpartition(":")[0].strip("[]")
+        hosts = env_list(env, "FLEETWARD_CONSOLE_ALLOWED_HOSTS", "127.0.0.1,localhost")
+        if listen_host and listen_host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison
+            hosts |= {listen_host}
+        ca = env_str(env, "FLEETWARD_TLS_CA")
+        return cls(
+            listen_addr=listen,
+            actions_target=env_str(env, "FLEETWARD_TARGET", DEFAULT_TARGET),
+            actions_ca=Path(ca) if ca else None,
+            auth=auth,
+            dev=dev,
+            workspace_id=workspace,
+            allowed_hosts=hosts,
+            origins=env_list(env, "FLEETWARD_CONSOLE_ORIGINS", ""),
+        )

@@ -1,0 +1,102 @@
+// Live refresh: server-sent events from the console's WatchActions stream; the page's
+// live region is re-rendered by the server and swapped in, with focus kept in place.
+
+import { sessionExpired, workspace } from "./http.js";
+
+const BANNER_DELAY_MS = 2000;
+let timer = null;
+let running = false;
+let again = false;
+
+export async function refresh() {
+  const region = document.getElementById("live-region");
+  if (!region || !region.dataset.refresh) return;
+  if (running) {
+    again = true;
+    return;
+  }
+  running = true;
+  try {
+    const url = new URL(location.href);
+    url.searchParams.set("fragment", "1");
+    const res = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (res.redirected && new URL(res.url).pathname === "/signin") return sessionExpired();
+    if (!res.ok) return;
+    const html = await res.text();
+    const key = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : "";
+    region.innerHTML = html; // our own server's template output: every value escaped there
+    if (key) {
+      const match = region.querySelector(`[data-key="${CSS.escape(key)}"]`);
+      if (match) match.focus();
+    }
+    document.dispatchEvent(new CustomEvent("fleetward:refreshed"));
+  } finally {
+    running = false;
+    if (again) {
+      again = false;
+      schedule(0);
+    }
+  }
+}
+
+export function schedule(delay = 100) {
+  clearTimeout(timer);
+  timer = setTimeout(refresh, delay);
+}
+
+function relevant(message) {
+  const region = document.getElementById("live-region");
+  if (!region) return false;
+  if (region.dataset.refresh === "action") {
+    const id = region.dataset.actionId;
+    const a = message.action;
+    return a.action_id === id || a.rollback_of_action_id === id;
+  }
+  return Boolean(region.dataset.refresh);
+}
+
+export function startLive() {
+  const ws = workspace();
+  if (!ws || !document.getElementById("live-region")) return;
+  const banner = document.getElementById("live-banner");
+  let bannerTimer = null;
+  let live = false;
+  const down = () => {
+    live = false;
+    document.body.dataset.live = "no";
+    clearTimeout(bannerTimer);
+    bannerTimer = setTimeout(() => {
+      if (!live) banner.hidden = false;
+    }, BANNER_DELAY_MS);
+  };
+  const up = () => {
+    const wasLive = live;
+    live = true;
+    clearTimeout(bannerTimer);
+    banner.hidden = true;
+    document.body.dataset.live = "yes";
+    if (!wasLive) schedule(0); // catch up on whatever happened while not live
+  };
+  const connect = () => {
+    const source = new EventSource(`/w/${ws}/live`);
+    source.addEventListener("status", (e) => (JSON.parse(e.data).live ? up() : down()));
+    source.addEventListener("action", (e) => {
+      const message = JSON.parse(e.data);
+      document.dispatchEvent(new CustomEvent("fleetward:action", { detail: message }));
+      if (relevant(message)) schedule();
+    });
+    source.addEventListener("auth", () => {
+      source.close();
+      sessionExpired();
+    });
+    source.onerror = () => {
+      down();
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused outright (e.g. a 401): find out why through a page fetch, then retry.
+        schedule(0);
+        setTimeout(connect, 3000);
+      }
+    };
+  };
+  connect();
+}

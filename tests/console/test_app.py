@@ -1,0 +1,182 @@
+"""The console's routes without a browser: headers, Origin, cookies, sessions, escaping.
+
+Requests that need no action service use Starlette's test client; the escaping test goes
+through the real stack with httpx2's ASGI transport (same event loop as the servers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import httpx2
+import jwt
+import pytest
+from starlette.testclient import TestClient
+
+from services.console.app import build_app
+from services.console.identity import COOKIE
+from services.console.security import CSP
+from services.console.settings import AuthMode, ConsoleSettings
+from tests.conftest import Secrets
+from tests.console.conftest import Stack, console_settings
+
+ORIGIN = "http://127.0.0.1"
+WS = "ac3e0000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def dev_client(dev_secrets: Secrets) -> TestClient:
+    """The console in dev mode; its action service is never reached by these tests."""
+    app = build_app(console_settings(dev_secrets, "127.0.0.1:1"))
+    return TestClient(app, base_url=ORIGIN, follow_redirects=False)
+
+
+@pytest.fixture
+def proxy_client() -> TestClient:
+    """The console behind an auth proxy (the default mode)."""
+    settings = ConsoleSettings(actions_target="127.0.0.1:1", auth=AuthMode.PROXY)
+    return TestClient(build_app(settings), base_url=ORIGIN, follow_redirects=False)
+
+
+def test_every_page_carries_a_strict_content_security_policy(dev_client: TestClient) -> None:
+    page = dev_client.get("/signin")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == CSP
+    assert "script-src 'self'" in CSP
+    assert "'unsafe-inline'" not in CSP
+    assert "frame-ancestors 'none'" in CSP
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["cache-control"] == "no-store"
+    # No inline script anywhere: every <script> has a src.
+    assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", page.text))
+    assert re.search(r"\son[a-z]+=", page.text) is None  # no inline event handlers
+
+
+def test_a_post_without_our_origin_is_refused(dev_client: TestClient) -> None:
+    form = {"subject": "bob", "next": "/"}
+    for headers in ({}, {"Origin": "https://evil.example"}, {"Origin": "null"}):
+        reply = dev_client.post("/signin", data=form, headers=headers)
+        assert reply.status_code == 403, headers
+        assert reply.json()["error"]["reason"] == "CROSS_ORIGIN"
+        assert "set-cookie" not in reply.headers
+    api = dev_client.post(
+        f"/w/{WS}/api/execute", json={}, headers={"Origin": "https://evil.example"}
+    )
+    assert api.status_code == 403
+
+
+def test_dev_sign_in_sets_a_short_httponly_strict_cookie_and_no_token_elsewhere(
+    dev_client: TestClient, dev_secrets: Secrets
+) -> None:
+    reply = dev_client.post(
+        "/signin", data={"subject": "bob", "next": f"/w/{WS}/fleet"}, headers={"Origin": ORIGIN}
+    )
+    assert reply.status_code == 303
+    assert reply.headers["location"] == f"/w/{WS}/fleet"
+    cookie = reply.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict", "path=/", "max-age=3600"} <= attributes
+    token = cookie.split(";")[0].split("=", 1)[1]
+    claims = jwt.decode(token, dev_secrets.jwt_secret, algorithms=["HS256"])
+    assert claims["sub"] == "bob"
+    assert claims["exp"] - claims["iat"] == 3600
+    assert token not in reply.headers["location"]
+    assert token not in reply.text
+
+
+def test_sign_in_refuses_unknown_users_and_foreign_next_urls(dev_client: TestClient) -> None:
+    unknown = dev_client.post("/signin", data={"subject": "mallory"}, headers={"Origin": ORIGIN})
+    assert unknown.status_code == 400
+    assert "set-cookie" not in unknown.headers
+    for target in ("https://evil.example/", "//evil.example/w/", "/w/\\evil", "javascript:1"):
+        reply = dev_client.post(
+            "/signin", data={"subject": "bob", "next": target}, headers={"Origin": ORIGIN}
+        )
+        assert reply.headers["location"] == "/", target
+
+
+def test_an_expired_session_goes_back_to_sign_in_with_a_message(
+    dev_client: TestClient, dev_secrets: Secrets
+) -> None:
+    old = jwt.encode(
+        {"sub": "bob", "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600},
+        dev_secrets.jwt_secret,
+    )
+    dev_client.cookies.set(COOKIE, old)
+    reply = dev_client.get(f"/w/{WS}/fleet")
+    assert reply.status_code == 303
+    assert reply.headers["location"] == f"/signin?next=/w/{WS}/fleet&expired=1"
+    page = dev_client.get(reply.headers["location"])
+    assert "Your session has expired; sign in again." in page.text
+    api = dev_client.post(f"/w/{WS}/api/execute", json={}, headers={"Origin": ORIGIN})
+    assert api.status_code == 401
+    assert api.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_behind_a_proxy_there_is_no_sign_in_and_no_cookie_counts(
+    proxy_client: TestClient, dev_secrets: Secrets
+) -> None:
+    assert proxy_client.get("/signin").status_code == 404
+    proxy_client.cookies.set(COOKIE, dev_secrets.user_token("alice"))
+    page = proxy_client.get(f"/w/{WS}/fleet")
+    assert page.status_code == 401
+    assert "Authorization header" in page.text
+
+
+def test_a_foreign_host_header_is_refused(dev_client: TestClient) -> None:
+    """DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own Host."""
+    assert dev_client.get("/signin", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_malformed_dialog_bodies_get_a_clear_400(
+    dev_client: TestClient, dev_secrets: Secrets
+) -> None:
+    dev_client.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+    url = f"/w/{WS}/api/execute"
+    as_json = {"Content-Type": "application/json"}
+    pause = {"action_type": "pause_agent", "scope": "agent"}
+    cases: list[tuple[bytes, str]] = [
+        (b"not json", "not JSON"),
+        (b"[]", "JSON object"),
+        (json.dumps({**pause, "params": {"duration_minutes": True}}).encode(), "duration_minutes"),
+        (json.dumps({"action_type": "drop_tables", "scope": "agent"}).encode(), "catalog"),
+        (json.dumps({"action_type": "resume_agent", "scope": "galaxy"}).encode(), "scope"),
+        (b"x" * 20000, "bytes"),
+    ]
+    for body, words in cases:
+        reply = dev_client.post(url, headers={"Origin": ORIGIN, **as_json}, content=body)
+        assert reply.status_code == 400, body[:40]
+        assert words in reply.json()["error"]["message"], body[:40]
+
+
+async def test_a_reason_with_markup_is_shown_as_text(
+    console_stack: Stack, dev_secrets: Secrets, demo_workspace: uuid.UUID
+) -> None:
+    transport = httpx2.ASGITransport(app=console_stack.app)
+    async with httpx2.AsyncClient(
+        transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN}
+    ) as client:
+        client.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+        attack = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+        done = await client.post(
+            f"/w/{demo_workspace}/api/execute",
+            json={
+                "action_type": "pause_agent",
+                "scope": "agent",
+                "target_id": "eng-code-1",
+                "reason": attack,
+                "params": {"duration_minutes": 5},
+            },
+        )
+        assert done.status_code == 200, done.text
+        action_id = done.json()["action"]["action_id"]
+        for path in (f"/w/{demo_workspace}/activity", f"/w/{demo_workspace}/actions/{action_id}"):
+            page = await client.get(path)
+            assert page.status_code == 200, path
+            assert attack not in page.text
+            assert "<img src=x" not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

@@ -1,0 +1,252 @@
+"""The console in a real Chromium against the real stack: the dialog, its preview and
+confirm, toasts with undo, disabled buttons with reasons, live refresh across users."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+from playwright.async_api import Page, Route, expect
+
+from tests.console.conftest import SignedIn, Stack
+
+pytestmark = pytest.mark.timeout(90)
+
+REASON = "investigating a cost spike"
+
+
+async def fleet(page: Page, workspace: uuid.UUID) -> None:
+    """Open the workspace's fleet page and wait until its live stream is up."""
+    await page.goto(f"/w/{workspace}/fleet")
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    # A marker that a reload would drop: "without a reload" is checked against it.
+    await page.evaluate("window.fleetwardMarker = 1")
+
+
+async def still_same_page(page: Page) -> bool:
+    marker: object = await page.evaluate("window.fleetwardMarker")
+    return marker == 1
+
+
+def button(page: Page, label: str) -> object:
+    return page.get_by_role("button", name=label, exact=True)
+
+
+async def agent_statuses(pool: asyncpg.Pool, workspace: uuid.UUID) -> dict[str, str]:
+    rows = await pool.fetch(
+        "SELECT agent_id, status FROM agents WHERE workspace_id = $1", workspace
+    )
+    return {r["agent_id"]: r["status"] for r in rows}
+
+
+async def test_bob_pauses_an_agent_sees_it_paused_and_undoes_it(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, pool: asyncpg.Pool
+) -> None:
+    page = await signed_in("bob")
+    await fleet(page, demo_workspace)
+    row = page.locator("#agent-eng-code-2")
+    await expect(row.locator(".status")).to_have_text("active")
+
+    await page.get_by_role("button", name="Pause agent eng-code-2", exact=True).click()
+    dialog = page.locator("#action-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#dialog-title")).to_have_text("Pause agent eng-code-2")
+    await expect(page.locator("#dialog-summary")).to_contain_text("for 30 minutes")
+    await expect(page.locator("#preview-changes")).to_contain_text("eng-code-2: active → paused")
+    await expect(page.locator("#skip-denied-label")).to_be_hidden()  # nobody is left out
+    await expect(page.locator("#skip-superseded-label")).to_be_hidden()
+    confirm = page.locator("#dialog-confirm")
+    await expect(confirm).to_be_disabled()  # no reason yet
+    await page.fill("#dialog-reason", "ab")
+    await expect(confirm).to_be_disabled()  # under 3 characters
+    await page.fill("#dialog-reason", REASON)
+    await expect(confirm).to_be_enabled()
+
+    # Hold the real request until the loading state has been seen.
+    held: list[Route] = []
+    arrived = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        body = route.request.post_data_json or {}
+        if body.get("validate_only"):
+            await route.continue_()
+        else:
+            held.append(route)
+            arrived.set()
+
+    await page.route("**/api/execute", hold)
+    await confirm.click()
+    await expect(confirm).to_be_disabled()
+    await expect(confirm).to_have_class("primary loading")
+    await expect(confirm).to_have_text("Pausing…")
+    await asyncio.wait_for(arrived.wait(), 10)
+    assert len(held) == 1
+    await held[0].continue_()
+
+    toast = page.locator(".toast-success")
+    await expect(toast).to_contain_text("eng-code-2 active → paused")
+    await expect(dialog).to_be_hidden()
+    await expect(row.locator(".status")).to_have_text("paused")
+    assert await still_same_page(page)
+    assert (await agent_statuses(pool, demo_workspace))["eng-code-2"] == "paused"
+
+    await toast.get_by_role("button", name="Undo").click()
+    await expect(page.locator("#dialog-title")).to_have_text("Roll back pause of agent eng-code-2")
+    await expect(page.locator("#preview-changes")).to_contain_text("eng-code-2: paused → active")
+    await page.fill("#dialog-reason", "false alarm")
+    await page.locator("#dialog-confirm").click()
+    await expect(page.locator(".toast-success").last).to_contain_text("Rolled back")
+    await expect(row.locator(".status")).to_have_text("active")
+    assert await still_same_page(page)
+    assert (await agent_statuses(pool, demo_workspace))["eng-code-2"] == "active"
+
+
+async def test_carol_sees_every_action_button_disabled_with_the_reason(
+    signed_in: SignedIn, demo_workspace: uuid.UUID
+) -> None:
+    page = await signed_in("carol")
+    await fleet(page, demo_workspace)
+    buttons = page.locator("button.act")
+    count = await buttons.count()
+    assert count >= 10 * 4  # every agent, department and the fleet has its buttons
+    for i in range(count):
+        await expect(buttons.nth(i)).to_be_disabled()
+    pause = page.get_by_role("button", name="Pause agent eng-code-2", exact=True)
+    await expect(pause).to_have_attribute(
+        "title", "requires actions:pause_agent; your roles: viewer"
+    )
+
+
+async def test_bob_pauses_engineering_skipping_the_review_agent_he_may_not_pause(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, pool: asyncpg.Pool
+) -> None:
+    page = await signed_in("bob")
+    await fleet(page, demo_workspace)
+    await page.get_by_role("button", name="Pause department engineering", exact=True).click()
+    await expect(page.locator("#preview-denied")).to_contain_text("eng-review-1")
+    await expect(page.locator("#preview-changes")).to_contain_text("eng-code-1: active → paused")
+    await expect(page.locator("#preview-changes")).not_to_contain_text("eng-review-1")
+    await page.fill("#dialog-reason", REASON)
+    confirm = page.locator("#dialog-confirm")
+    await expect(confirm).to_be_disabled()  # until the denied agent is explicitly skipped
+    await page.get_by_label("Skip the agents I may not change, and act on the rest").check()
+    await expect(confirm).to_be_enabled()
+    await confirm.click()
+    await expect(page.locator(".toast-success")).to_contain_text("1 skipped")
+    for agent in ("eng-code-1", "eng-code-2", "eng-code-3", "eng-code-4"):
+        await expect(page.locator(f"#agent-{agent} .status")).to_have_text("paused")
+    await expect(page.locator("#agent-eng-review-1 .status")).to_have_text("active")
+    states = await agent_statuses(pool, demo_workspace)
+    assert states["eng-review-1"] == "active"
+    assert states["sup-chat-1"] == "active"
+    assert [states[f"eng-code-{i}"] for i in range(1, 5)] == ["paused"] * 4
+
+
+async def test_alice_sees_bobs_action_appear_live(
+    signed_in: SignedIn, demo_workspace: uuid.UUID
+) -> None:
+    alice = await signed_in("alice")
+    await fleet(alice, demo_workspace)
+    bob = await signed_in("bob")
+    await fleet(bob, demo_workspace)
+    await bob.get_by_role("button", name="Pause agent eng-code-3", exact=True).click()
+    await bob.fill("#dialog-reason", REASON)
+    await expect(bob.locator("#dialog-confirm")).to_be_enabled()
+    async with bob.expect_response(
+        lambda r: (
+            r.url.endswith("/api/execute")
+            and not (r.request.post_data_json or {}).get("validate_only")
+        )
+    ):
+        await bob.locator("#dialog-confirm").click()
+    acted = time.monotonic()
+    await expect(alice.locator("#agent-eng-code-3 .status")).to_have_text("paused")
+    seen = time.monotonic()
+    print(f"\nlive refresh: alice's row showed bob's pause {1000 * (seen - acted):.0f} ms after it")
+    assert await still_same_page(alice)
+
+
+async def test_a_double_click_on_confirm_creates_one_action(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, pool: asyncpg.Pool
+) -> None:
+    page = await signed_in("bob")
+    await fleet(page, demo_workspace)
+    await page.get_by_role("button", name="Pause agent eng-code-4", exact=True).click()
+    await page.fill("#dialog-reason", REASON)
+    await expect(page.locator("#dialog-confirm")).to_be_enabled()
+    await page.locator("#dialog-confirm").dblclick()
+    await expect(page.locator(".toast-success")).to_contain_text("eng-code-4 active → paused")
+    count = await pool.fetchval(
+        "SELECT count(*) FROM action_audit_log WHERE workspace_id = $1 "
+        "AND action_type = 'pause_agent'",
+        demo_workspace,
+    )
+    assert count == 1
+
+
+async def test_a_policy_change_between_preview_and_confirm_shows_the_denial(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, console_stack: Stack, pool: asyncpg.Pool
+) -> None:
+    page = await signed_in("bob")
+    await fleet(page, demo_workspace)
+    await page.get_by_role("button", name="Pause agent sup-chat-1", exact=True).click()
+    await expect(page.locator("#preview-changes")).to_contain_text("sup-chat-1: active → paused")
+    await console_stack.set_policy_extra(
+        [f"p, operator, {demo_workspace}, fleet/**, actions:pause_agent, deny"]
+    )
+    try:
+        await page.fill("#dialog-reason", REASON)
+        await page.locator("#dialog-confirm").click()
+        error = page.locator(".toast-error")
+        await expect(error).to_contain_text("PERMISSION_DENIED INSUFFICIENT_PERMISSIONS")
+        await expect(error).to_contain_text("actions:pause_agent")
+    finally:
+        await console_stack.set_policy_extra([])
+    await expect(page.locator("#action-dialog")).to_be_visible()  # still open to retry
+    assert (await agent_statuses(pool, demo_workspace))["sup-chat-1"] == "active"
+
+
+async def test_escape_closes_the_dialog_and_focus_returns_to_its_button(
+    signed_in: SignedIn, demo_workspace: uuid.UUID
+) -> None:
+    page = await signed_in("bob")
+    await fleet(page, demo_workspace)
+    opener = page.get_by_role("button", name="Pause agent eng-code-1", exact=True)
+    await opener.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#action-dialog")).to_be_visible()
+    await expect(page.locator("#dialog-reason")).to_be_focused()
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll(
+             '#action-dialog input, #action-dialog textarea, #action-dialog button')]
+           .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                        && !e.textContent.trim())
+           .map(e => e.id || e.outerHTML)"""
+    )
+    assert unlabelled == []
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#action-dialog")).to_be_hidden()
+    await expect(opener).to_be_focused()
+
+
+async def test_a_viewer_cannot_act_by_crafting_requests(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, pool: asyncpg.Pool
+) -> None:
+    page = await signed_in("carol")
+    await fleet(page, demo_workspace)
+    answer = await page.evaluate(
+        """async (ws) => {
+             const res = await fetch(`/w/${ws}/api/execute`, {
+               method: 'POST', headers: {'Content-Type': 'application/json'},
+               body: JSON.stringify({action_type: 'pause_agent', scope: 'fleet', target_id: '',
+                                     reason: 'crafted by hand', params: {indefinite: true}})});
+             return {status: res.status, body: await res.json()};
+           }""",
+        str(demo_workspace),
+    )
+    assert answer["status"] == 403
+    assert answer["body"]["error"]["reason"] == "INSUFFICIENT_PERMISSIONS"
+    assert set((await agent_statuses(pool, demo_workspace)).values()) == {"active"}
