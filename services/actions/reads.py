@@ -173,14 +173,24 @@ class Reads:
         if await self._pool.fetchrow(audit.SELECT_ACTION, workspace_id, action_id) is None:
             raise errors.not_found("action", asked)
 
-    async def get_action(self, call: Call, request: actions_pb2.GetActionRequest) -> asyncpg.Record:
-        """One audit row."""
+    async def _readable_action(
+        self,
+        call: Call,
+        request: actions_pb2.GetActionRequest | actions_pb2.ListActionEventsRequest,
+    ) -> tuple[uuid.UUID, uuid.UUID]:
+        """The request's workspace and action ids, valid, and the caller's read permission
+        (INVALID_ARGUMENT, then PERMISSION_DENIED, before anything is read)."""
         out: list[FieldViolation] = []
         workspace_id = _workspace(request.workspace_id, out)
         action_id = parse_uuid(request.action_id, "action_id", out)
         if out:
             raise invalid_argument(out)
         await self._require_read(call, workspace_id)
+        return workspace_id, action_id
+
+    async def get_action(self, call: Call, request: actions_pb2.GetActionRequest) -> asyncpg.Record:
+        """One audit row."""
+        workspace_id, action_id = await self._readable_action(call, request)
         row: asyncpg.Record | None = await self._pool.fetchrow(
             audit.SELECT_ACTION, workspace_id, action_id
         )
@@ -193,12 +203,7 @@ class Reads:
     ) -> list[asyncpg.Record]:
         """One action's ``action_events`` rows in seq order (as GetAction: NOT_FOUND for an
         unknown action, for a caller who may read the workspace)."""
-        out: list[FieldViolation] = []
-        workspace_id = _workspace(request.workspace_id, out)
-        action_id = parse_uuid(request.action_id, "action_id", out)
-        if out:
-            raise invalid_argument(out)
-        await self._require_read(call, workspace_id)
+        workspace_id, action_id = await self._readable_action(call, request)
         rows = await self._pool.fetch(SELECT_ACTION_EVENTS, workspace_id, action_id)
         if not rows:
             await self._require_action(workspace_id, action_id, request.action_id)

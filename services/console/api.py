@@ -8,12 +8,15 @@ and its error comes back unchanged: code, reason, message and details.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from fleetward.actions.v1 import actions_pb2
 from fleetward.client import (
     ActionParams,
+    AsyncActionsClient,
     FleetwardError,
     PauseAgent,
     RestartAgent,
@@ -97,77 +100,71 @@ def _session(request: Request) -> tuple[Console, Caller, str] | JSONResponse:
     return console, who, workspace
 
 
-def _answer(result: Any) -> JSONResponse:
+def _answer(result: actions_pb2.Action | FleetwardError) -> JSONResponse:
     if isinstance(result, FleetwardError):
         return JSONResponse(error_body(result), status_code=http_status(result))
     return JSONResponse({"action": action_summary(result)})
 
 
-async def execute(request: Request) -> Response:
-    """Run, or preview (``validate_only``), one action as the signed-in user."""
+Call = Callable[[AsyncActionsClient], Awaitable[actions_pb2.Action]]
+
+
+async def _act(request: Request, read: Callable[[dict[str, Any], str], Call]) -> Response:
+    """The dialog's one flow: a session, a well-formed body turned into a client call by
+    ``read`` (given the body and the workspace), the call as the caller, its answer."""
     session = _session(request)
     if isinstance(session, JSONResponse):
         return session
     console, who, workspace = session
     try:
-        body = await _body(request)
-        action_type = _field(body, "action_type", str, "")
-        params = _params(action_type, _field(body, "params", dict, {}))
-        request_id = _field(body, "request_id", str, None)
-        scope = _field(body, "scope", str, "")
-        if scope not in ("agent", "department", "fleet"):
-            raise BadBody("scope must be agent, department or fleet")
-        target_id = _field(body, "target_id", str, "")
-        reason = _field(body, "reason", str, "")
-        validate_only = _field(body, "validate_only", bool, False)
-        skip_denied = _field(body, "skip_denied", bool, False)
+        call = read(await _body(request), workspace)
     except BadBody as exc:
         return _refuse(400, "INVALID_ARGUMENT", str(exc))
     try:
-        action = await console.backend.client(who).execute(
-            workspace_id=workspace,
-            scope=scope,
-            target_id=target_id,
-            reason=reason,
-            params=params,
-            request_id=request_id,
-            validate_only=validate_only,
-            skip_denied=skip_denied,
-        )
+        return _answer(await call(console.backend.client(who)))
     except FleetwardError as exc:
         return _answer(exc)
-    return _answer(action)
+
+
+def _execute_call(body: dict[str, Any], workspace: str) -> Call:
+    action_type = _field(body, "action_type", str, "")
+    scope = _field(body, "scope", str, "")
+    if scope not in ("agent", "department", "fleet"):
+        raise BadBody("scope must be agent, department or fleet")
+    return functools.partial(
+        AsyncActionsClient.execute,
+        workspace_id=workspace,
+        scope=scope,
+        target_id=_field(body, "target_id", str, ""),
+        reason=_field(body, "reason", str, ""),
+        params=_params(action_type, _field(body, "params", dict, {})),
+        request_id=_field(body, "request_id", str, None),
+        validate_only=_field(body, "validate_only", bool, False),
+        skip_denied=_field(body, "skip_denied", bool, False),
+    )
+
+
+def _rollback_call(body: dict[str, Any], workspace: str) -> Call:
+    return functools.partial(
+        AsyncActionsClient.rollback,
+        workspace_id=workspace,
+        action_id=_field(body, "action_id", str, ""),
+        reason=_field(body, "reason", str, ""),
+        request_id=_field(body, "request_id", str, None),
+        validate_only=_field(body, "validate_only", bool, False),
+        skip_superseded=_field(body, "skip_superseded", bool, False),
+        skip_denied=_field(body, "skip_denied", bool, False),
+    )
+
+
+async def execute(request: Request) -> Response:
+    """Run, or preview (``validate_only``), one action as the signed-in user."""
+    return await _act(request, _execute_call)
 
 
 async def rollback(request: Request) -> Response:
     """Roll back, or preview rolling back, one action as the signed-in user."""
-    session = _session(request)
-    if isinstance(session, JSONResponse):
-        return session
-    console, who, workspace = session
-    try:
-        body = await _body(request)
-        action_id = _field(body, "action_id", str, "")
-        reason = _field(body, "reason", str, "")
-        request_id = _field(body, "request_id", str, None)
-        validate_only = _field(body, "validate_only", bool, False)
-        skip_superseded = _field(body, "skip_superseded", bool, False)
-        skip_denied = _field(body, "skip_denied", bool, False)
-    except BadBody as exc:
-        return _refuse(400, "INVALID_ARGUMENT", str(exc))
-    try:
-        action = await console.backend.client(who).rollback(
-            workspace_id=workspace,
-            action_id=action_id,
-            reason=reason,
-            request_id=request_id,
-            validate_only=validate_only,
-            skip_superseded=skip_superseded,
-            skip_denied=skip_denied,
-        )
-    except FleetwardError as exc:
-        return _answer(exc)
-    return _answer(action)
+    return await _act(request, _rollback_call)
 
 
 async def live(request: Request) -> Response:

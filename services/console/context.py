@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from fleetward.client import FleetwardError, Unauthenticated
+from fleetward.client import AsyncActionsClient, FleetwardError, Unauthenticated
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -128,3 +128,33 @@ def workspace_param(request: Request) -> str | None:
         return str(uuid.UUID(raw))
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class PageCall:
+    """A page request with a session and a workspace: who asks, where, through what."""
+
+    console: Console
+    caller: Caller
+    workspace_id: str
+
+    @property
+    def client(self) -> AsyncActionsClient:
+        """The action service, called as this page's user."""
+        return self.console.backend.client(self.caller)
+
+
+def page_call(request: Request) -> PageCall | Response:
+    """The page's caller and workspace, or the response for a request without them (sign
+    in again, the proxy's missing token, or an id that is not a workspace's)."""
+    console = console_of(request)
+    who = caller(request)
+    refusal = console.no_session(request, who)
+    if refusal is not None or who is None:
+        return refusal or console.unauthenticated_page(request, "no session")
+    workspace = workspace_param(request)
+    if workspace is None:
+        return console.render(
+            request, "home.html", status_code=404, caller=who, message="No such workspace id."
+        )
+    return PageCall(console, who, workspace)

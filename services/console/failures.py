@@ -30,21 +30,7 @@ def http_status(error: FleetwardError) -> int:
 
 def error_body(error: FleetwardError) -> dict[str, Any]:
     """The error as the dialog and the toasts show it: code, reason, message, details."""
-    return {
-        "error": {
-            "code": error.code.name,
-            "reason": error.reason,
-            "message": error.message,
-            "metadata": dict(error.metadata),
-            "field_violations": [
-                {"field": v.field, "description": v.description} for v in error.field_violations
-            ],
-            "precondition_violations": [
-                {"type": v.type, "subject": v.subject, "description": v.description}
-                for v in error.precondition_violations
-            ],
-        }
-    }
+    return {"error": error.to_json()}
 
 
 def console_error(status: int, code: str, message: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fleetward.client import AsyncActionsClient, FleetwardError, Scope
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from services.console.context import caller, console_of, workspace_param
+from services.console.context import PageCall, caller, console_of, page_call, workspace_param
 from services.console.identity import COOKIE, sign_in, sign_out
 from services.console.views import (
     LABELS,
@@ -62,12 +62,6 @@ async def home(request: Request) -> Response:
     if console.settings.workspace_id:
         return RedirectResponse(f"/w/{console.settings.workspace_id}/fleet", status_code=303)
     return console.render(request, "home.html", caller=caller(request), message="")
-
-
-def _no_workspace(request: Request) -> Response:
-    return console_of(request).render(
-        request, "home.html", status_code=404, message="No such workspace id."
-    )
 
 
 async def _small_form(request: Request) -> dict[str, str]:
@@ -151,17 +145,14 @@ async def _check_access(
 
 async def fleet(request: Request) -> Response:
     """Agents by department, with the buttons the caller may use."""
-    console = console_of(request)
-    who = caller(request)
-    if (refusal := console.no_session(request, who)) is not None or who is None:
-        return refusal or Response(status_code=401)
-    workspace = workspace_param(request)
-    if workspace is None:
-        return _no_workspace(request)
+    page = page_call(request)
+    if not isinstance(page, PageCall):
+        return page
+    console, who, workspace = page.console, page.caller, page.workspace_id
     department = request.query_params.get("department", "").strip()
     status = request.query_params.get("status", "")
     status = status if status in AGENT_STATUSES else ""
-    client = console.backend.client(who)
+    client = page.client
     try:
         catalog = await console.backend.catalog(who)
         listing = client.list_agents(
@@ -242,13 +233,10 @@ def _utc(value: str) -> datetime | None:
 
 async def activity(request: Request) -> Response:
     """ListActions with filters, newest first, one page at a time."""
-    console = console_of(request)
-    who = caller(request)
-    if (refusal := console.no_session(request, who)) is not None or who is None:
-        return refusal or Response(status_code=401)
-    workspace = workspace_param(request)
-    if workspace is None:
-        return _no_workspace(request)
+    page = page_call(request)
+    if not isinstance(page, PageCall):
+        return page
+    console, who, workspace = page.console, page.caller, page.workspace_id
     query = request.query_params
     filters = {
         "action_type": query.get("action_type", "").strip(),
@@ -258,7 +246,7 @@ async def activity(request: Request) -> Response:
         "after": query.get("after", "").strip(),
         "before": query.get("before", "").strip(),
     }
-    client = console.backend.client(who)
+    client = page.client
     problem = ""
     actions: list[dict[str, object]] = []
     next_token = ""
@@ -266,7 +254,7 @@ async def activity(request: Request) -> Response:
     try:
         catalog = await console.backend.catalog(who)
         types = [t.name for t in catalog] + ["rollback"]
-        page = await client.list_actions_page(
+        listed = await client.list_actions_page(
             workspace_id=workspace,
             action_type=filters["action_type"],
             status=filters["status"] or None,
@@ -277,8 +265,8 @@ async def activity(request: Request) -> Response:
             page_size=50,
             page_token=query.get("page_token", ""),
         )
-        actions = [action_summary(a) for a in page.actions]
-        next_token = page.next_page_token
+        actions = [action_summary(a) for a in listed.actions]
+        next_token = listed.next_page_token
     except FleetwardError as exc:
         if exc.field_violations:
             problem = "; ".join(f"{v.field}: {v.description}" for v in exc.field_violations)
@@ -322,15 +310,12 @@ def _rollback_button(
 
 async def action_detail(request: Request) -> Response:
     """One action: who, why, when, the policy decision, the result and its events."""
-    console = console_of(request)
-    who = caller(request)
-    if (refusal := console.no_session(request, who)) is not None or who is None:
-        return refusal or Response(status_code=401)
-    workspace = workspace_param(request)
+    page = page_call(request)
+    if not isinstance(page, PageCall):
+        return page
+    console, who, workspace = page.console, page.caller, page.workspace_id
     action_id = request.path_params.get("action_id", "")
-    if workspace is None:
-        return _no_workspace(request)
-    client = console.backend.client(who)
+    client = page.client
     try:
         action, events = await asyncio.gather(
             client.get_action(workspace_id=workspace, action_id=action_id),

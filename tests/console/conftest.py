@@ -65,6 +65,7 @@ class Stack:
     """The real services behind the console, and the console's own URL."""
 
     url: str
+    actions_target: str
     policy: PolicyServer
     policy_dir: Path
     app: Starlette
@@ -121,7 +122,7 @@ async def console_stack(
     ):
         app = build_app(console_settings(dev_secrets, actions))
         async with serving(app) as url:
-            yield Stack(url, policy, policy_dir, app)
+            yield Stack(url, actions, policy, policy_dir, app)
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ import uuid
 
 import asyncpg
 import pytest
+from fleetward.client import AsyncActionsClient, ClientConfig, PauseAgent
 from playwright.async_api import Page, Route, expect
 
+from tests.conftest import Secrets
 from tests.console.conftest import SignedIn, Stack
 
 pytestmark = pytest.mark.timeout(90)
@@ -250,3 +252,64 @@ async def test_a_viewer_cannot_act_by_crafting_requests(
     assert answer["status"] == 403
     assert answer["body"]["error"]["reason"] == "INSUFFICIENT_PERMISSIONS"
     assert set((await agent_statuses(pool, demo_workspace)).values()) == {"active"}
+
+
+async def _pause_as_bob(stack: Stack, secrets: Secrets, workspace: uuid.UUID, agent: str) -> str:
+    config = ClientConfig(target=stack.actions_target, token=secrets.user_token("bob"))
+    async with AsyncActionsClient(config) as client:
+        action = await client.execute(
+            workspace_id=str(workspace),
+            scope="agent",
+            target_id=agent,
+            reason=REASON,
+            params=PauseAgent(duration_minutes=30),
+        )
+    return action.action_id
+
+
+async def test_the_activity_list_shows_another_users_action_live(
+    signed_in: SignedIn, demo_workspace: uuid.UUID, console_stack: Stack, dev_secrets: Secrets
+) -> None:
+    alice = await signed_in("alice")
+    await alice.goto(f"/w/{demo_workspace}/activity")
+    await expect(alice.locator("body")).to_have_attribute("data-live", "yes")
+    await alice.evaluate("window.fleetwardMarker = 1")
+    await expect(alice.locator("table.activity tbody")).to_contain_text("No actions match.")
+    action_id = await _pause_as_bob(console_stack, dev_secrets, demo_workspace, "sup-chat-2")
+    row = alice.locator(f'tr[data-action="{action_id}"]')
+    await expect(row).to_contain_text("bob")
+    await expect(row).to_contain_text("completed")
+    assert await still_same_page(alice)
+
+
+async def test_the_action_detail_shows_its_events_and_rolls_back(
+    signed_in: SignedIn,
+    demo_workspace: uuid.UUID,
+    console_stack: Stack,
+    dev_secrets: Secrets,
+    pool: asyncpg.Pool,
+) -> None:
+    action_id = await _pause_as_bob(console_stack, dev_secrets, demo_workspace, "sup-chat-3")
+    page = await signed_in("bob")
+    await page.goto(f"/w/{demo_workspace}/actions/{action_id}")
+    detail = page.locator(".detail")
+    await expect(detail).to_contain_text("bob (roles: operator, viewer)")
+    await expect(detail).to_contain_text(REASON)
+    stored = await pool.fetch(
+        "SELECT seq, event_type, hash FROM action_events WHERE action_id = $1 ORDER BY seq",
+        uuid.UUID(action_id),
+    )
+    events = page.locator("table.events tbody tr")
+    await expect(events).to_have_count(len(stored))
+    for i, event in enumerate(stored):
+        await expect(events.nth(i)).to_contain_text(str(event["seq"]))
+        await expect(events.nth(i)).to_contain_text(event["event_type"])
+        await expect(events.nth(i)).to_contain_text(event["hash"])
+    await page.locator("#rollback-button").click()
+    await expect(page.locator("#preview-changes")).to_contain_text("sup-chat-3: paused → active")
+    await page.fill("#dialog-reason", "undo from the detail page")
+    await page.locator("#dialog-confirm").click()
+    await expect(page.locator(".toast-success")).to_contain_text("Rolled back")
+    await expect(detail).to_contain_text("Rolled back by")  # the page re-rendered live
+    await expect(page.locator("#rollback-button")).to_be_disabled()
+    assert (await agent_statuses(pool, demo_workspace))["sup-chat-3"] == "active"

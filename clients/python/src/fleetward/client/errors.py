@@ -108,6 +108,23 @@ class FleetwardError(Exception):
         label = f"{self.code.name} {self.reason}" if self.reason else self.code.name
         return f"{label}: {self.message}"
 
+    def to_json(self) -> dict[str, object]:
+        """The error as a JSON-ready object: code name, reason, message, metadata and
+        violations (what ``fleetward --json`` prints and the console's dialog shows)."""
+        return {
+            "code": self.code.name,
+            "reason": self.reason,
+            "message": self.message,
+            "metadata": dict(self.metadata),
+            "field_violations": [
+                {"field": v.field, "description": v.description} for v in self.field_violations
+            ],
+            "precondition_violations": [
+                {"type": v.type, "subject": v.subject, "description": v.description}
+                for v in self.precondition_violations
+            ],
+        }
+
     def __repr__(self) -> str:
         name = type(self).__name__
         return f"{name}(code={self.code.name}, reason={self.reason!r}, message={self.message!r})"

@@ -115,7 +115,7 @@ class Context:
     def report(self, error: FleetwardError) -> None:
         """Describe ``error`` on stderr (as JSON with ``--json``)."""
         if self.json:
-            self.note(dumps({"error": error_json(error)}))
+            self.note(dumps({"error": error.to_json()}))
             return
         # Each server-supplied string on a line of its own making: its newlines escaped too.
         self.note(f"error: {visible(str(error))}")
@@ -127,20 +127,3 @@ class Context:
             self.note(f"  {visible(key)} = {visible(value)}")
         if error.retry_delay is not None:
             self.note(f"  retry in {error.retry_delay:g} s")
-
-
-def error_json(error: FleetwardError) -> dict[str, object]:
-    """An error as a JSON object."""
-    return {
-        "code": error.code.name,
-        "reason": error.reason,
-        "message": error.message,
-        "metadata": dict(error.metadata),
-        "field_violations": [
-            {"field": v.field, "description": v.description} for v in error.field_violations
-        ],
-        "precondition_violations": [
-            {"type": v.type, "subject": v.subject, "description": v.description}
-            for v in error.precondition_violations
-        ],
-    }
