@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from services.common.settings import SettingsError
-from services.console.app import build_app
+from services.console.app import server_config
 from services.console.settings import ConsoleSettings
 
 
@@ -24,18 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    host, _, port = settings.listen_addr.rpartition(":")
-    uvicorn.run(
-        build_app(settings),
-        host=host.strip("[]") or "127.0.0.1",
-        port=int(port),
-        log_level="info",
-        # The access log shows paths and statuses; tokens travel only in headers and
-        # cookies, which it never prints.
-        access_log=True,
-        proxy_headers=True,
-        server_header=False,
-    )
+    uvicorn.Server(server_config(settings)).run()
     return 0
 
 

@@ -26,10 +26,11 @@ from fleetward.client import (
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from services.console.bodies import BodyTooLarge, read_limited
 from services.console.context import Console, caller, console_of, workspace_param
 from services.console.failures import console_error, error_body, http_status
 from services.console.identity import Caller
-from services.console.live import sse
+from services.console.live import TooManyPages, sse
 from services.console.views import action_summary
 
 MAX_BODY = 16 * 1024
@@ -45,20 +46,39 @@ def _refuse(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(console_error(status, code, message), status_code=status)
 
 
-def _field(body: Mapping[str, Any], name: str, kind: type, default: Any) -> Any:
-    value = body.get(name, default)
+# The protobuf field each number goes into: a value outside it is a 400, not an encoder error.
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _field(
+    body: Mapping[str, Any],
+    name: str,
+    kind: type,
+    default: Any,
+    *,
+    bounds: tuple[int, int] = INT64,
+) -> Any:
+    value: Any = body.get(name, default)
+    if value is default:
+        return value
     # bool is an int in Python; a number field must not take true/false (nor the reverse).
-    if value is not default and (
-        not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-    ):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise BadBody(f"{name} must be a {kind.__name__}")
+    if isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+        raise BadBody(f"{name} is out of range")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800" from a JSON escape
+            raise BadBody(f"{name} is not valid Unicode") from None
     return value
 
 
 def _params(action_type: str, raw: Mapping[str, Any]) -> ActionParams:
     if action_type == "pause_agent":
         return PauseAgent(
-            duration_minutes=_field(raw, "duration_minutes", int, None),
+            duration_minutes=_field(raw, "duration_minutes", int, None, bounds=INT32),
             indefinite=_field(raw, "indefinite", bool, False),
         )
     if action_type == "resume_agent":
@@ -76,9 +96,7 @@ def _params(action_type: str, raw: Mapping[str, Any]) -> ActionParams:
 async def _body(request: Request) -> dict[str, Any]:
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise BadBody("the body must be application/json")
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadBody(f"the body is over {MAX_BODY} bytes")
+    raw = await read_limited(request, MAX_BODY)
     try:
         body = json.loads(raw)
     except ValueError:
@@ -118,6 +136,8 @@ async def _act(request: Request, read: Callable[[dict[str, Any], str], Call]) ->
     console, who, workspace = session
     try:
         call = read(await _body(request), workspace)
+    except BodyTooLarge as exc:
+        return _refuse(413, "INVALID_ARGUMENT", str(exc))
     except BadBody as exc:
         return _refuse(400, "INVALID_ARGUMENT", str(exc))
     try:
@@ -185,6 +205,10 @@ async def live(request: Request) -> Response:
         return _answer(exc)
     if "actions:read" not in reply.results[0].allowed:
         return _refuse(403, "PERMISSION_DENIED", "requires actions:read on the workspace")
+    try:
+        console.hub.check_room(who.subject)
+    except TooManyPages as exc:
+        return _refuse(429, "RESOURCE_EXHAUSTED", f"too many live pages: {exc}")
 
     async def stream() -> AsyncIterator[bytes]:
         async with console.hub.subscribe(workspace, who) as queue:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import uuid
 from collections.abc import AsyncIterator
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.console import api, pages
 from services.console.context import HERE, Console
-from services.console.security import PageSecurity
+from services.console.failures import console_error
+from services.console.security import HEADERS, PageSecurity
 from services.console.settings import ConsoleSettings
 
 WORKSPACE = "/w/{workspace_id}"
+log = logging.getLogger("fleetward.console")
 
 
 async def healthz(request: Request) -> Response:
@@ -29,6 +34,20 @@ async def healthz(request: Request) -> Response:
 async def no_icon(request: Request) -> Response:
     """No favicon: an empty answer instead of a 404 in every browser console."""
     return Response(status_code=204)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: a correlation id for the log line, no internals for the page."""
+    correlation = uuid.uuid4().hex[:12]
+    log.error(
+        "unexpected error %s on %s %s", correlation, request.method, request.url.path, exc_info=exc
+    )
+    message = f"the console failed unexpectedly (correlation id {correlation})"
+    # Answered outside the middleware stack, so the page headers are set here too.
+    if request.url.path.startswith("/w/") and "/api/" in request.url.path:
+        body = console_error(500, "INTERNAL", message)
+        return JSONResponse(body, status_code=500, headers=HEADERS)
+    return PlainTextResponse(message, status_code=500, headers=HEADERS)
 
 
 def build_app(settings: ConsoleSettings) -> Starlette:
@@ -65,6 +84,28 @@ def build_app(settings: ConsoleSettings) -> Starlette:
             Middleware(PageSecurity, origins=settings.origins),
         ],
         lifespan=lifespan,
+        exception_handlers={Exception: unexpected},
     )
     app.state.console = console
     return app
+
+
+def server_config(settings: ConsoleSettings) -> uvicorn.Config:
+    """How uvicorn serves the console for ``settings``."""
+    host, _, port = settings.listen_addr.rpartition(":")
+    return uvicorn.Config(
+        build_app(settings),
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        log_level="info",
+        # The access log shows paths and statuses; tokens travel only in headers and
+        # cookies, which it never prints.
+        access_log=True,
+        # X-Forwarded-* only from the proxies named: believed from anyone local, they
+        # would let any local client claim https (and another origin) or another address.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=sorted(settings.trusted_proxies) or None,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=5,
+        server_header=False,
+    )

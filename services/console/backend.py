@@ -10,7 +10,7 @@ import asyncio
 
 import grpc
 from fleetward.actions.v1 import actions_pb2
-from fleetward.client import AsyncActionsClient, ClientConfig, TlsConfig, TokenProvider
+from fleetward.client import AsyncActionsClient, ClientConfig, TlsConfig
 from fleetward.client._async.transport import open_channel
 
 from services.console.identity import Caller
@@ -37,9 +37,9 @@ class Backend:
             self._channel = open_channel(self._base)
         return self._channel
 
-    def client(self, caller: Caller | TokenProvider) -> AsyncActionsClient:
-        """A client that calls as ``caller`` (or with the token a provider returns at each
-        attempt) over the shared channel; closing it keeps the channel open."""
+    def client(self, caller: Caller | str) -> AsyncActionsClient:
+        """A client that calls as ``caller`` (or with this bearer token) over the shared
+        channel; closing it keeps the channel open."""
         config = ClientConfig(
             target=self._base.target,
             token=caller.token if isinstance(caller, Caller) else caller,

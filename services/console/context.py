@@ -49,7 +49,8 @@ class Console:
     def build(cls, settings: ConsoleSettings) -> Console:
         """Build the parts (no connection is opened until the first request)."""
         backend = Backend(settings)
-        return cls(settings, backend, LiveHub(backend), templates())
+        hub = LiveHub(backend, per_user=settings.live_per_user, total=settings.live_total)
+        return cls(settings, backend, hub, templates())
 
     @property
     def dev(self) -> bool:

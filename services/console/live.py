@@ -47,6 +47,7 @@ class _Upstream:
     queues: set[asyncio.Queue[Message | None]] = field(default_factory=set)
     up: bool = False
     last_seq: int = 0
+    stream_token: str = ""  # the token the running stream was opened with
     task: asyncio.Task[None] | None = None
     linger: asyncio.TimerHandle | None = None
 
@@ -63,8 +64,18 @@ class _Upstream:
 
 
 def _close(queue: asyncio.Queue[Message | None]) -> None:
-    with contextlib.suppress(asyncio.QueueFull):
-        queue.put_nowait(None)
+    """End a page's subscription, also one whose queue is full (a page that fell behind
+    is dropped: it reconnects and re-renders, so it cannot stay silently stale)."""
+    while True:
+        try:
+            queue.put_nowait(None)
+            return
+        except asyncio.QueueFull:
+            queue.get_nowait()
+
+
+class TooManyPages(Exception):
+    """The user (or the console) already has as many live pages open as allowed."""
 
 
 def event_message(event: actions_pb2.ActionEvent) -> Message:
@@ -80,14 +91,24 @@ def event_message(event: actions_pb2.ActionEvent) -> Message:
 class LiveHub:
     """The console's live streams, keyed by (workspace, subject)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, per_user: int = 20, total: int = 2000) -> None:
         self._backend = backend
         self._streams: dict[tuple[str, str], _Upstream] = {}
+        self._per_user = per_user
+        self._total = total
+        self._pages: dict[str, int] = {}
 
     @property
     def stream_count(self) -> int:
         """Upstream WatchActions streams held (for tests and metrics)."""
         return sum(1 for s in self._streams.values() if s.task is not None)
+
+    def check_room(self, subject: str) -> None:
+        """Raise :class:`TooManyPages` when ``subject`` may not open another live page."""
+        if self._pages.get(subject, 0) >= self._per_user:
+            raise TooManyPages(f"{self._per_user} live pages per user are open")
+        if sum(self._pages.values()) >= self._total:
+            raise TooManyPages(f"{self._total} live pages are open on this console")
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -97,7 +118,12 @@ class LiveHub:
 
         The caller must already have been authorized to read the workspace with its own
         token; the shared stream then runs with the newest token the user presented.
+
+        Raises:
+            TooManyPages: The user has ``per_user`` live pages open, or the console
+                ``total``.
         """
+        self.check_room(caller.subject)
         key = (workspace_id, caller.subject)
         upstream = self._streams.get(key)
         if upstream is None:
@@ -109,11 +135,15 @@ class LiveHub:
         queue: asyncio.Queue[Message | None] = asyncio.Queue(_QUEUE)
         queue.put_nowait(upstream.status())
         upstream.queues.add(queue)
+        self._pages[caller.subject] = self._pages.get(caller.subject, 0) + 1
         if upstream.task is None:
             upstream.task = asyncio.create_task(self._run(upstream))
         try:
             yield queue
         finally:
+            self._pages[caller.subject] -= 1
+            if not self._pages[caller.subject]:
+                del self._pages[caller.subject]
             upstream.queues.discard(queue)
             if not upstream.queues:
                 loop = asyncio.get_running_loop()
@@ -125,6 +155,14 @@ class LiveHub:
         del self._streams[key]
         if upstream.task is not None:
             upstream.task.cancel()
+
+    def sign_out(self, subject: str) -> None:
+        """End the live pages of ``subject`` (signed out: the pages go back to sign-in)."""
+        for (_, who), upstream in self._streams.items():
+            if who == subject:
+                upstream.publish({"type": "auth", "code": "SIGNED_OUT", "message": "signed out"})
+                for queue in list(upstream.queues):
+                    _close(queue)
 
     async def close(self) -> None:
         """End every stream and every page's subscription."""
@@ -151,6 +189,8 @@ class LiveHub:
                 await self._follow(upstream)
                 failures = 0  # a clean end (server shutdown) is a break like any other
             except (Unauthenticated, PermissionDenied) as exc:
+                if upstream.token != upstream.stream_token:
+                    continue  # a page brought a newer token since: reconnect with it now
                 # The user's token expired or their read permission was taken away: their
                 # pages must sign in again; the stream is not retried with a dead token.
                 upstream.publish({"type": "auth", "code": exc.code.name, "message": exc.message})
@@ -167,7 +207,8 @@ class LiveHub:
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
 
     async def _follow(self, upstream: _Upstream) -> None:
-        client = self._backend.client(lambda: upstream.token)
+        upstream.stream_token = upstream.token
+        client = self._backend.client(upstream.stream_token)
         events = client.watch_actions(
             workspace_id=upstream.workspace_id,
             after_seq=upstream.last_seq,

@@ -17,8 +17,9 @@ from fleetward.client import AsyncActionsClient, FleetwardError, Scope
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from services.console.bodies import BodyTooLarge, read_limited
 from services.console.context import PageCall, caller, console_of, page_call, workspace_param
-from services.console.identity import COOKIE, sign_in, sign_out
+from services.console.identity import COOKIE, sign_in, sign_out, verified_subject
 from services.console.views import (
     LABELS,
     SCOPES,
@@ -66,8 +67,9 @@ async def home(request: Request) -> Response:
 
 async def _small_form(request: Request) -> dict[str, str]:
     """A small url-encoded form (the sign-in's two fields); anything else reads as empty."""
-    raw = await request.body()
-    if len(raw) > 4096:
+    try:
+        raw = await read_limited(request, 4096)
+    except BodyTooLarge:
         return {}
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
 
@@ -119,10 +121,16 @@ async def signin_submit(request: Request) -> Response:
 
 
 async def signout(request: Request) -> Response:
-    """Drop the dev session cookie."""
+    """Drop the dev session cookie and end that user's live pages (their other tabs go
+    back to sign-in too: the cookie they shared is gone)."""
+    console = console_of(request)
     response = RedirectResponse("/signin", status_code=303)
     if COOKIE in request.cookies:
         sign_out(response, secure=request.url.scheme == "https")
+        dev = console.settings.dev
+        subject = verified_subject(request.cookies[COOKIE], dev) if dev else None
+        if subject is not None:  # a forged cookie must not end someone else's pages
+            console.hub.sign_out(subject)
     return response
 
 
@@ -223,12 +231,19 @@ async def _take(source: AsyncIterator[T], limit: int) -> AsyncGenerator[T, None]
             await source.aclose()
 
 
-def _utc(value: str) -> datetime | None:
-    """A ``datetime-local`` field's value, read as UTC; None when empty or malformed."""
-    try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC) if value else None
-    except ValueError:
+def _utc(value: str, name: str, problems: list[str]) -> datetime | None:
+    """A ``datetime-local`` field's value: UTC when it names no offset, converted to UTC
+    when it does; None when empty, and a problem when it is no date."""
+    if not value:
         return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        problems.append(f"{name}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM)")
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 async def activity(request: Request) -> Response:
@@ -246,32 +261,33 @@ async def activity(request: Request) -> Response:
         "after": query.get("after", "").strip(),
         "before": query.get("before", "").strip(),
     }
-    client = page.client
-    problem = ""
+    problems: list[str] = []
+    after = _utc(filters["after"], "after", problems)
+    before = _utc(filters["before"], "before", problems)
     actions: list[dict[str, object]] = []
     next_token = ""
     types: list[str] = []
     try:
         catalog = await console.backend.catalog(who)
         types = [t.name for t in catalog] + ["rollback"]
-        listed = await client.list_actions_page(
-            workspace_id=workspace,
-            action_type=filters["action_type"],
-            status=filters["status"] or None,
-            actor_subject=filters["actor"],
-            target_id=filters["target"],
-            created_after=_utc(filters["after"]),
-            created_before=_utc(filters["before"]),
-            page_size=50,
-            page_token=query.get("page_token", ""),
-        )
-        actions = [action_summary(a) for a in listed.actions]
-        next_token = listed.next_page_token
+        if not problems:  # a filter that could not be read lists nothing, not everything
+            listed = await page.client.list_actions_page(
+                workspace_id=workspace,
+                action_type=filters["action_type"],
+                status=filters["status"] or None,
+                actor_subject=filters["actor"],
+                target_id=filters["target"],
+                created_after=after,
+                created_before=before,
+                page_size=50,
+                page_token=query.get("page_token", ""),
+            )
+            actions = [action_summary(a) for a in listed.actions]
+            next_token = listed.next_page_token
     except FleetwardError as exc:
-        if exc.field_violations:
-            problem = "; ".join(f"{v.field}: {v.description}" for v in exc.field_violations)
-        else:
+        if not exc.field_violations:
             return console.error_page(request, exc, workspace)
+        problems.extend(f"{v.field}: {v.description}" for v in exc.field_violations)
     kept = {k: v for k, v in filters.items() if v}
     values: dict[str, Any] = {
         "caller": who,
@@ -282,7 +298,7 @@ async def activity(request: Request) -> Response:
         "types": types,
         "statuses": ACTION_STATUSES,
         "actions": actions,
-        "problem": problem,
+        "problem": "; ".join(problems),
         "first_page": not query.get("page_token"),
         "next_query": urlencode({**kept, "page_token": next_token}) if next_token else "",
         "first_query": urlencode(kept),

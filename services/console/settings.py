@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from services.common.settings import SettingsError, env_list, env_str
+from services.common.settings import SettingsError, env_int, env_list, env_str
 
 DEFAULT_ADDR = "127.0.0.1:8080"
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -47,6 +47,11 @@ class ConsoleSettings:
         workspace_id: The workspace ``/`` opens; ``None`` asks for one.
         allowed_hosts: ``Host`` header names served (DNS rebinding defence).
         origins: Origins a POST may come from; empty: the request's own origin only.
+        trusted_proxies: Addresses whose ``X-Forwarded-*`` headers are believed; empty:
+            nobody's (a local client could otherwise claim to be https or anyone).
+        live_per_user: Live pages one user may hold open on this console.
+        live_total: Live pages all users together may hold open.
+        max_connections: HTTP connections served at once (more get 503).
     """
 
     listen_addr: str = DEFAULT_ADDR
@@ -57,6 +62,10 @@ class ConsoleSettings:
     workspace_id: str | None = None
     allowed_hosts: frozenset[str] = frozenset({"127.0.0.1", "localhost"})
     origins: frozenset[str] = field(default_factory=frozenset)
+    trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+    live_per_user: int = 20
+    live_total: int = 2000
+    max_connections: int = 2500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
@@ -103,4 +112,15 @@ class ConsoleSettings:
             workspace_id=workspace,
             allowed_hosts=hosts,
             origins=env_list(env, "FLEETWARD_CONSOLE_ORIGINS", ""),
+            trusted_proxies=env_list(env, "FLEETWARD_CONSOLE_TRUSTED_PROXIES", ""),
+            live_per_user=_positive(env, "FLEETWARD_CONSOLE_LIVE_PER_USER", 20),
+            live_total=_positive(env, "FLEETWARD_CONSOLE_LIVE_MAX", 2000),
+            max_connections=_positive(env, "FLEETWARD_CONSOLE_MAX_CONNECTIONS", 2500),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env_int(env, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value

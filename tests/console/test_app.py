@@ -145,11 +145,11 @@ def test_malformed_dialog_bodies_get_a_clear_400(
         (json.dumps({**pause, "params": {"duration_minutes": True}}).encode(), "duration_minutes"),
         (json.dumps({"action_type": "drop_tables", "scope": "agent"}).encode(), "catalog"),
         (json.dumps({"action_type": "resume_agent", "scope": "galaxy"}).encode(), "scope"),
-        (b"x" * 20000, "bytes"),
+        (b"x" * 20000, "over 16384 bytes"),  # 413, below
     ]
     for body, words in cases:
         reply = dev_client.post(url, headers={"Origin": ORIGIN, **as_json}, content=body)
-        assert reply.status_code == 400, body[:40]
+        assert reply.status_code == (413 if len(body) > 16384 else 400), body[:40]
         assert words in reply.json()["error"]["message"], body[:40]
 
 
@@ -180,3 +180,52 @@ async def test_a_reason_with_markup_is_shown_as_text(
             assert attack not in page.text
             assert "<img src=x" not in page.text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+
+
+async def test_no_token_reaches_a_log_line(
+    console_stack: Stack,
+    dev_secrets: Secrets,
+    demo_workspace: uuid.UUID,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = dev_secrets.user_token("bob")
+    bad = jwt.encode({"sub": "bob", "exp": int(time.time()) + 60}, "wrong-secret" * 4)
+    transport = httpx2.ASGITransport(app=console_stack.app)
+    with caplog.at_level("DEBUG"):
+        async with httpx2.AsyncClient(
+            transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN}
+        ) as client:
+            for session in (token, bad):
+                client.cookies.set(COOKIE, session)
+                await client.get(f"/w/{demo_workspace}/fleet")
+                await client.post(
+                    f"/w/{demo_workspace}/api/execute",
+                    json={
+                        "action_type": "resume_agent",
+                        "scope": "agent",
+                        "target_id": "eng-code-1",
+                        "reason": "log check",
+                    },
+                )
+    assert caplog.records  # something was logged, and none of it carries a token
+    for secret in (token, bad, token.split(".")[2], bad.split(".")[2]):
+        assert secret not in caplog.text
+
+
+def test_an_unexpected_failure_answers_with_a_correlation_id_only(
+    dev_secrets: Secrets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(request: object) -> object:
+        raise RuntimeError("internal detail: /srv/secret.py line 3")
+
+    monkeypatch.setattr("services.console.api._body", broken)
+    app = build_app(console_settings(dev_secrets, "127.0.0.1:1"))
+    client = TestClient(app, base_url=ORIGIN, raise_server_exceptions=False)
+    client.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+    reply = client.post(f"/w/{WS}/api/execute", json={}, headers={"Origin": ORIGIN})
+    assert reply.status_code == 500
+    error = reply.json()["error"]
+    assert error["code"] == "INTERNAL"
+    assert re.search(r"correlation id [0-9a-f]{12}", error["message"])
+    assert "secret" not in reply.text
+    assert reply.headers["content-security-policy"] == CSP
