@@ -10,19 +10,22 @@ import uuid
 import asyncpg
 import pytest
 from fleetward.client import AsyncActionsClient, ClientConfig, PauseAgent
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Browser, Page, Route, expect
 
+from services.console.app import build_app
 from tests.conftest import Secrets
-from tests.console.conftest import SignedIn, Stack
+from tests.console.conftest import SignedIn, Stack, console_settings, serving
+from tests.foundation.conftest import free_port
+from tests.servers import running_action_server
 
 pytestmark = pytest.mark.timeout(90)
 
 REASON = "investigating a cost spike"
 
 
-async def fleet(page: Page, workspace: uuid.UUID) -> None:
+async def fleet(page: Page, workspace: uuid.UUID, *, base: str = "") -> None:
     """Open the workspace's fleet page and wait until its live stream is up."""
-    await page.goto(f"/w/{workspace}/fleet")
+    await page.goto(f"{base}/w/{workspace}/fleet")
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
     # A marker that a reload would drop: "without a reload" is checked against it.
     await page.evaluate("window.fleetwardMarker = 1")
@@ -313,3 +316,37 @@ async def test_the_action_detail_shows_its_events_and_rolls_back(
     await expect(detail).to_contain_text("Rolled back by")  # the page re-rendered live
     await expect(page.locator("#rollback-button")).to_be_disabled()
     assert (await agent_statuses(pool, demo_workspace))["sup-chat-3"] == "active"
+
+
+async def test_a_banner_says_when_live_updates_are_down_and_the_page_catches_up(
+    browser: Browser,
+    database_dsn: str,
+    console_stack: Stack,
+    dev_secrets: Secrets,
+    demo_workspace: uuid.UUID,
+) -> None:
+    """The action service goes away under an open page and comes back: the banner shows,
+    then hides, and what happened meanwhile is on the page without a reload."""
+    target = f"127.0.0.1:{free_port()}"
+    policy = f"127.0.0.1:{console_stack.policy.port}"
+    app = build_app(console_settings(dev_secrets, target))
+    context = await browser.new_context()
+    try:
+        async with serving(app) as url:
+            async with running_action_server(database_dsn, policy, dev_secrets, listen_addr=target):
+                page = await context.new_page()
+                await page.goto(f"{url}/signin")
+                await page.click("#signin-bob")
+                await fleet(page, demo_workspace, base=url)
+                await expect(page.locator("#live-banner")).to_be_hidden()
+            banner = page.locator("#live-banner")
+            await expect(banner).to_be_visible()
+            await expect(banner).to_contain_text("reconnecting")
+            # Meanwhile another replica pauses an agent.
+            await _pause_as_bob(console_stack, dev_secrets, demo_workspace, "sup-chat-4")
+            async with running_action_server(database_dsn, policy, dev_secrets, listen_addr=target):
+                await expect(banner).to_be_hidden(timeout=20_000)
+                await expect(page.locator("#agent-sup-chat-4 .status")).to_have_text("paused")
+                assert await still_same_page(page)
+    finally:
+        await context.close()
