@@ -8,10 +8,12 @@ GEN_OUT := clients/python/src
 PYTEST_ARGS ?=
 QUICK ?= 0
 
-.PHONY: help venv run test test-reliability bench lint proto check-proto buf-lint token lock clean
+.PHONY: help venv run stop reset test test-reliability bench lint proto check-proto buf-lint token lock clean
 
 help:
 	@echo "make run               start embedded PostgreSQL (unless DATABASE_URL), migrate, seed demo, serve"
+	@echo "make stop              stop a running make run (also: Ctrl-C, or SIGTERM to it)"
+	@echo "make reset             make stop, then delete the embedded demo database (fresh demo next run)"
 	@echo "make test              set up and run the test suite"
 	@echo "make test-reliability  reliability, security and authorization-property suites incl. slow runs (<= 10 min)"
 	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
@@ -31,6 +33,12 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	@$(PY) -m services.dev run
+
+stop: $(STAMP)
+	@$(PY) -m services.dev stop
+
+reset: $(STAMP)
+	@$(PY) -m services.dev reset
 
 test: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest $(PYTEST_ARGS)

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     tok = sub.add_parser("token", help="print a dev token (svc:NAME for a service token)")
     tok.add_argument("subject")
     sub.add_parser("run", help="the whole local setup (make run)")
+    sub.add_parser("stop", help="stop the running make run (make stop)")
+    sub.add_parser("reset", help="stop make run and delete the embedded demo database (make reset)")
     args = parser.parse_args(argv)
 
     if args.cmd == "gen-proto":
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(token_for(args.subject))
         return 0
+    if args.cmd in ("stop", "reset"):
+        from services.dev import lifecycle
+
+        return lifecycle.stop() if args.cmd == "stop" else lifecycle.reset(os.environ)
     from services.dev.run import main as run_main
 
     return run_main()

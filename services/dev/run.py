@@ -23,6 +23,7 @@ from services.actions.checkpoints.signing import create_signing_key
 from services.common.tokens import mint_service_token
 from services.dev import roles
 from services.dev.database import embedded_postgres
+from services.dev.lifecycle import pid_file, refuse_taken_ports
 from services.dev.secrets import DATA_DIR, apply_to_env, database_password
 from services.dev.token import DEV_TOKEN_TTL_S, dev_user_token
 
@@ -132,9 +133,15 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
         f'{{"workspace_id":"{ws}","targets":[{{"scope":"SCOPE_DEPARTMENT",'
         f'"target_id":"engineering"}}]}}'
     )
+    admin_dsn = env.get("FLEETWARD_MIGRATE_DATABASE_URL") or env["DATABASE_URL"]
     return "\n".join(
         [
             f"workspace id (acme): {ws}",
+            "",
+            "# paste into a shell: the fleetward CLI as bob, and the admin commands' database",
+            "# (the owner role: audit verify, import-agents, create-workspace, migrate)",
+            f"export FLEETWARD_TARGET={actions} FLEETWARD_WORKSPACE={ws} FLEETWARD_TOKEN='{bob}'",
+            f"export DATABASE_URL='{admin_dsn}'",
             "",
             "# bob (operator) and carol (viewer), tokens valid 1 h (then: make token SUB=bob):",
             f"export BOB='{bob}'",
@@ -208,8 +215,22 @@ def _wait_http(url: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]
     raise SystemExit(f"{url} did not answer within {deadline_s:.0f}s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM during setup: the same cleanup as Ctrl-C
+
+
 def main() -> int:
-    """Run the whole local setup until Ctrl-C."""
+    """Run the whole local setup until SIGINT or SIGTERM (``make stop``), or until the
+    process that started it goes away."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with pid_file():
+            return _main()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _main() -> int:
     env: dict[str, str] = dict(os.environ)
     dev_secrets = not env.get("FLEETWARD_JWT_SECRET") and not env.get("FLEETWARD_JWT_JWKS_FILE")
     apply_to_env(env)
@@ -221,6 +242,8 @@ def main() -> int:
     actions = _connect_target(env["FLEETWARD_ACTIONS_ADDR"])
     policy = _connect_target(env["FLEETWARD_POLICY_ADDR"])
     console = use_dev_console(env, dev_secrets=dev_secrets)
+    refuse_taken_ports(env)
+    parent = os.getppid()
     procs: list[subprocess.Popen[bytes]] = []
     embedded = not env.get("DATABASE_URL")
     with database_url(env) as admin_dsn:
@@ -235,10 +258,12 @@ def main() -> int:
             _wait_serving(policy, 60, procs)
             _wait_serving(actions, 60, procs)
             _wait_http(console, 60, procs)
+            if any(proc.poll() is not None for proc in procs):  # answered by someone else
+                raise SystemExit("a service exited during start-up; see its log above")
             print(_grpcurl_lines(env, actions, policy), flush=True)
             print(f"console: {console}", flush=True)
             print("READY", flush=True)
-            _block_until_signal_or_exit(procs)
+            _block_until_signal_or_exit(procs, parent)
         except subprocess.CalledProcessError as exc:
             print(f"setup step failed: {' '.join(map(str, exc.cmd))}", file=sys.stderr)
             return 1
@@ -254,11 +279,16 @@ def main() -> int:
     return 0
 
 
-def _block_until_signal_or_exit(procs: list[subprocess.Popen[bytes]]) -> None:
+def _block_until_signal_or_exit(procs: list[subprocess.Popen[bytes]], parent: int) -> None:
     # Blocked only after the children started, so they keep their own signal handling.
     signals = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     while all(p.poll() is None for p in procs):
         if signal.sigtimedwait(signals, 1.0) is not None:
+            return
+        if os.getppid() != parent:
+            # The parent (make, a shell, a supervisor) is gone, e.g. `kill -INT` to a
+            # backgrounded make, which passes nothing on: stop rather than linger.
+            print("the process that started make run is gone; stopping", file=sys.stderr)
             return
     print("a service exited; stopping", file=sys.stderr)

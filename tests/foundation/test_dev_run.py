@@ -6,10 +6,12 @@ are executed as printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ import pytest
 
 from services.actions.checkpoints.signing import create_signing_key
 from services.common.tokens import UserTokenVerifier, mint_user_token
+from services.dev import lifecycle
 from tests.foundation.conftest import PYTHON, REPO, clean_env, free_port
 
 READY_DEADLINE_S = 90.0
@@ -36,17 +39,14 @@ def _pump(stream: Iterator[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-@pytest.fixture(scope="module")
-def run_output(
-    isolated_dsn: str, role_password: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[str]]:
-    """Everything ``make run`` printed up to and including READY, while it keeps running."""
-    scratch = tmp_path_factory.mktemp("make-run")
-    errors = scratch / "stderr.log"
-    create_signing_key(scratch / "checkpoint-key.pem")
-    env = clean_env(
+def run_env(scratch: Path, dsn: str, role_password: str, **extra: str) -> dict[str, str]:
+    """``make run``'s environment for a test: its own database, ports, secrets,
+    checkpoints and pid file, nothing in the checkout's .data/."""
+    if not (scratch / "checkpoint-key.pem").exists():
+        create_signing_key(scratch / "checkpoint-key.pem")
+    return clean_env(
         {
-            "DATABASE_URL": isolated_dsn,
+            "DATABASE_URL": dsn,
             "FLEETWARD_ACTIONS_ADDR": f"127.0.0.1:{free_port()}",
             "FLEETWARD_POLICY_ADDR": f"127.0.0.1:{free_port()}",
             "FLEETWARD_CONSOLE_ADDR": f"127.0.0.1:{free_port()}",
@@ -56,15 +56,25 @@ def run_output(
             # Given secrets: the run must not create .data/ secrets in the checkout.
             "FLEETWARD_JWT_SECRET": JWT_SECRET,
             "FLEETWARD_SERVICE_JWT_SECRET": SERVICE_SECRET,
-            # ... nor checkpoints; the roles keep the suite's password.
+            # ... nor checkpoints, nor a pid file; the roles keep the suite's password.
             "FLEETWARD_CHECKPOINT_DIR": str(scratch / "checkpoints"),
             "FLEETWARD_CHECKPOINT_KEY_FILE": str(scratch / "checkpoint-key.pem"),
+            "FLEETWARD_DEV_PID_FILE": str(scratch / "run.pid"),
             "FLEETWARD_DEV_DATABASE_PASSWORD": role_password,
+            **extra,
         }
     )
+
+
+@contextlib.contextmanager
+def started(
+    env: dict[str, str], errors: Path, command: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``make run`` (or ``command``) started with ``env``; yields it and what it printed up
+    to READY; SIGTERM and wait afterwards."""
     with errors.open("w") as err:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "services.dev", "run"],
+            command or [PYTHON, "-m", "services.dev", "run"],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -88,14 +98,26 @@ def run_output(
             if line is None:
                 pytest.fail(f"make run exited with {proc.wait()}:\n{errors.read_text()}")
             seen.append(line)
-        yield seen
+        yield proc, seen
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def run_output(
+    isolated_dsn: str, role_password: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Everything ``make run`` printed up to and including READY, while it keeps running."""
+    scratch = tmp_path_factory.mktemp("make-run")
+    env = run_env(scratch, isolated_dsn, role_password)
+    with started(env, scratch / "stderr.log") as (_, seen):
+        yield seen
 
 
 def _grpcurl_list_lines(output: list[str]) -> list[list[str]]:
@@ -246,3 +268,101 @@ def test_make_run_serves_the_console_and_prints_its_url_before_ready(
         html = page.read().decode()
     assert "eng-review-1" in html
     assert 'id="who">bob<' in html
+
+
+def test_make_run_refuses_taken_ports_naming_the_variable(
+    isolated_dsn: str, role_password: str, tmp_path: Path
+) -> None:
+    env = run_env(tmp_path, isolated_dsn, role_password)
+    host, _, port = env["FLEETWARD_ACTIONS_ADDR"].rpartition(":")
+    with socket.socket() as squatter:  # someone else's server on the action service's port
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        proc = subprocess.run(
+            [PYTHON, "-m", "services.dev", "run"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode != 0
+    assert "READY" not in proc.stdout
+    assert f"{host}:{port} is in use: set FLEETWARD_ACTIONS_ADDR to another port" in proc.stderr
+    assert "make stop" in proc.stderr
+
+
+def _ports_free(env: dict[str, str]) -> bool:
+    return not any(
+        lifecycle.port_taken(env[var])
+        for var in ("FLEETWARD_ACTIONS_ADDR", "FLEETWARD_POLICY_ADDR", "FLEETWARD_CONSOLE_ADDR")
+    )
+
+
+def test_make_stop_ends_make_run_and_its_services(
+    isolated_dsn: str, role_password: str, tmp_path: Path
+) -> None:
+    env = run_env(tmp_path, isolated_dsn, role_password)
+    with started(env, tmp_path / "stderr.log") as (proc, _):
+        assert (tmp_path / "run.pid").read_text().strip() == str(proc.pid)
+        stop = subprocess.run(
+            [PYTHON, "-m", "services.dev", "stop"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert f"stopped make run (pid {proc.pid})" in stop.stdout
+        assert proc.wait(timeout=5) == 0
+    assert not (tmp_path / "run.pid").exists()
+    assert _ports_free(env)
+
+
+def test_make_run_stops_when_the_process_that_started_it_is_killed(
+    isolated_dsn: str, role_password: str, tmp_path: Path
+) -> None:
+    """`kill -INT` to a backgrounded make reaches nobody; SIGKILL to a parent neither."""
+    env = run_env(tmp_path, isolated_dsn, role_password)
+    shell = ["sh", "-c", f"{PYTHON} -m services.dev run & wait"]
+    with started(env, tmp_path / "stderr.log", shell) as (parent, _):
+        run_pid = int((tmp_path / "run.pid").read_text())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{run_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{run_pid}").exists()
+    assert _ports_free(env)
+
+
+def test_the_printed_exports_drive_the_cli_and_the_admin_commands(
+    run_output: list[str],
+) -> None:
+    exports = [line for line in run_output if line.startswith("export ")]
+    cli = next(line for line in exports if "FLEETWARD_TARGET=" in line)
+    database = next(line for line in exports if line.startswith("export DATABASE_URL="))
+    fleetward = str(Path(PYTHON).parent / "fleetward")
+    script = "\n".join(
+        [
+            cli,
+            database,
+            f"{fleetward} --json agents list",
+            f"{PYTHON} -m services.actions audit verify",
+        ]
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=REPO,
+        env=clean_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "eng-review-1" in proc.stdout
+    assert "all chains intact" in proc.stdout
