@@ -1,4 +1,5 @@
-"""``python -m services.actions``: serve | migrate | seed-demo | import-agents | audit verify."""
+"""``python -m services.actions``: serve | migrate | seed-demo | create-workspace |
+import-agents | audit verify."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ from pathlib import Path
 
 from services.common.settings import SettingsError
 
+INVENTORY_FORMAT = """\
+file format (a header row, then one agent per row):
+  workspace_id,department_id,agent_id[,department_name]
+  ac3e0000-0000-4000-8000-000000000001,engineering,eng-code-1,Engineering
+with --workspace ID the workspace_id column is left out:
+  department_id,agent_id[,department_name]
+ids: 1-64 characters of a-z 0-9 . _ - (starting with a letter or digit)
+unknown departments and agents are created (agents active); existing agents keep their
+control state and only follow a department change; --prune retires the workspace's
+agents the file omits (nothing is ever deleted). Any problem is reported as
+file:line: message and nothing changes.
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse and run one command."""
@@ -19,7 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the ActionService")
     sub.add_parser("migrate", help="apply pending migrations (safe to run concurrently)")
     sub.add_parser("seed-demo", help="create the demo workspace acme")
-    imp = sub.add_parser("import-agents", help="upsert agents from an inventory CSV file")
+    new = sub.add_parser("create-workspace", help="create an empty workspace; print its id")
+    new.add_argument("name", help="a unique name, 1 to 200 printable characters")
+    new.add_argument("--id", metavar="UUID", help="the workspace id (default: a new UUID)")
+    imp = sub.add_parser(
+        "import-agents",
+        help="upsert agents from an inventory CSV file",
+        description="Upsert the agent inventory from a CSV file, in one transaction.",
+        epilog=INVENTORY_FORMAT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     imp.add_argument("file", type=Path, metavar="FILE.csv")
     imp.add_argument("--workspace", metavar="ID", help="the workspace of a file without one")
     imp.add_argument("--prune", action="store_true", help="retire agents the file omits")
@@ -77,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
+    if args.cmd == "create-workspace":
+        from services.actions.workspaces import run_create
+
+        return run_create(settings.database_url, args.name, args.id)
     if args.cmd == "seed-demo":
         from services.actions.demo import seed_demo
 

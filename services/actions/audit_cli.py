@@ -663,6 +663,16 @@ class VerifyReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+class NoSchema(Exception):
+    """The database has no Fleetward tables: nothing to verify (exit 2, not "broken")."""
+
+
+# Every table the verifier reads, by name, in the connection's search path.
+SCHEMA_PRESENT = """
+SELECT to_regclass('workspaces') IS NOT NULL AND to_regclass('action_events') IS NOT NULL
+   AND to_regclass('action_audit_log') IS NOT NULL AND to_regclass('action_targets') IS NOT NULL"""
+
+
 async def verify(
     dsn: str,
     workspace: uuid.UUID | None = None,
@@ -692,6 +702,8 @@ async def verify(
                 emit(str(found))
     conn = await asyncpg.connect(dsn)
     try:
+        if await conn.fetchval(SCHEMA_PRESENT) is not True:
+            raise NoSchema("no Fleetward schema here (run migrate?)")
         await init_connection(conn)
         if workspace is None:
             ids = [r["id"] for r in await conn.fetch(SELECT_WORKSPACES)]
@@ -811,6 +823,9 @@ def run_verify(
         report = asyncio.run(
             verify(dsn, ws, checkpoints=signed, max_unsigned_age_s=max_unsigned_age_s)
         )
+    except NoSchema as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     except DATABASE_ERRORS as exc:
         print(f"cannot reach the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
