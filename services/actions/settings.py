@@ -1,4 +1,4 @@
-"""Frozen settings of the action service, from FLEETWARD_* variables (every variable: docs/configuration.md)."""
+"""Frozen settings of the action service (every variable: docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading FLEETWARD_* environment variables into typed values (every variable: docs/configuration.md)."""
+"""Reading environment variables into typed values (every variable: docs/configuration.md)."""
 
 from __future__ import annotations
 
