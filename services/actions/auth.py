@@ -14,6 +14,13 @@ from services.common.tokens import (
     subject_problem,
 )
 
+# The refusal of a service token (or any token that looks like one and no key verifies).
+WRONG_KIND_HINT = (
+    "this is the action service: it takes user tokens (a person's subject, signed with "
+    "FLEETWARD_JWT_SECRET or a key of FLEETWARD_JWT_JWKS_FILE); this looks like a service "
+    "token. Dev: make token SUB=bob"
+)
+
 
 class Authenticator:
     """Turns a call's metadata into a :class:`Principal` or raises UNAUTHENTICATED."""
@@ -31,6 +38,7 @@ class Authenticator:
                 audience=settings.jwt_audience,
                 issuer=settings.jwt_issuer,
                 max_ttl_s=settings.jwt_max_ttl_s,
+                wrong_kind_hint=WRONG_KIND_HINT,
             )
         )
 

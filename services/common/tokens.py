@@ -3,7 +3,9 @@
 User tokens: HS256 with ``FLEETWARD_JWT_SECRET``, or RS256/ES256 with keys from a JWKS
 file (chosen by ``kid``). Service tokens (``sub = svc:<name>``, audience
 ``fleetward-policy``) are HS256 with the separate ``FLEETWARD_SERVICE_JWT_SECRET``, so the
-user-token key can never mint a service identity.
+user-token key can never mint a service identity. A token that no key verifies and whose
+unverified claims look like the other kind is refused with a hint that says which kind the
+service takes and how to make one (``apparent_kind`` only words the refusal).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from confusable_homoglyphs import confusables
@@ -82,6 +84,38 @@ def subject_problem(subject: str) -> str | None:
 
 _ASYMMETRIC = ["RS256", "ES256"]
 
+TokenKind = Literal["user", "service"]
+
+
+def apparent_kind(token: str) -> TokenKind | None:
+    """What a token's unverified claims say it is, only to word its refusal (§8).
+
+    ``service`` when the audience is ``fleetward-policy`` or the subject starts with
+    ``svc:``; ``user`` for any other subject; None when the token has no readable claims.
+    Nothing here is trusted: a token is accepted only by its verifier, whatever this says.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except Exception:  # whatever a hostile token provokes, its refusal stays the plain one
+        return None
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    subject = claims.get("sub")
+    if SERVICE_AUDIENCE in audiences or (
+        isinstance(subject, str) and subject.startswith(SERVICE_PREFIX)
+    ):
+        return "service"
+    return "user" if isinstance(subject, str) and subject else None
+
+
+def _refusal(message: str, token: str, other: TokenKind, hint: str | None) -> FleetwardError:
+    """UNAUTHENTICATED for a token whose key did not verify it: ``hint`` (which says what
+    this service takes and how to make one) when the token looks like the ``other`` kind,
+    else ``message``."""
+    if hint is not None and apparent_kind(token) == other:
+        return unauthenticated(hint)
+    return unauthenticated(message)
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -144,13 +178,29 @@ class UserTokenVerifier:
         audience: str | None = None,
         issuer: str | None = None,
         max_ttl_s: int = DEFAULT_MAX_TTL_S,
+        wrong_kind_hint: str | None = None,
     ) -> None:
+        """Create the verifier.
+
+        Args:
+            secret: The HS256 secret (``FLEETWARD_JWT_SECRET``), if any.
+            jwks_file: A JWKS file of RS256/ES256 keys (``FLEETWARD_JWT_JWKS_FILE``), if any.
+            audience: The required ``aud``, if any.
+            issuer: The required ``iss``, if any.
+            max_ttl_s: The longest lifetime a token may have.
+            wrong_kind_hint: The refusal of a token that no key verifies and that looks
+                like a service token (what to send instead); None keeps the plain one.
+
+        Raises:
+            ValueError: When neither a secret nor a JWKS file is given.
+        """
         if not secret and jwks_file is None:
             raise ValueError("set FLEETWARD_JWT_SECRET or FLEETWARD_JWT_JWKS_FILE")
         self._secret = secret
         self._audience = audience
         self._issuer = issuer
         self._max_ttl_s = max_ttl_s
+        self._hint = wrong_kind_hint
         self._keys: dict[str, jwt.PyJWK] = {}
         if jwks_file is not None:
             jwks = jwt.PyJWKSet.from_json(Path(jwks_file).read_text())
@@ -171,13 +221,13 @@ class UserTokenVerifier:
             elif alg in _ASYMMETRIC and self._keys:
                 kid = header.get("kid")
                 if not isinstance(kid, str) or kid not in self._keys:
-                    raise unauthenticated("token signed with an unknown key id")
+                    raise self._refused("token signed with an unknown key id", token)
                 key = self._keys[kid]
                 algorithms = [key.algorithm_name]  # the key's algorithm, whatever the header says
             else:
                 plain = isinstance(alg, str) and alg.isascii() and alg.isalnum() and len(alg) <= 8
                 shown = f" {alg}" if plain else ""
-                raise unauthenticated(f"token algorithm{shown} is not accepted")
+                raise self._refused(f"token algorithm{shown} is not accepted", token)
             claims = jwt.decode(
                 token,
                 key,
@@ -190,6 +240,8 @@ class UserTokenVerifier:
             raise
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("token expired") from exc
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
+            raise self._refused(f"invalid token: {token_problem(exc)}", token) from exc
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"invalid token: {token_problem(exc)}") from exc
         subject = claims.get("sub")
@@ -200,6 +252,10 @@ class UserTokenVerifier:
         require_numeric_dates(claims)
         self._check_lifetime(claims)
         return Principal(subject=subject, claims=claims)
+
+    def _refused(self, message: str, token: str) -> FleetwardError:
+        """No key of ours verified ``token``: the hint if it looks like a service token."""
+        return _refusal(message, token, "service", self._hint)
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
         """UNAUTHENTICATED for a token that lives longer than the maximum, counted from
@@ -250,10 +306,21 @@ def require_numeric_dates(claims: Mapping[str, Any]) -> None:
 class ServiceTokenVerifier:
     """Verifies service tokens: HS256 with the service secret, ``aud`` fleetward-policy."""
 
-    def __init__(self, *, secret: str) -> None:
+    def __init__(self, *, secret: str, wrong_kind_hint: str | None = None) -> None:
+        """Create the verifier.
+
+        Args:
+            secret: The service-token secret (``FLEETWARD_SERVICE_JWT_SECRET``).
+            wrong_kind_hint: The refusal of a token the secret does not verify and that
+                looks like a user token (what to send instead); None keeps the plain one.
+
+        Raises:
+            ValueError: When the secret is empty.
+        """
         if not secret:
             raise ValueError("set FLEETWARD_SERVICE_JWT_SECRET")
         self._secret = secret
+        self._hint = wrong_kind_hint
 
     def verify(self, token: str) -> Principal:
         """Return the service principal or raise UNAUTHENTICATED."""
@@ -267,6 +334,9 @@ class ServiceTokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("service token expired") from exc
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
+            message = f"invalid service token: {token_problem(exc)}"
+            raise _refusal(message, token, "user", self._hint) from exc
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"invalid service token: {token_problem(exc)}") from exc
         require_numeric_dates(claims)

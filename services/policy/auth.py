@@ -5,7 +5,8 @@ A caller proves it is a service with a service JWT (``sub`` ``svc:<name>``, audi
 ``FLEETWARD_POLICY_ALLOWED_CALLERS`` (default ``svc:actions``), or, when the server
 requires client certificates, with its verified mTLS certificate (the CA is then the
 list of who may ask). A user token, even one with a forged ``svc:`` subject, fails the
-signature check: the secrets differ.
+signature check: the secrets differ. One that looks like a user token is told what to
+send instead (``WRONG_KIND_HINT``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import grpc
 
 from services.common.status import FleetwardError, unauthenticated
 from services.common.tokens import ServiceTokenVerifier, VerifiedTokens, bearer_token
+
+# The refusal of a user token (or any token that looks like one and the secret does not verify).
+WRONG_KIND_HINT = (
+    "this is the policy service: it takes service tokens (subject svc:NAME, signed with "
+    "FLEETWARD_SERVICE_JWT_SECRET); this looks like a user token. Dev: make token SUB=svc:debug"
+)
 
 
 def permission_denied_caller(subject: str) -> FleetwardError:
@@ -66,7 +73,11 @@ class CallerAuthenticator:
                 "FLEETWARD_TLS_CLIENT_CA to authenticate its callers"
             )
         self._verifier = (
-            VerifiedTokens(ServiceTokenVerifier(secret=service_jwt_secret).verify)
+            VerifiedTokens(
+                ServiceTokenVerifier(
+                    secret=service_jwt_secret, wrong_kind_hint=WRONG_KIND_HINT
+                ).verify
+            )
             if service_jwt_secret
             else None
         )

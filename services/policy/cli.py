@@ -1,7 +1,9 @@
 """Offline commands on policy files: ``validate``, ``test`` and ``explain``.
 
-They read the files directly (no running service). Exit codes: 0 fine, 1 the files have
-errors or a policy test failed, 2 bad command-line input.
+They read the files directly (no running service). ``validate`` answers what a reload
+would: the files are valid and every policy test passes (``test`` runs the same cases and
+shows each result). Exit codes: 0 fine, 1 the files have errors or a policy test failed,
+2 bad command-line input.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fleetward.policy.v1 import policy_pb2
 from services.policy.engine import CasbinDecider, decide_safely
 from services.policy.files import PolicyFiles, PolicyFilesError, read_policy_dir
 from services.policy.loader import PolicyLoadError, build_decider
-from services.policy.policytests import SuiteError, parse_suites, run_cases
+from services.policy.policytests import CaseResult, SuiteError, parse_suites, run_cases
 from services.policy.queries import parse_query
 from services.policy.validate import validate
 
@@ -31,8 +33,21 @@ def _default_dir() -> Path:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``validate``, ``test`` and ``explain`` on a subparser set."""
-    v = sub.add_parser("validate", help="check model.conf, policy.csv and tests/*.yaml")
-    v.add_argument("directory", type=Path, nargs="?", default=None)
+    v = sub.add_parser(
+        "validate",
+        help="check model.conf and policy.csv and run the tests/*.yaml cases",
+        description="Check model.conf and policy.csv (errors and warnings, as file:line) and "
+        "run every case in tests/*.yaml, as a reload does before it serves the files: OK "
+        "(exit 0) only when a reload would accept them; each failing case is printed as "
+        "`test` prints it (exit 1).",
+    )
+    v.add_argument(
+        "directory",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="the policy directory (default: $FLEETWARD_POLICY_DIR, else policies/)",
+    )
     t = sub.add_parser("test", help="run the policy test suites in tests/*.yaml")
     t.add_argument("directory", type=Path, nargs="?", default=None)
     t.add_argument("--json", action="store_true", help="print one JSON document")
@@ -64,20 +79,46 @@ def _load(directory: Path, out: TextIO) -> tuple[PolicyFiles, CasbinDecider] | N
         return None
 
 
+def _run_suites(files: PolicyFiles, decider: CasbinDecider) -> list[CaseResult]:
+    """Run every case of ``tests/*.yaml`` (what a reload runs before it swaps).
+
+    Raises:
+        SuiteError: When a suite is malformed (the message names ``file:line``).
+    """
+    return run_cases(decider, parse_suites(files.tests))
+
+
+def _print_failures(results: list[CaseResult], out: TextIO) -> list[CaseResult]:
+    """Print each failed case as ``FAIL file:line: …, expected …, got …``; return them."""
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        print(f"FAIL {result.failure_text()}", file=out)
+    return failed
+
+
 def run_validate(directory: Path, out: TextIO = sys.stdout) -> int:
-    """``validate``: print every problem as ``file:line: severity: message``."""
+    """``validate``: print every problem as ``file:line: severity: message`` and every
+    failing policy test as ``test`` does; OK only when a reload would load the files."""
     loaded = _load(directory, out)
     if loaded is None:
         print(f"{directory}: INVALID", file=out)
         return EXIT_FAILED
-    files, _ = loaded
+    files, decider = loaded
     try:
-        cases = parse_suites(files.tests)
+        results = _run_suites(files, decider)
     except SuiteError as exc:
         print(f"{exc}", file=out)
         print(f"{directory}: INVALID", file=out)
         return EXIT_FAILED
-    print(f"{directory}: OK (policy {files.version}, {len(cases)} test cases)", file=out)
+    failed = _print_failures(results, out)
+    if failed:
+        print(
+            f"{directory}: INVALID ({len(failed)} of {len(results)} test cases failed; "
+            f"policy {files.version})",
+            file=out,
+        )
+        return EXIT_FAILED
+    print(f"{directory}: OK (policy {files.version}, {len(results)} test cases passed)", file=out)
     return EXIT_OK
 
 
@@ -91,13 +132,12 @@ def run_test(directory: Path, *, as_json: bool = False, out: TextIO = sys.stdout
         return EXIT_FAILED
     files, decider = loaded
     try:
-        cases = parse_suites(files.tests)
+        results = _run_suites(files, decider)
     except SuiteError as exc:
         print(exc, file=messages)
         if as_json:
             print(json.dumps({"ok": False, "error": str(exc)}), file=out)
         return EXIT_FAILED
-    results = run_cases(decider, cases)
     failed = [r for r in results if not r.passed]
     if as_json:
         doc = {
@@ -109,8 +149,7 @@ def run_test(directory: Path, *, as_json: bool = False, out: TextIO = sys.stdout
         }
         print(json.dumps(doc, indent=2), file=out)
     else:
-        for result in failed:
-            print(f"FAIL {result.failure_text()}", file=out)
+        _print_failures(results, out)
         print(
             f"{len(results) - len(failed)} passed, {len(failed)} failed "
             f"(policy {files.version}, {len(files.tests)} suites)",

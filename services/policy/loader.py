@@ -35,7 +35,7 @@ class PolicySnapshot:
     loaded_at: datetime
     rule_count: int
     role_link_count: int
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # logged at the swap; in GetPolicyInfo
 
 
 def _summarize(messages: list[str], what: str) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -33,6 +34,8 @@ from services.policy.queries import (
 from services.policy.reload import PolicyState
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# GetPolicyInfo lists at most this many warnings (a policy can have one per line).
+MAX_INFO_WARNINGS = 100
 # Batches larger than this are decided in a worker thread.
 THREAD_BATCH = 200
 _REASONS = {
@@ -48,6 +51,15 @@ def _not_loaded(state: PolicyState) -> FleetwardError:
         "POLICY_NOT_LOADED",
         f"no policy has loaded yet{detail}",
     )
+
+
+def _listed_warnings(warnings: Sequence[str]) -> list[str]:
+    """``warnings``, or their first MAX_INFO_WARNINGS - 1 and a line saying how many more."""
+    if len(warnings) <= MAX_INFO_WARNINGS:
+        return list(warnings)
+    shown = list(warnings[: MAX_INFO_WARNINGS - 1])
+    more = len(warnings) - len(shown)
+    return [*shown, f"and {more} more warnings (python -m services.policy validate lists all)"]
 
 
 def _timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
@@ -206,7 +218,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetPolicyInfo(
         self, request: policy_pb2.GetPolicyInfoRequest, context: Context
     ) -> policy_pb2.GetPolicyInfoResponse:
-        """Describe the served policy and the last reload (also before the first load)."""
+        """Describe the served policy (with its load's warnings) and the last reload (also
+        before the first load)."""
 
         async def work() -> policy_pb2.GetPolicyInfoResponse:
             self._auth.authenticate(context)
@@ -219,6 +232,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 role_link_count=snapshot.role_link_count if snapshot else 0,
                 last_reload_error=state.last_reload_error,
                 last_reload_at=_timestamp(state.last_reload_at),
+                warnings=_listed_warnings(snapshot.warnings if snapshot else ()),
             )
 
         return await funnel.unary(context, work, what="GetPolicyInfo")

@@ -28,6 +28,8 @@ GRPCURL = str(Path(PYTHON).parent / "grpcurl")
 ACTIONS = "fleetward.actions.v1.ActionService"
 POLICY = "fleetward.policy.v1.PolicyService"
 HEALTH = "grpc.health.v1.Health"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 START_DEADLINE_S = 60.0
 
 
@@ -199,6 +201,30 @@ def test_reflection_describes_the_policy_contract(services: Services) -> None:
     assert {f"{POLICY}.Check", f"{POLICY}.BatchCheck", f"{POLICY}.GetPolicyInfo"} <= set(methods)
     check = grpcurl(services.policy, "describe", "fleetward.policy.v1.CheckRequest")
     assert "The permission: actions:<action type>" in check
+
+
+@pytest.mark.parametrize(
+    ("which", "service", "comment"),
+    [
+        ("actions", ACTIONS, "ActionService runs actions on the fleet"),
+        ("policy", POLICY, "PolicyService answers permission questions"),
+    ],
+)
+def test_reflection_answers_as_v1_and_v1alpha(
+    services: Services, which: str, service: str, comment: str
+) -> None:
+    # Newer grpcurl and `buf curl` ask grpc.reflection.v1 first; this grpcurl asks v1alpha,
+    # and a describe of every listed service must resolve both reflection services too.
+    target = getattr(services, which)
+    listed = grpcurl(target, "list").split()
+    everything = grpcurl(target, "describe")
+    v1 = grpcurl(target, "describe", REFLECTION_V1)
+
+    assert {service, HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA} <= set(listed)
+    assert f"{service} is a service:" in everything
+    assert f"{REFLECTION_V1} is a service:" in everything
+    assert comment in " ".join(everything.split())  # the contract's comments, still
+    assert "rpc ServerReflectionInfo ( stream .grpc.reflection.v1.ServerReflectionRequest )" in v1
 
 
 def _failed_call(target: str, method: str) -> dict[str, Any]:

@@ -106,3 +106,44 @@ async def test_grpcurl_lists_services_without_a_token(demo: RunningPolicy) -> No
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert "fleetward.policy.v1.PolicyService" in out.decode().split()
+
+
+async def test_a_user_token_is_told_to_send_a_service_token(
+    demo: RunningPolicy, dev_secrets: Secrets
+) -> None:
+    for token in (dev_secrets.user_token("bob"), dev_secrets.user_token("alice", audience="fw")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await demo.stub.Check(CHECK, metadata=bearer(token))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert decode(caught.value)[0].reason == "UNAUTHENTICATED"
+        assert caught.value.details() == (
+            "this is the policy service: it takes service tokens (subject svc:NAME, signed "
+            "with FLEETWARD_SERVICE_JWT_SECRET); this looks like a user token. "
+            "Dev: make token SUB=svc:debug"
+        )
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("not-a-jwt", "invalid service token: not a well-formed JWT"),
+        ("e30.e30.c2ln", "invalid service token: algorithm not accepted"),
+    ],
+)
+async def test_garbage_keeps_the_generic_refusal(
+    demo: RunningPolicy, token: str, message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await demo.stub.Check(CHECK, metadata=bearer(token))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert decode(caught.value)[0].reason == "UNAUTHENTICATED"
+    assert caught.value.details() == message
+
+
+async def test_a_service_token_under_the_wrong_key_keeps_the_generic_refusal(
+    demo: RunningPolicy, dev_secrets: Secrets
+) -> None:
+    # It is the kind this service takes: only its signature is wrong.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await demo.stub.Check(CHECK, metadata=bearer(_token(dev_secrets.jwt_secret)))
+    assert caught.value.details() == "invalid service token: bad signature"

@@ -26,6 +26,34 @@ def test_validate_accepts_the_demo_policy() -> None:
     result = run("validate", "policies/")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+    assert " test cases passed)" in result.stdout
+
+
+def test_validate_runs_the_policy_tests_and_fails_when_one_fails(policy_copy: Path) -> None:
+    # Loadable files (no validation error) whose own tests fail: a reload refuses them,
+    # so validate must too, printing each failing case exactly as `test` does.
+    with (policy_copy / "policy.csv").open("a") as f:
+        f.write(f"g, carol, operator, {DEMO_WS}\n")
+    validated = run("validate", str(policy_copy))
+    tested = run("test", str(policy_copy))
+
+    assert validated.returncode == 1
+    failures = [line for line in validated.stdout.splitlines() if line.startswith("FAIL ")]
+    assert failures
+    assert failures == [line for line in tested.stdout.splitlines() if line.startswith("FAIL ")]
+    assert "expected deny (NO_MATCHING_RULE), got allow (ALLOWED)" in failures[0]
+    cases = int(tested.stdout.splitlines()[-1].split()[0]) + len(failures)  # "N passed, …"
+    last = validated.stdout.splitlines()[-1]
+    assert last.startswith(f"{policy_copy}: INVALID ({len(failures)} of {cases} test cases failed")
+    assert "OK" not in validated.stdout
+
+
+def test_validate_help_says_it_runs_the_tests() -> None:
+    overview = run("--help")
+    detail = run("validate", "--help")
+
+    assert "run the tests/*.yaml cases" in " ".join(overview.stdout.split())
+    assert "as a reload does" in " ".join(detail.stdout.split())
 
 
 def test_validate_names_file_and_line_and_fails(policy_copy: Path) -> None:

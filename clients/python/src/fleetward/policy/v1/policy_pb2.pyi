@@ -343,6 +343,7 @@ class GetPolicyInfoResponse(_message.Message):
     ROLE_LINK_COUNT_FIELD_NUMBER: _builtins.int
     LAST_RELOAD_ERROR_FIELD_NUMBER: _builtins.int
     LAST_RELOAD_AT_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     policy_version: _builtins.str
     """Short content hash of the policy files being served."""
     rule_count: _builtins.int
@@ -359,6 +360,14 @@ class GetPolicyInfoResponse(_message.Message):
     def last_reload_at(self) -> _timestamp_pb2.Timestamp:
         """When a reload was last attempted."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The warnings of the policy being served, from its load, as
+        "file:line: warning: message" (e.g. a role that is bound but grants
+        nothing); a failed reload leaves them as they were. At most 100: then the
+        last one says how many more there are.
+        """
+
     def __init__(
         self,
         *,
@@ -368,10 +377,11 @@ class GetPolicyInfoResponse(_message.Message):
         role_link_count: _builtins.int = ...,
         last_reload_error: _builtins.str = ...,
         last_reload_at: _timestamp_pb2.Timestamp | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_reload_at", b"last_reload_at", "loaded_at", b"loaded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_reload_at", b"last_reload_at", "last_reload_error", b"last_reload_error", "loaded_at", b"loaded_at", "policy_version", b"policy_version", "role_link_count", b"role_link_count", "rule_count", b"rule_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_reload_at", b"last_reload_at", "last_reload_error", b"last_reload_error", "loaded_at", b"loaded_at", "policy_version", b"policy_version", "role_link_count", b"role_link_count", "rule_count", b"rule_count", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
