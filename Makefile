@@ -17,7 +17,7 @@ help:
 	@echo "make test              set up and run the test suite"
 	@echo "make test-reliability  reliability, security and authorization-property suites incl. slow runs (<= 10 min)"
 	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
-	@echo "make lint              ruff + mypy strict"
+	@echo "make lint              ruff + mypy strict, hadolint + yamllint on deploy/"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
 	@echo "make check-proto       fail when make proto would change the committed code"
 	@echo "make buf-lint          buf lint (buf from the npm package @bufbuild/buf)"
@@ -53,6 +53,8 @@ lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/hadolint deploy/Dockerfile
+	@$(VENV)/bin/yamllint --strict deploy/
 
 proto: $(STAMP)
 	@$(PY) -m services.dev gen-proto --out $(GEN_OUT)
