@@ -35,7 +35,14 @@ def status_code(context: Context, failed: bool) -> str:
 def _client_left(context: Context) -> None:
     """Mark a call whose client went away CANCELLED (a watch stream's usual end), not
     UNKNOWN, which reads as a server fault on a dashboard. grpc's ``context.cancelled()``
-    is still False while the handler unwinds."""
+    is still False while the handler unwinds.
+
+    A client leaves a streaming handler in one of two ways: while the handler awaits
+    (the next live event), grpc cancels its task (``CancelledError``); while grpc itself
+    is sending (a long history held up by flow control), the cancellation lands in grpc's
+    write, outside the handler, and the handler's generator is closed when it is dropped
+    (``GeneratorExit``). Both are marked here, once for every RPC
+    (``tests/client/test_watch.py`` cancels a real watch each way)."""
     if context.code() is None:
         context.set_code(grpc.StatusCode.CANCELLED)
 

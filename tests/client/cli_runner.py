@@ -8,11 +8,14 @@ import json
 import os
 import pty
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FLEETWARD = Path(sys.executable).parent / "fleetward"
+# ``env_for("bob", ws)``: the FLEETWARD_* variables of a user in a workspace (a fixture).
+EnvFor = Callable[..., dict[str, str]]
 
 
 @dataclass(frozen=True)

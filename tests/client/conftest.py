@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.client.cli_runner import EnvFor
 from tests.client.fake_channel import FakeActionService, fake_service
 from tests.client.servers import Either, actions_client, policy_client
-from tests.conftest import Secrets
+from tests.conftest import NewWorkspace, Secrets, Workspace
 from tests.servers import running_action_server, running_policy_server, write_test_policy
 
 Connect = Callable[[str], Awaitable[Either]]
@@ -71,3 +72,27 @@ async def policy(
     )
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def ws(new_workspace: NewWorkspace) -> Workspace:
+    """This test's own workspace."""
+    return await new_workspace()
+
+
+@pytest.fixture
+def env_for(client_action_target: str, client_policy_target: str, dev_secrets: Secrets) -> EnvFor:
+    """``env_for("bob", ws)``: FLEETWARD_* variables for a user in a workspace."""
+
+    def make(subject: str, workspace: Workspace | None = None) -> dict[str, str]:
+        env = {
+            "FLEETWARD_TARGET": client_action_target,
+            "FLEETWARD_POLICY_TARGET": client_policy_target,
+            "FLEETWARD_TOKEN": dev_secrets.user_token(subject),
+            "FLEETWARD_POLICY_TOKEN": dev_secrets.service_token("cli-tests"),
+        }
+        if workspace is not None:
+            env["FLEETWARD_WORKSPACE"] = str(workspace.id)
+        return env
+
+    return make

@@ -8,40 +8,13 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.client.cli_runner import FLEETWARD, fleetward
-from tests.conftest import NewWorkspace, Secrets, Workspace
-
-EnvFor = Callable[..., dict[str, str]]
-
-
-@pytest.fixture
-async def ws(new_workspace: NewWorkspace) -> Workspace:
-    """This test's own workspace."""
-    return await new_workspace()
-
-
-@pytest.fixture
-def env_for(client_action_target: str, client_policy_target: str, dev_secrets: Secrets) -> EnvFor:
-    """``env_for("bob", ws)``: FLEETWARD_* variables for a user in a workspace."""
-
-    def make(subject: str, workspace: Workspace | None = None) -> dict[str, str]:
-        env = {
-            "FLEETWARD_TARGET": client_action_target,
-            "FLEETWARD_POLICY_TARGET": client_policy_target,
-            "FLEETWARD_TOKEN": dev_secrets.user_token(subject),
-            "FLEETWARD_POLICY_TOKEN": dev_secrets.service_token("cli-tests"),
-        }
-        if workspace is not None:
-            env["FLEETWARD_WORKSPACE"] = str(workspace.id)
-        return env
-
-    return make
+from tests.client.cli_runner import FLEETWARD, EnvFor, fleetward
+from tests.conftest import Workspace
 
 
 async def _actions(pool: asyncpg.Pool, ws: Workspace) -> list[asyncpg.Record]:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from typing import Any
 
+import asyncpg
+import prometheus_client
 import pytest
 from fleetward.actions.v1 import actions_pb2
 from fleetward.client import (
@@ -16,6 +21,7 @@ from fleetward.client import (
 
 from tests.client.servers import FAST
 from tests.conftest import NewWorkspace, Secrets, Workspace
+from tests.events.bighistory import EVENTS_PER_ACTION, append_synthetic_actions
 from tests.servers import running_action_server_handle
 
 
@@ -161,3 +167,71 @@ async def test_watch_resumes_after_the_server_restarts(
         await watch.close()
     seqs = [e.seq for e in before + after]
     assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate across the restart
+
+
+WATCH_ACTIONS = "/fleetward.actions.v1.ActionService/WatchActions"
+
+
+def _watch_rpcs(code: str) -> float:
+    """The in-process action service's ``fleetward_rpc_requests_total`` sample for
+    WatchActions with ``code``."""
+    value = prometheus_client.REGISTRY.get_sample_value(
+        "fleetward_rpc_requests_total", {"method": WATCH_ACTIONS, "code": code}
+    )
+    return value or 0.0
+
+
+async def _cancel(watch: Watch) -> None:
+    """End the stream from the client: the async client's pending read is cancelled, the
+    sync client's iterator is closed (each cancels its call)."""
+    if watch.sync:
+        await watch.close()
+        return
+    pending = asyncio.ensure_future(anext(watch._events))
+    await asyncio.sleep(0.2)  # the read is waiting on the server
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+    await watch.client.close()
+
+
+@pytest.mark.parametrize("actions", [1, 2000], ids=["live", "mid-history"])
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_watch_the_client_cancels_is_counted_and_logged_as_cancelled(
+    client_action_target: str,
+    dev_secrets: Secrets,
+    new_workspace: NewWorkspace,
+    pool: asyncpg.Pool,
+    caplog: pytest.LogCaptureFixture,
+    sync: bool,
+    actions: int,
+) -> None:
+    """A dashboard closing its watch is the stream's usual end: the RPC metric and the
+    access log say CANCELLED, never UNKNOWN (an error-rate alert), whether the stream was
+    waiting for live events or the server was still sending its history."""
+    caplog.set_level(logging.INFO, logger="fleetward.access")
+    ws = await new_workspace()
+    await append_synthetic_actions(pool, ws.id, actions)
+    cancelled, unknown = _watch_rpcs("CANCELLED"), _watch_rpcs("UNKNOWN")
+    watch = Watch(client_action_target, dev_secrets.user_token("carol"), str(ws.id), sync=sync)
+    # live: the whole history, then the stream waits; mid-history: 6,000 events remain.
+    for _ in range(EVENTS_PER_ACTION if actions == 1 else 1):
+        await watch.next()
+    await _cancel(watch)
+
+    def logged() -> list[logging.LogRecord]:
+        return [
+            r
+            for r in caplog.records
+            if getattr(r, "method", "") == WATCH_ACTIONS
+            and getattr(r, "workspace_id", "") == str(ws.id)
+        ]
+
+    deadline = time.monotonic() + 10
+    while not logged():
+        assert time.monotonic() < deadline, "no access-log line for the stream"
+        await asyncio.sleep(0.05)
+    assert [getattr(r, "code", None) for r in logged()] == ["CANCELLED"]
+    assert logged()[0].getMessage() == f"{WATCH_ACTIONS} CANCELLED"
+    assert _watch_rpcs("CANCELLED") >= cancelled + 1
+    assert _watch_rpcs("UNKNOWN") == unknown

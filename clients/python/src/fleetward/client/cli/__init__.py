@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from fleetward.client.cli import exit_codes
+from fleetward.client.cli import exit_codes, pipes
 from fleetward.client.cli.context import Context, UsageError
 from fleetward.client.cli.parser import build_parser
 from fleetward.client.errors import FleetwardError
@@ -15,7 +15,24 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``fleetward`` command; return its exit code (see ``fleetward --help``)."""
+    """Run one ``fleetward`` command; return its exit code (see ``fleetward --help``).
+
+    The one entry point (the ``fleetward`` script and ``python -m fleetward.client.cli``):
+    a reader that closes the output early (``fleetward watch --json | head -1``) ends any
+    command quietly with exit code 141, without a traceback (:mod:`.pipes`).
+    """
+    try:
+        code = _run(argv)
+        # A closed pipe shows here, not in the interpreter's own flush at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pipes.detach()
+        return exit_codes.BROKEN_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     ctx = Context(args, os.environ)
     run: Callable[[Context], int] = args.run

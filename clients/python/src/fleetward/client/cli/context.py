@@ -10,7 +10,7 @@ from typing import TextIO
 
 from fleetward.client._sync.actions import ActionsClient
 from fleetward.client._sync.policy import PolicyClient
-from fleetward.client.cli import exit_codes
+from fleetward.client.cli import exit_codes, hints, pipes
 from fleetward.client.cli.render import dumps, visible
 from fleetward.client.config import (
     DEFAULT_POLICY_TARGET,
@@ -74,12 +74,23 @@ class Context:
             raise UsageError("no workspace: pass --workspace ID or set FLEETWARD_WORKSPACE")
         return workspace
 
+    @property
+    def for_policy(self) -> bool:
+        """Whether this command calls the policy service (``fleetward policy …``)."""
+        return getattr(self.args, "command", None) == "policy"
+
+    def token(self) -> str:
+        """The bearer token this command sends: ``--token``, else ``FLEETWARD_TOKEN``
+        (for ``policy``: ``FLEETWARD_POLICY_TOKEN`` first)."""
+        if self.for_policy:
+            return self._setting("token", "FLEETWARD_POLICY_TOKEN", "FLEETWARD_TOKEN")
+        return self._setting("token", "FLEETWARD_TOKEN")
+
     def actions(self) -> ActionsClient:
         """The action service client (``--server`` / ``FLEETWARD_TARGET``)."""
         if self._actions is None:
             target = self._setting("server", "FLEETWARD_TARGET", default=DEFAULT_TARGET)
-            token = self._setting("token", "FLEETWARD_TOKEN")
-            self._actions = ActionsClient(self._config(target, token))
+            self._actions = ActionsClient(self._config(target, self.token()))
         return self._actions
 
     def policy(self) -> PolicyClient:
@@ -92,8 +103,7 @@ class Context:
             target = self._setting(
                 "policy_server", "FLEETWARD_POLICY_TARGET", default=DEFAULT_POLICY_TARGET
             )
-            token = self._setting("token", "FLEETWARD_POLICY_TOKEN", "FLEETWARD_TOKEN")
-            self._policy = PolicyClient(self._config(target, token))
+            self._policy = PolicyClient(self._config(target, self.token()))
         return self._policy
 
     def close(self) -> None:
@@ -104,26 +114,43 @@ class Context:
 
     def out(self, text: str) -> None:
         """Write a result to stdout (control characters shown as escapes)."""
-        self.stdout.write(visible(text, keep_newlines=True) + "\n")
-        self.stdout.flush()
+        pipes.write(self.stdout, visible(text, keep_newlines=True) + "\n")
 
     def note(self, text: str) -> None:
         """Write a message for the person at the terminal to stderr (escaped, like out)."""
-        self.stderr.write(visible(text, keep_newlines=True) + "\n")
-        self.stderr.flush()
+        pipes.write(self.stderr, visible(text, keep_newlines=True) + "\n")
+
+    def invocation(self) -> hints.Invocation:
+        """What a hint may name about this command (:mod:`.hints`)."""
+        return hints.Invocation(
+            args=self.args,
+            workspace=self._setting("workspace", "FLEETWARD_WORKSPACE"),
+            token=self.token(),
+            token_variable="FLEETWARD_POLICY_TOKEN" if self.for_policy else "FLEETWARD_TOKEN",
+        )
 
     def report(self, error: FleetwardError) -> None:
-        """Describe ``error`` on stderr (as JSON with ``--json``)."""
+        """Describe ``error`` on stderr (as JSON with ``--json``).
+
+        For people: the server's message, its details (a field violation under the flag
+        that sets the field, when there is one) and, last, the next step for a common
+        mistake (``hint: …``).
+        """
         if self.json:
             self.note(dumps({"error": error.to_json()}))
             return
+        invocation = self.invocation()
         # Each server-supplied string on a line of its own making: its newlines escaped too.
         self.note(f"error: {visible(str(error))}")
         for violation in error.field_violations:
-            self.note(f"  {visible(violation.field)}: {visible(violation.description)}")
+            field = hints.flag_for(violation.field, invocation) or visible(violation.field)
+            self.note(f"  {field}: {visible(violation.description)}")
         for pre in error.precondition_violations:
             self.note(f"  {visible(pre.type)} {visible(pre.subject)}: {visible(pre.description)}")
         for key, value in sorted(error.metadata.items()):
             self.note(f"  {visible(key)} = {visible(value)}")
         if error.retry_delay is not None:
             self.note(f"  retry in {error.retry_delay:g} s")
+        next_step = hints.hint(error, invocation)
+        if next_step is not None:
+            self.note(f"hint: {next_step}")

@@ -22,6 +22,9 @@ UNAVAILABLE = 7
 DECLINED = 8
 """The confirmation prompt was answered "no": nothing was executed."""
 INTERRUPTED = 130
+BROKEN_PIPE = 141
+"""The output's reader went away (``| head -1``): 128 + SIGPIPE, what a shell reports for
+any program a closed pipe ended; nothing more is printed."""
 
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: USAGE,
@@ -44,6 +47,7 @@ EPILOG = """exit codes:
   2  usage or invalid argument   7  unavailable, overloaded or timed out
   3  unauthenticated             8  declined at the confirmation prompt
   4  permission denied         130  interrupted
+                               141  output closed by its reader (| head)
 """
 
 

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from fleetward.client.cli import exit_codes
+from fleetward.client.cli import exit_codes, pipes
 from fleetward.client.cli.context import Context
 from fleetward.client.cli.render import (
     action_block,
@@ -86,7 +86,9 @@ def run_watch(ctx: Context) -> int:
     Ctrl-C (SIGINT) / SIGTERM, so a signal is never held up inside gRPC's blocking stream
     read. On a signal the output is flushed and the process exits at once with 0 (Ctrl-C
     is how a watch ends), leaving the kernel to close the connection rather than waiting
-    on the stream's teardown.
+    on the stream's teardown. A reader that closes the output (``| head -1``) ends the
+    watch too, even between events: :class:`BrokenPipeError`, which
+    :func:`fleetward.client.cli.main` turns into a quiet exit 141.
     """
     events = ctx.actions().watch_actions(workspace_id=ctx.workspace(), after_seq=ctx.args.after_seq)
     finished, interrupted = threading.Event(), threading.Event()
@@ -121,7 +123,8 @@ def run_watch(ctx: Context) -> int:
         try:
             threading.Thread(target=consume, name="fleetward-watch", daemon=True).start()
             while not finished.wait(0.2):
-                pass
+                if pipes.reader_gone(ctx.stdout):
+                    raise BrokenPipeError("the reader of the output went away")
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)

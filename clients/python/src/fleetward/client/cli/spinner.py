@@ -8,6 +8,8 @@ import threading
 from types import TracebackType
 from typing import TextIO
 
+from fleetward.client.cli import pipes
+
 FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 INTERVAL_S = 0.1
 
@@ -55,8 +57,7 @@ class Spinner:
         with self._lock:
             if self._enabled:
                 self._clear()
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            pipes.write(sys.stdout, line + "\n")
 
     def _clear(self) -> None:
         self._stream.write("\r\x1b[K")
