@@ -25,8 +25,9 @@ from fleetward.client import (
 from fleetward.client import errors as client_errors
 from fleetward.client._core import action_status, agent_status, call_metadata, execute_request
 from fleetward.client.cli import exit_codes
-from fleetward.client.cli.render import changes_table, fields, table
+from fleetward.client.cli.render import changes_table, fields, policy_info_block, table
 from fleetward.client.cli.spinner import Spinner
+from fleetward.policy.v1 import policy_pb2
 from google.protobuf import struct_pb2
 
 
@@ -230,3 +231,21 @@ def test_async_client_built_outside_a_loop_works_inside_one() -> None:
 
     with pytest.raises(Unavailable):  # not "attached to a different loop"
         asyncio.run(call())
+
+
+def test_policy_info_lists_the_load_warnings_escaped() -> None:
+    info = policy_pb2.GetPolicyInfoResponse(
+        policy_version="abc123",
+        warnings=[
+            "policy.csv:37: warning: role 'operater' is bound but grants nothing",
+            "policy.csv:40: warning: \x1b[31mred\x1b[0m",
+        ],
+    )
+    lines = policy_info_block(info).splitlines()
+    assert lines[0].startswith("policy")
+    warned = [line for line in lines if line.startswith("warning: ")]
+    assert len(warned) == 2
+    assert (
+        warned[0] == "warning: policy.csv:37: warning: role 'operater' is bound but grants nothing"
+    )
+    assert "\x1b" not in warned[1]

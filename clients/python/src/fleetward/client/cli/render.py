@@ -288,8 +288,8 @@ def decision_block(decision: policy_pb2.CheckResponse) -> str:
 
 
 def policy_info_block(info: policy_pb2.GetPolicyInfoResponse) -> str:
-    """The served policy."""
-    return fields(
+    """The served policy, then one line per warning of its load."""
+    block = fields(
         [
             ("policy", info.policy_version),
             ("loaded", when(info.loaded_at)),
@@ -299,3 +299,4 @@ def policy_info_block(info: policy_pb2.GetPolicyInfoResponse) -> str:
             ("reload error", info.last_reload_error),
         ]
     )
+    return "\n".join([block, *(f"warning: {visible(w)}" for w in info.warnings)])
