@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ from services.console.bodies import BodyTooLarge, read_limited
 from services.console.context import Console, caller, console_of, workspace_param
 from services.console.failures import console_error, error_body, http_status
 from services.console.identity import Caller
-from services.console.live import TooManyPages, sse
+from services.console.live import Page, TooManyPages, sse
 from services.console.views import action_summary
 
 MAX_BODY = 16 * 1024
@@ -101,6 +102,8 @@ async def _body(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError:
         raise BadBody("the body is not JSON") from None
+    except RecursionError:
+        raise BadBody("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadBody("the body must be a JSON object")
     return body
@@ -187,6 +190,25 @@ async def rollback(request: Request) -> Response:
     return await _act(request, _rollback_call)
 
 
+async def _page_events(queue: Page, who: Caller) -> AsyncIterator[bytes]:
+    """One page's events until its subscription ends or its own token expires (a page
+    gets no event past its token's ``exp``, whatever newer tokens keep the stream up)."""
+    while True:
+        left = None if who.expires_at is None else who.expires_at - time.time()
+        if left is not None and left <= 0:
+            yield sse({"type": "auth", "code": "UNAUTHENTICATED", "message": "session expired"})
+            return
+        try:
+            message = await asyncio.wait_for(queue.get(), min(KEEPALIVE_S, left or KEEPALIVE_S))
+        except TimeoutError:
+            if who.expires_at is None or who.expires_at > time.time():
+                yield b": keep-alive\n\n"
+            continue
+        if message is None:
+            return
+        yield sse(message)
+
+
 async def live(request: Request) -> Response:
     """Server-sent events of the workspace's actions, for the caller's open pages.
 
@@ -209,19 +231,17 @@ async def live(request: Request) -> Response:
         console.hub.check_room(who.subject)
     except TooManyPages as exc:
         return _refuse(429, "RESOURCE_EXHAUSTED", f"too many live pages: {exc}")
+    if request.method == "HEAD":  # the headers a GET would get, without holding a stream
+        return Response(media_type="text/event-stream")
 
     async def stream() -> AsyncIterator[bytes]:
-        async with console.hub.subscribe(workspace, who) as queue:
-            yield b"retry: 2000\n\n"
-            while True:
-                try:
-                    message = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if message is None:
-                    return
-                yield sse(message)
+        try:
+            async with console.hub.subscribe(workspace, who) as queue:
+                yield b"retry: 2000\n\n"
+                async for chunk in _page_events(queue, who):
+                    yield chunk
+        except TooManyPages as exc:  # lost the race for the last slot since check_room
+            yield sse({"type": "refused", "message": f"too many live pages: {exc}"})
 
     return StreamingResponse(
         stream(),

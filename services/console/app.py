@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -12,18 +10,17 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.console import api, pages
 from services.console.context import HERE, Console
-from services.console.failures import console_error
-from services.console.security import HEADERS, PageSecurity
+from services.console.guard import TimedH11Protocol, Unforeseen
+from services.console.security import PageSecurity
 from services.console.settings import ConsoleSettings
 
 WORKSPACE = "/w/{workspace_id}"
-log = logging.getLogger("fleetward.console")
 
 
 async def healthz(request: Request) -> Response:
@@ -34,20 +31,6 @@ async def healthz(request: Request) -> Response:
 async def no_icon(request: Request) -> Response:
     """No favicon: an empty answer instead of a 404 in every browser console."""
     return Response(status_code=204)
-
-
-async def unexpected(request: Request, exc: Exception) -> Response:
-    """Anything unforeseen: a correlation id for the log line, no internals for the page."""
-    correlation = uuid.uuid4().hex[:12]
-    log.error(
-        "unexpected error %s on %s %s", correlation, request.method, request.url.path, exc_info=exc
-    )
-    message = f"the console failed unexpectedly (correlation id {correlation})"
-    # Answered outside the middleware stack, so the page headers are set here too.
-    if request.url.path.startswith("/w/") and "/api/" in request.url.path:
-        body = console_error(500, "INTERNAL", message)
-        return JSONResponse(body, status_code=500, headers=HEADERS)
-    return PlainTextResponse(message, status_code=500, headers=HEADERS)
 
 
 def build_app(settings: ConsoleSettings) -> Starlette:
@@ -82,9 +65,9 @@ def build_app(settings: ConsoleSettings) -> Starlette:
         middleware=[
             Middleware(TrustedHostMiddleware, allowed_hosts=sorted(settings.allowed_hosts)),
             Middleware(PageSecurity, origins=settings.origins),
+            Middleware(Unforeseen),
         ],
         lifespan=lifespan,
-        exception_handlers={Exception: unexpected},
     )
     app.state.console = console
     return app
@@ -106,6 +89,12 @@ def server_config(settings: ConsoleSettings) -> uvicorn.Config:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=sorted(settings.trusted_proxies) or None,
         limit_concurrency=settings.max_connections,
+        # Idle and half-sent connections would hold that limit: close them in time.
+        http=_timed_protocol(settings.request_head_timeout_s),
         timeout_keep_alive=5,
         server_header=False,
     )
+
+
+def _timed_protocol(seconds: float) -> type[TimedH11Protocol]:
+    return type("ConsoleH11Protocol", (TimedH11Protocol,), {"head_timeout": seconds})

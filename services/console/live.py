@@ -37,26 +37,46 @@ _BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 5.0)
 Message = dict[str, Any]
 
 
+Page = asyncio.Queue[Message | None]
+
+
 @dataclass
 class _Upstream:
-    """One user's stream of one workspace and the queues of that user's open pages."""
+    """One user's stream of one workspace, and that user's open pages with the token each
+    page brought."""
 
     workspace_id: str
     subject: str
-    token: str
-    queues: set[asyncio.Queue[Message | None]] = field(default_factory=set)
+    pages: dict[Page, Caller] = field(default_factory=dict)
     up: bool = False
     last_seq: int = 0
     stream_token: str = ""  # the token the running stream was opened with
     task: asyncio.Task[None] | None = None
     linger: asyncio.TimerHandle | None = None
 
+    @property
+    def token(self) -> str:
+        """The token of the open page whose token lives longest (the stream outlives no
+        page's right to it, and an old page's expiry does not end the others')."""
+        if not self.pages:
+            return self.stream_token
+        best = max(self.pages.values(), key=lambda c: c.expires_at or float("inf"))
+        return best.token
+
     def publish(self, message: Message) -> None:
-        for queue in list(self.queues):
+        for queue in list(self.pages):
             try:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
-                self.queues.discard(queue)
+                self.pages.pop(queue, None)
+                _close(queue)
+
+    def end_pages(self, message: Message, token: str | None = None) -> None:
+        """Send ``message`` to the pages (only those that brought ``token``) and end them."""
+        for queue, caller in list(self.pages.items()):
+            if token is None or caller.token == token:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(message)
                 _close(queue)
 
     def status(self) -> Message:
@@ -117,7 +137,8 @@ class LiveHub:
         """A queue of this user's messages for this workspace while the context is open.
 
         The caller must already have been authorized to read the workspace with its own
-        token; the shared stream then runs with the newest token the user presented.
+        token; the shared stream then runs with the longest-lived token of the user's
+        open pages.
 
         Raises:
             TooManyPages: The user has ``per_user`` live pages open, or the console
@@ -127,14 +148,13 @@ class LiveHub:
         key = (workspace_id, caller.subject)
         upstream = self._streams.get(key)
         if upstream is None:
-            upstream = self._streams[key] = _Upstream(workspace_id, caller.subject, caller.token)
-        upstream.token = caller.token
+            upstream = self._streams[key] = _Upstream(workspace_id, caller.subject)
         if upstream.linger is not None:
             upstream.linger.cancel()
             upstream.linger = None
-        queue: asyncio.Queue[Message | None] = asyncio.Queue(_QUEUE)
+        queue: Page = asyncio.Queue(_QUEUE)
         queue.put_nowait(upstream.status())
-        upstream.queues.add(queue)
+        upstream.pages[queue] = caller
         self._pages[caller.subject] = self._pages.get(caller.subject, 0) + 1
         if upstream.task is None:
             upstream.task = asyncio.create_task(self._run(upstream))
@@ -144,32 +164,32 @@ class LiveHub:
             self._pages[caller.subject] -= 1
             if not self._pages[caller.subject]:
                 del self._pages[caller.subject]
-            upstream.queues.discard(queue)
-            if not upstream.queues:
+            upstream.pages.pop(queue, None)
+            if not upstream.pages:
                 loop = asyncio.get_running_loop()
                 upstream.linger = loop.call_later(_LINGER_S, self._stop, key, upstream)
 
     def _stop(self, key: tuple[str, str], upstream: _Upstream) -> None:
-        if upstream.queues or self._streams.get(key) is not upstream:
+        if upstream.pages or self._streams.get(key) is not upstream:
             return
         del self._streams[key]
         if upstream.task is not None:
             upstream.task.cancel()
 
-    def sign_out(self, subject: str) -> None:
-        """End the live pages of ``subject`` (signed out: the pages go back to sign-in)."""
+    def sign_out(self, subject: str, token: str) -> None:
+        """End the live pages that brought ``token`` (that session signed out; the same
+        user's other sessions, in other browsers, keep theirs)."""
+        signed_out = {"type": "auth", "code": "SIGNED_OUT", "message": "signed out"}
         for (_, who), upstream in self._streams.items():
             if who == subject:
-                upstream.publish({"type": "auth", "code": "SIGNED_OUT", "message": "signed out"})
-                for queue in list(upstream.queues):
-                    _close(queue)
+                upstream.end_pages(signed_out, token)
 
     async def close(self) -> None:
         """End every stream and every page's subscription."""
         for upstream in list(self._streams.values()):
             if upstream.linger is not None:
                 upstream.linger.cancel()
-            for queue in list(upstream.queues):
+            for queue in list(upstream.pages):
                 _close(queue)
             if upstream.task is not None:
                 upstream.task.cancel()
@@ -193,9 +213,7 @@ class LiveHub:
                     continue  # a page brought a newer token since: reconnect with it now
                 # The user's token expired or their read permission was taken away: their
                 # pages must sign in again; the stream is not retried with a dead token.
-                upstream.publish({"type": "auth", "code": exc.code.name, "message": exc.message})
-                for queue in list(upstream.queues):
-                    _close(queue)
+                upstream.end_pages({"type": "auth", "code": exc.code.name, "message": exc.message})
                 upstream.task = None
                 self._streams.pop((upstream.workspace_id, upstream.subject), None)
                 return

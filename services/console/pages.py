@@ -130,7 +130,7 @@ async def signout(request: Request) -> Response:
         dev = console.settings.dev
         subject = verified_subject(request.cookies[COOKIE], dev) if dev else None
         if subject is not None:  # a forged cookie must not end someone else's pages
-            console.hub.sign_out(subject)
+            console.hub.sign_out(subject, request.cookies[COOKIE])
     return response
 
 
@@ -238,12 +238,10 @@ def _utc(value: str, name: str, problems: list[str]) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or one that leaves the calendar in UTC
         problems.append(f"{name}: {value!r} is not a date and time (YYYY-MM-DDTHH:MM)")
         return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 async def activity(request: Request) -> Response:

@@ -14,16 +14,19 @@ import contextlib
 import json
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx2
 import jwt
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from services.common.tokens import mint_user_token
+from services.console.api import _page_events
 from services.console.app import build_app, server_config
 from services.console.backend import Backend
 from services.console.identity import COOKIE, Caller
@@ -142,12 +145,12 @@ def test_a_token_with_an_absurd_expiry_reads_as_no_session(client: TestClient) -
 
 
 async def test_a_page_that_falls_behind_is_dropped_and_told_so() -> None:
-    upstream = _Upstream(WS, "bob", "token")
+    upstream = _Upstream(WS, "bob")
     slow: asyncio.Queue[Message | None] = asyncio.Queue(256)
-    upstream.queues.add(slow)
+    upstream.pages[slow] = Caller("token", "bob", None)
     for seq in range(300):
         upstream.publish({"type": "action", "seq": seq})
-    assert slow not in upstream.queues
+    assert slow not in upstream.pages
     items = [slow.get_nowait() for _ in range(slow.qsize())]
     assert items[-1] is None  # its stream ends: the page reconnects and re-renders
 
@@ -230,5 +233,129 @@ async def test_a_newer_token_keeps_the_shared_stream_alive(
                 done = await pause(target, dev_secrets, demo_workspace, "eng-code-4")
                 seen = await until(page, "action", event_type="action.completed")
                 assert seen["action"]["action_id"] == done
+    finally:
+        await hub.close()
+
+
+# Second attacker pass: what the first round's fixes left open.
+
+
+async def test_idle_and_half_sent_connections_are_closed_in_time(dev_secrets: Secrets) -> None:
+    """uvicorn waits for a request head forever; these would hold the connection limit."""
+    settings = replace(
+        console_settings(dev_secrets, "127.0.0.1:1"),
+        listen_addr=f"127.0.0.1:{free_port()}",
+        request_head_timeout_s=0.5,
+    )
+    server = uvicorn.Server(server_config(settings))
+    serving_task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn has no "started" event to await
+            await asyncio.sleep(0.01)
+        host, _, port = settings.listen_addr.rpartition(":")
+        idle = await asyncio.open_connection(host, int(port))
+        half = await asyncio.open_connection(host, int(port))
+        half[1].write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        await half[1].drain()
+        for reader, _ in (idle, half):
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        ok_reader, ok_writer = await asyncio.open_connection(host, int(port))
+        ok_writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await asyncio.wait_for(ok_reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        ok_writer.close()
+    finally:
+        server.should_exit = True
+        await serving_task
+
+
+def test_a_deeply_nested_body_is_a_400(client: TestClient) -> None:
+    reply = client.post(
+        f"/w/{WS}/api/execute",
+        content=b"[" * 5000 + b"]" * 5000,
+        headers={"Origin": ORIGIN, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 400
+    assert "nested too deeply" in reply.json()["error"]["message"]
+
+
+def test_an_unforeseen_error_is_answered_and_logged_once(
+    dev_secrets: Secrets, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: object) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("services.console.api._body", broken)
+    test = TestClient(
+        build_app(console_settings(dev_secrets, "127.0.0.1:1")), base_url=ORIGIN
+    )  # raise_server_exceptions: nothing may escape to the server (it would log it again)
+    test.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+    reply = test.post(f"/w/{WS}/api/execute", json={}, headers={"Origin": ORIGIN})
+    assert reply.status_code == 500
+    assert [r.exc_info is not None for r in caplog.records if r.levelname == "ERROR"] == [True]
+
+
+async def test_head_on_the_live_stream_holds_nothing(
+    console_stack: Stack, dev_secrets: Secrets, demo_workspace: uuid.UUID
+) -> None:
+    hub = console_stack.app.state.console.hub
+    streams = hub.stream_count
+    transport = httpx2.ASGITransport(app=console_stack.app)
+    async with httpx2.AsyncClient(transport=transport, base_url=ORIGIN) as asgi:
+        asgi.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+        reply = await asyncio.wait_for(asgi.head(f"/w/{demo_workspace}/live"), 10)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert hub.stream_count == streams
+
+
+async def test_dates_past_the_calendar_are_a_problem_not_a_500(
+    console_stack: Stack, dev_secrets: Secrets, demo_workspace: uuid.UUID
+) -> None:
+    transport = httpx2.ASGITransport(app=console_stack.app)
+    async with httpx2.AsyncClient(transport=transport, base_url=ORIGIN) as asgi:
+        asgi.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+        for name, value in (
+            ("after", "9999-12-31T23:59:59-01:00"),
+            ("before", "0001-01-01T00:00:00+01:00"),
+        ):
+            page = await asgi.get(f"/w/{demo_workspace}/activity", params={name: value})
+            assert page.status_code == 200, (name, value)
+            assert "is not a date and time" in page.text
+
+
+def test_the_shared_stream_uses_the_longest_lived_token_of_its_pages() -> None:
+    upstream = _Upstream(WS, "carol")
+    now = time.time()
+    old, new, other = asyncio.Queue(), asyncio.Queue(), asyncio.Queue()  # type: ignore[var-annotated]
+    upstream.pages[old] = Caller("old", "carol", now + 60)
+    upstream.pages[new] = Caller("new", "carol", now + 3600)
+    upstream.pages[other] = Caller("older-but-added-last", "carol", now + 30)
+    assert upstream.token == "new"  # not the last one presented
+
+
+async def test_a_page_ends_at_its_own_tokens_expiry() -> None:
+    """A page whose token expired gets no further event, though newer pages keep the
+    shared stream up."""
+    queue: asyncio.Queue[Message | None] = asyncio.Queue()
+    page = _page_events(queue, Caller("short", "alice", time.time() + 0.3))
+    assert json.loads((await asyncio.wait_for(anext(page), 3)).split(b"data: ")[1]) == {
+        "type": "auth",
+        "code": "UNAUTHENTICATED",
+        "message": "session expired",
+    }
+    queue.put_nowait({"type": "action", "seq": 1})
+    with pytest.raises(StopAsyncIteration):
+        await anext(page)
+
+
+async def test_sign_out_ends_only_that_sessions_pages(dev_secrets: Secrets) -> None:
+    hub = LiveHub(Backend(ConsoleSettings(actions_target="127.0.0.1:1")))
+    laptop = Caller(mint_user_token(dev_secrets.jwt_secret, "dana", ttl_s=3600), "dana", None)
+    phone = Caller(mint_user_token(dev_secrets.jwt_secret, "dana", ttl_s=3500), "dana", None)
+    try:
+        async with hub.subscribe(WS, laptop) as on_laptop, hub.subscribe(WS, phone) as on_phone:
+            hub.sign_out("dana", phone.token)
+            assert None in [on_phone.get_nowait() for _ in range(on_phone.qsize())]
+            assert None not in [on_laptop.get_nowait() for _ in range(on_laptop.qsize())]
     finally:
         await hub.close()

@@ -77,26 +77,53 @@ export function startLive() {
     document.body.dataset.live = "yes";
     if (!wasLive) schedule(0); // catch up on whatever happened while not live
   };
+  let source = null;
+  let retryMs = 3000;
+  let retryTimer = null;
+  // Refused outright (401, or 429: too many live pages): one page fetch finds out whether
+  // the session is gone; then retry, backing off up to a minute.
+  const retryLater = () => {
+    down();
+    if (retryMs === 3000) schedule(0);
+    retryTimer = setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 60000);
+  };
   const connect = () => {
-    const source = new EventSource(`/w/${ws}/live`);
-    source.addEventListener("status", (e) => (JSON.parse(e.data).live ? up() : down()));
-    source.addEventListener("action", (e) => {
+    clearTimeout(retryTimer);
+    const es = new EventSource(`/w/${ws}/live`);
+    source = es;
+    es.addEventListener("open", () => (retryMs = 3000));
+    es.addEventListener("status", (e) => (JSON.parse(e.data).live ? up() : down()));
+    es.addEventListener("action", (e) => {
       const message = JSON.parse(e.data);
       document.dispatchEvent(new CustomEvent("fleetward:action", { detail: message }));
       if (relevant(message)) schedule();
     });
-    source.addEventListener("auth", () => {
-      source.close();
+    es.addEventListener("auth", () => {
+      es.close();
       sessionExpired();
     });
-    source.onerror = () => {
-      down();
-      if (source.readyState === EventSource.CLOSED) {
-        // Refused outright (e.g. a 401): find out why through a page fetch, then retry.
-        schedule(0);
-        setTimeout(connect, 3000);
-      }
+    es.addEventListener("refused", () => {
+      es.close();
+      retryLater();
+    });
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) retryLater();
+      else down(); // the browser reconnects by itself
     };
   };
-  connect();
+  // A hidden tab gives its connection back (a browser holds six per host over HTTP/1.1,
+  // and every live page holds one); it reconnects and catches up when shown again.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      clearTimeout(retryTimer);
+      if (source) source.close();
+      source = null;
+      live = false;
+      document.body.dataset.live = "no";
+    } else if (!source) {
+      connect();
+    }
+  });
+  if (!document.hidden) connect();
 }
