@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 GEN_OUT := clients/python/src
 PYTEST_ARGS ?=
 QUICK ?= 0
+TRACING ?= 0
 
 .PHONY: help venv run stop reset test test-reliability bench lint proto check-proto buf-lint token lock clean
 
@@ -17,6 +18,7 @@ help:
 	@echo "make test              set up and run the test suite"
 	@echo "make test-reliability  reliability, security and authorization-property suites incl. slow runs (<= 10 min)"
 	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
+	@echo "                       TRACING=1: both services traced into a local OTLP sink"
 	@echo "make lint              ruff + mypy strict, hadolint + yamllint on deploy/"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
 	@echo "make check-proto       fail when make proto would change the committed code"
@@ -44,7 +46,8 @@ test: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,)
+	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,) \
+	  $(if $(filter 1,$(TRACING)),--tracing,)
 
 test-reliability: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security tests/actions/test_authorize_property.py $(PYTEST_ARGS)

@@ -72,11 +72,15 @@ def _bound_subject(policy: policygen.GeneratedPolicy) -> tuple[str, str]:
     raise RuntimeError("the generated policy binds no user to a workspace")
 
 
-async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
-    """The whole bench; returns the results."""
+async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[str, Any]:
+    """The whole bench; returns the results.
+
+    ``tracing``: both services trace every request (sampler ``always_on``) and export over
+    OTLP to ``bench.otlp_sink``, which counts and drops.
+    """
     size = _sizes(quick)
     calls = size["calls"]
-    out: dict[str, Any] = {"quick": quick, "uvloop": uvloop}
+    out: dict[str, Any] = {"quick": quick, "uvloop": uvloop, "tracing": tracing}
     jwt_secret, service_secret = secrets.token_hex(32), secrets.token_hex(32)
     user_token = mint_user_token(jwt_secret, USER)
     service_token = mint_service_token(service_secret, "bench")
@@ -109,12 +113,14 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
             "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
         }
         with (
+            procs.otlp_sink(tracing) as sink,  # stops last: the services flush into it
             procs.echo_server() as echo,
             procs.service(
                 "policy50",
                 "services.policy",
                 {
                     **policy_env,
+                    **sink.env,
                     "FLEETWARD_POLICY_DIR": str(dir50),
                     "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions50.jsonl"),
                 },
@@ -126,6 +132,7 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
                 "services.policy",
                 {
                     **policy_env,
+                    **sink.env,
                     "FLEETWARD_POLICY_DIR": str(dir10k),
                     "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions10k.jsonl"),
                 },
@@ -137,6 +144,7 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
                 "services.actions",
                 {
                     **base,
+                    **sink.env,
                     "DATABASE_URL": dsn,
                     "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
                     "FLEETWARD_POLICY_TARGET": policy50.target,
@@ -263,6 +271,7 @@ async def run(quick: bool, uvloop: bool = False) -> dict[str, Any]:
             out["rss_mb_actions"] = actions.peak_rss_mb()
             out["rss_mb_policy"] = max(policy50.peak_rss_mb(), policy10k.peak_rss_mb())
             out["rss_mb_policy_10k"] = policy10k.peak_rss_mb()
+        out.update({f"otlp_{name}": value for name, value in sink.received.items()})
     return out
 
 
@@ -274,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         "--uvloop", action="store_true", help="run both services on uvloop (must be installed)"
     )
     parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="trace every request in both services into a local OTLP sink (make bench TRACING=1)",
+    )
+    parser.add_argument(
         "--no-equivalence",
         action="store_true",
         help="skip the 10,000-request equivalence run that a full bench ends with (~10 min)",
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print("DATABASE_URL is unset: run `make bench` (embedded PostgreSQL)", file=sys.stderr)
         return 2
     begun = time.perf_counter()
-    results = asyncio.run(run(args.quick, args.uvloop))
+    results = asyncio.run(run(args.quick, args.uvloop, args.tracing))
     results["bench_seconds"] = round(time.perf_counter() - begun, 1)
     table, flat = render(results)
     print(table)

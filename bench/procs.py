@@ -7,6 +7,7 @@ Every server listens on port 0; the bench reads the bound port from the service'
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -112,6 +113,56 @@ def echo_server() -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+
+
+@dataclass
+class OtlpSink:
+    """The OTLP sink's environment for the services, and what it received (after it stopped).
+
+    Disabled (``--tracing`` not given), it runs nothing and adds no variable.
+    """
+
+    target: str = ""
+    received: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables that trace a service into the sink (none when disabled): every request
+        unless ``OTEL_TRACES_SAMPLER`` says otherwise (``always_off``: the instrumentation's
+        cost alone)."""
+        if not self.target:
+            return {}
+        return {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{self.target}",
+            "OTEL_TRACES_SAMPLER": os.environ.get("OTEL_TRACES_SAMPLER", "always_on"),
+        }
+
+
+@contextlib.contextmanager
+def otlp_sink(enabled: bool) -> Iterator[OtlpSink]:
+    """``bench.otlp_sink`` in its own process while enabled; ``received`` is filled when it
+    stops (stop it after the services, which flush their last spans when they stop)."""
+    sink = OtlpSink()
+    if not enabled:
+        yield sink
+        return
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.otlp_sink"], cwd=REPO, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"OTLP sink did not start: {line!r}")
+        sink.target = f"127.0.0.1:{line}"
+        yield sink
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+        last = output.decode().strip().splitlines()[-1:] if output else []
+        if last:
+            sink.received = json.loads(last[0])
 
 
 def _with_database(dsn: str, database: str) -> str:

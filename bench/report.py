@@ -87,8 +87,13 @@ def render(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     size = results.get("list_actions_rows", 0)
     lines.append(
         f"(ListActions over {size:,} audit rows; quick={results.get('quick')};"
-        f" uvloop={results.get('uvloop')})"
+        f" uvloop={results.get('uvloop')}; tracing={results.get('tracing')})"
     )
+    if results.get("tracing"):
+        lines.append(
+            f"(tracing: {results.get('otlp_spans', 0):,} spans in"
+            f" {results.get('otlp_exports', 0):,} OTLP exports reached the sink)"
+        )
     for key in ("list_actions_plan_target", "list_actions_plan_type"):
         if key in results:
             lines += ["", f"EXPLAIN ANALYZE ({key.rsplit('_', 1)[1]} filter):", results[key]]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from services.actions.server import ActionServer
 from services.actions.server import build_server as build_action_server
 from services.actions.settings import ActionSettings
+from services.common.tracing import OFF, Tracing
 from services.policy.server import PolicyServer
 from services.policy.server import build_server as build_policy_server
 from services.policy.settings import PolicySettings
@@ -70,18 +71,29 @@ def write_test_policy(directory: Path, extra_lines: Iterable[str] = ()) -> Path:
 
 @contextlib.asynccontextmanager
 async def running_policy_server(
-    policy_dir: Path, secrets: SigningSecrets, *, expect_loaded: bool = True
+    policy_dir: Path,
+    secrets: SigningSecrets,
+    *,
+    expect_loaded: bool = True,
+    traced: Tracing = OFF,
 ) -> AsyncIterator[str]:
-    """The real policy service on a free port, serving ``policy_dir``; yields its target."""
+    """The real policy service on a free port, serving ``policy_dir``; yields its target.
+
+    ``traced``: the (installed) tracing it runs with; off by default.
+    """
     async with running_policy_server_handle(
-        policy_dir, secrets, expect_loaded=expect_loaded
+        policy_dir, secrets, expect_loaded=expect_loaded, traced=traced
     ) as built:
         yield f"127.0.0.1:{built.port}"
 
 
 @contextlib.asynccontextmanager
 async def running_policy_server_handle(
-    policy_dir: Path, secrets: SigningSecrets, *, expect_loaded: bool = True
+    policy_dir: Path,
+    secrets: SigningSecrets,
+    *,
+    expect_loaded: bool = True,
+    traced: Tracing = OFF,
 ) -> AsyncIterator[PolicyServer]:
     """Like :func:`running_policy_server`, yielding the :class:`PolicyServer` itself (its
     ``reloader`` reloads the policy on demand)."""
@@ -93,7 +105,7 @@ async def running_policy_server_handle(
         watch=False,
         allowed_callers=frozenset({"*"}),  # tests ask as svc:actions, svc:client-tests, ...
     )
-    built = await build_policy_server(settings)
+    built = await build_policy_server(settings, traced)
     loaded = await built.start()
     try:
         if expect_loaded and not loaded:
@@ -105,21 +117,32 @@ async def running_policy_server_handle(
 
 @contextlib.asynccontextmanager
 async def running_action_server(
-    database_dsn: str, policy_target: str, secrets: SigningSecrets, **overrides: Any
+    database_dsn: str,
+    policy_target: str,
+    secrets: SigningSecrets,
+    *,
+    traced: Tracing = OFF,
+    **overrides: Any,
 ) -> AsyncIterator[str]:
     """The real action service on a free port; yields its target.
 
-    ``overrides`` replace :class:`ActionSettings` fields (e.g. ``policy_timeout_ms``).
+    ``overrides`` replace :class:`ActionSettings` fields (e.g. ``policy_timeout_ms``);
+    ``traced`` is the (installed) tracing it runs with, off by default.
     """
     async with running_action_server_handle(
-        database_dsn, policy_target, secrets, **overrides
+        database_dsn, policy_target, secrets, traced=traced, **overrides
     ) as built:
         yield f"127.0.0.1:{built.port}"
 
 
 @contextlib.asynccontextmanager
 async def running_action_server_handle(
-    database_dsn: str, policy_target: str, secrets: SigningSecrets, **overrides: Any
+    database_dsn: str,
+    policy_target: str,
+    secrets: SigningSecrets,
+    *,
+    traced: Tracing = OFF,
+    **overrides: Any,
 ) -> AsyncIterator[ActionServer]:
     """Like :func:`running_action_server`, yielding the :class:`ActionServer` itself."""
     settings = ActionSettings(
@@ -134,7 +157,7 @@ async def running_action_server_handle(
         watch_pool_size=2,
     )
     settings = replace(settings, **overrides)
-    built = await build_action_server(settings)
+    built = await build_action_server(settings, traced)
     await built.start()
     try:
         yield built

@@ -7,6 +7,7 @@ before the pending row commits until the row is final; commits the pending row a
 event first; then runs the effect, ``action_targets``, the ``completed`` status, the
 result and the events in ONE transaction. A failure rolls the effect back and marks
 the row ``failed``. Callers run it shielded from cancellation (:class:`TaskSet`).
+With tracing on, the effect is an ``action.effect`` span (its statements inside it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from services.actions import audit, errors, idempotency
 from services.actions.catalog import Change
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
+from services.common import tracing
 from services.common.status import FleetwardError
 
 log = logging.getLogger(__name__)
@@ -314,7 +316,7 @@ async def _finish(
     try:
         async with _transaction(conn, lock_timeout_ms):
             started_at = datetime.now(UTC)
-            outcome = await effect(conn, pending)
+            outcome = await _traced_effect(new, effect, conn, pending)
             completed_at = datetime.now(UTC)
             result = audit.jsonb_value(outcome.result)
             started = {**dict(pending), "status": "in_progress", "started_at": started_at}
@@ -373,6 +375,26 @@ async def _finish(
         failure = errors.execution_failed(str(new.action_id), message, correlation_id)
         await _fail(conn, new, message, failure)
         raise failure from exc
+
+
+async def _traced_effect(
+    new: NewAction, effect: Effect, conn: Conn, pending: asyncpg.Record
+) -> Outcome:
+    """``effect(conn, pending)``, inside an ``action.effect`` span while tracing is on."""
+    with tracing.span("action.effect") as span:
+        if span is not None:
+            span.set_attributes(
+                {
+                    "fleetward.action_id": str(new.action_id),
+                    "fleetward.action_type": new.action_type,
+                    "fleetward.workspace_id": str(new.workspace_id),
+                    "fleetward.scope": new.scope,
+                }
+            )
+        outcome = await effect(conn, pending)
+        if span is not None:
+            span.set_attribute("fleetward.changes", len(outcome.changes))
+        return outcome
 
 
 async def _fail(conn: Conn, new: NewAction, message: str, err: FleetwardError) -> None:

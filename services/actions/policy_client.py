@@ -2,6 +2,10 @@
 
 Any transport failure, timeout or NOT_SERVING answer becomes UNAVAILABLE
 ``POLICY_UNAVAILABLE``: the caller acts only on an explicit allow (fail-closed).
+
+With tracing on, each question is a ``policy.check`` (or ``policy.check_resources``) span
+around its calls, carrying the answer's policy version and decision ids, and the channel's
+interceptors propagate the trace to the policy service.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from services.actions import errors
+from services.common import tracing
 from services.common.tokens import mint_service_token
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,7 @@ class PolicyClient:
         *,
         timeout_ms: int = 200,
         credentials: grpc.ChannelCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         if not service_secret:
             raise ValueError("FLEETWARD_SERVICE_JWT_SECRET is needed to call the policy service")
@@ -88,10 +94,14 @@ class PolicyClient:
         self._timeout_s = timeout_ms / 1000
         # A CheckResources answer can list 20,000 denials: more than gRPC's default 4 MB.
         options = [("grpc.max_receive_message_length", MAX_ANSWER_BYTES)]
+        # Tracing's interceptors only (none while it is off: any interceptor costs every call).
+        chain = list(interceptors) or None
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=chain)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=options, interceptors=chain
+            )
         self._stub = policy_pb2_grpc.PolicyServiceStub(self._channel)
         self._token = ""
         self._token_expires = 0.0
@@ -119,6 +129,25 @@ class PolicyClient:
         self, questions: Sequence[Question], remaining_s: float | None
     ) -> list[Decision]:
         """Decide several questions against one policy version."""
+        with tracing.span("policy.check") as span:
+            decisions = await self._batch_check(questions, remaining_s)
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "fleetward.permissions": sorted({q.action for q in questions}),
+                        "fleetward.questions": len(decisions),
+                        "fleetward.allowed": sum(d.allowed for d in decisions),
+                        "fleetward.policy_version": ",".join(
+                            sorted({d.policy_version for d in decisions})
+                        ),
+                        "fleetward.decision_ids": [d.decision_id for d in decisions],
+                    }
+                )
+            return decisions
+
+    async def _batch_check(
+        self, questions: Sequence[Question], remaining_s: float | None
+    ) -> list[Decision]:
         timeout = self._timeout(remaining_s)
         checks = [
             policy_pb2.CheckRequest(
@@ -156,6 +185,30 @@ class PolicyClient:
         """
         if not resources:
             raise ValueError("check_resources needs at least one resource")
+        with tracing.span("policy.check_resources") as span:
+            decision = await self._decide_resources(
+                subject, workspace_id, permission, resources, remaining_s
+            )
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "fleetward.permission": permission,
+                        "fleetward.resources": len(resources),
+                        "fleetward.denied": len(decision.denied),
+                        "fleetward.policy_version": decision.policy_version,
+                        "fleetward.decision_ids": decision.decision_id.split(","),
+                    }
+                )
+            return decision
+
+    async def _decide_resources(
+        self,
+        subject: str,
+        workspace_id: str,
+        permission: str,
+        resources: Sequence[str],
+        remaining_s: float | None,
+    ) -> ResourcesDecision:
         for _ in range(2):
             answers = [
                 await self._check_resources(

@@ -34,6 +34,7 @@ from services.actions.catalog._agents import agent_change, apply_status, status_
 from services.actions.db import DATABASE_ERRORS, Conn
 from services.actions.lifecycle import NewAction, Outcome
 from services.actions.metrics import BACKGROUND_RUNS
+from services.common import tracing
 from services.common.status import FleetwardError
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,8 @@ class PeriodicJob:
     async def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                await self._work()
+                with tracing.span(f"job {self.name}"):  # one trace per run (tracing on)
+                    await self._work()
                 BACKGROUND_RUNS.labels(self.name, "ok").inc()
             except DATABASE_ERRORS as exc:
                 BACKGROUND_RUNS.labels(self.name, "database_unavailable").inc()

@@ -27,7 +27,7 @@ from services.actions.rollback import RollbackRunner
 from services.actions.scheduler import PeriodicJob, resume_expired
 from services.actions.servicer import ActionServicer
 from services.actions.settings import ActionSettings
-from services.common import logs
+from services.common import logs, tracing
 from services.common import server as common
 from services.common.accesslog import log_rpc
 from services.common.metrics import record_rpc, start_metrics_server
@@ -98,8 +98,14 @@ def _policy_credentials(settings: ActionSettings) -> grpc.ChannelCredentials | N
     )
 
 
-async def build_server(settings: ActionSettings) -> ActionServer:
-    """Create the server with health, reflection and the ActionService bound to its address."""
+async def build_server(
+    settings: ActionSettings, traced: tracing.Tracing = tracing.OFF
+) -> ActionServer:
+    """Create the server with health, reflection and the ActionService bound to its address.
+
+    ``traced`` (installed, :func:`services.common.tracing.start`) adds its interceptors to
+    the server and to the policy channel; off, there are none.
+    """
     pool = await create_pool(
         settings.database_url,
         max_size=settings.pool_size,
@@ -116,6 +122,7 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         settings.service_jwt_secret,
         timeout_ms=settings.policy_timeout_ms,
         credentials=_policy_credentials(settings),
+        interceptors=traced.client_interceptors(),
     )
     track_pool(pool)
     track_pool(watch_pool, "watch")
@@ -137,8 +144,11 @@ async def build_server(settings: ActionSettings) -> ActionServer:
         watcher,
         Permissions(pool, policy),
     )
-    server = common.new_server(max_concurrent_streams=settings.max_concurrent_streams)
-    observers = (record_rpc, log_rpc)
+    server = common.new_server(
+        max_concurrent_streams=settings.max_concurrent_streams,
+        interceptors=traced.server_interceptors(),
+    )
+    observers = (record_rpc, log_rpc, *traced.observers())
     add_servicer(server, servicer, SERVICE, observers)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
@@ -181,11 +191,15 @@ def _checkpointer(settings: ActionSettings, pool: asyncpg.Pool) -> Checkpointer 
 async def serve(settings: ActionSettings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
     logs.configure("actions", settings.log_level)
-    built = await build_server(settings)
-    start_metrics_server(settings.metrics_port, settings.metrics_addr)
-    await built.start()
-    log.info("action service listening on port %d", built.port)
-    await common.wait_for_termination_signal()
-    log.info("shutting down", extra={"event": "shutdown"})
-    await built.stop(settings.shutdown_grace_s)
-    log.info("stopped", extra={"event": "stopped"})
+    traced = tracing.start(settings.tracing)
+    try:
+        built = await build_server(settings, traced)
+        start_metrics_server(settings.metrics_port, settings.metrics_addr)
+        await built.start()
+        log.info("action service listening on port %d", built.port)
+        await common.wait_for_termination_signal()
+        log.info("shutting down", extra={"event": "shutdown"})
+        await built.stop(settings.shutdown_grace_s)
+        log.info("stopped", extra={"event": "stopped"})
+    finally:
+        traced.shutdown()  # flushes the spans still queued

@@ -17,6 +17,9 @@ from services.common.settings import (
     tls_from_env,
 )
 from services.common.tokens import DEFAULT_MAX_TTL_S
+from services.common.tracing import TracingSettings
+
+SERVICE_NAME = "fleetward-actions"  # OTEL_SERVICE_NAME's default
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class ActionSettings:
     checkpoint_dir: Path | None = None
     checkpoint_key_file: Path | None = None
     checkpoint_interval_s: float = 60.0
+    # OpenTelemetry (the OTEL_* variables): off unless OTEL_TRACES_EXPORTER names an exporter.
+    tracing: TracingSettings = TracingSettings(service_name=SERVICE_NAME)  # noqa: RUF009 - frozen
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
@@ -129,6 +134,7 @@ class ActionSettings:
             checkpoint_dir=checkpoint_dir,
             checkpoint_key_file=checkpoint_key,
             checkpoint_interval_s=_env_seconds(env, "FLEETWARD_CHECKPOINT_INTERVAL_S", 60.0),
+            tracing=TracingSettings.from_env(env, SERVICE_NAME),
         )
 
 

@@ -1,6 +1,7 @@
 """Structured JSON log lines: one object per line, never a token or secret.
 
-See docs/architecture.md §9.
+While tracing is on (:mod:`services.common.tracing`), a line written inside a span carries
+its ``trace_id`` and ``span_id``. See docs/architecture.md §9.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from services.common import tracing
 
 # Fields that callers pass with ``extra={...}`` and that belong in the JSON object.
 CONTEXT_FIELDS = (
@@ -56,6 +59,9 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        ids = tracing.current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, separators=(",", ":"))

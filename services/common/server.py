@@ -67,11 +67,15 @@ def new_server(
     max_send_bytes: int = MAX_MESSAGE_BYTES,
     *,
     max_concurrent_streams: int = MAX_CONCURRENT_STREAMS,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> grpc.aio.Server:
-    """An unstarted ``grpc.aio`` server with Fleetward's options (no interceptors: see
-    :mod:`services.common.observe`)."""
+    """An unstarted ``grpc.aio`` server with Fleetward's options.
+
+    No interceptors but tracing's (:mod:`services.common.tracing`, only when it is on): any
+    interceptor costs every RPC, see :mod:`services.common.observe`.
+    """
     options = server_options(max_receive_bytes, max_send_bytes, max_concurrent_streams)
-    return grpc.aio.server(options=options)
+    return grpc.aio.server(options=options, interceptors=list(interceptors) or None)
 
 
 def add_health_and_reflection(

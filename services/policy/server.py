@@ -15,7 +15,7 @@ import grpc
 from fleetward.policy.v1 import policy_pb2
 from grpc_health.v1 import health
 
-from services.common import logs
+from services.common import logs, tracing
 from services.common import server as common
 from services.common.metrics import record_rpc, start_metrics_server
 from services.common.registration import add_servicer
@@ -61,8 +61,13 @@ class PolicyServer:
             log.error("the decision log sink did not take the last lines in time")
 
 
-async def build_server(settings: PolicySettings) -> PolicyServer:
+async def build_server(
+    settings: PolicySettings, traced: tracing.Tracing = tracing.OFF
+) -> PolicyServer:
     """Create the server with health, reflection and the PolicyService bound to its address.
+
+    ``traced`` (installed, :func:`services.common.tracing.start`) adds its server
+    interceptor; off, there is none.
 
     Raises:
         ValueError: When no caller could ever authenticate (no service secret, no mTLS).
@@ -73,8 +78,13 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
         mtls=mtls,
         allowed_callers=settings.allowed_callers,
     )
-    server = common.new_server(queries.MAX_REQUEST_BYTES, queries.MAX_RESPONSE_BYTES)
-    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], [record_rpc])
+    server = common.new_server(
+        queries.MAX_REQUEST_BYTES,
+        queries.MAX_RESPONSE_BYTES,
+        interceptors=traced.server_interceptors(),
+    )
+    observers = (record_rpc, *traced.observers())
+    health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     await common.set_serving(health_servicer, [SERVICE_NAME], False)  # until the first load
 
     async def on_loaded(snapshot: PolicySnapshot) -> None:
@@ -84,7 +94,7 @@ async def build_server(settings: PolicySettings) -> PolicyServer:
         settings.policy_dir, debounce_ms=settings.reload_debounce_ms, on_loaded=on_loaded
     )
     servicer = PolicyServicer(reloader.state, authenticator)
-    add_servicer(server, servicer, SERVICE, [record_rpc])
+    add_servicer(server, servicer, SERVICE, observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
     return PolicyServer(server, health_servicer, port, reloader, settings)
 
@@ -93,15 +103,19 @@ async def serve(settings: PolicySettings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully; SIGHUP reloads the policy."""
     logs.configure("policy", settings.log_level)
     decision_log.configure(settings.decision_log)
-    built = await build_server(settings)
-    start_metrics_server(settings.metrics_port, settings.metrics_addr)
-    built.reloader.install_sighup()
-    if not await built.start():
-        log.error("no policy loaded; NOT_SERVING until the files are fixed")
-    log.info("policy service listening on port %d", built.port)
-    await common.wait_for_termination_signal()
-    log.info("shutting down")
+    traced = tracing.start(settings.tracing)
     try:
-        await built.stop()
+        built = await build_server(settings, traced)
+        start_metrics_server(settings.metrics_port, settings.metrics_addr)
+        built.reloader.install_sighup()
+        if not await built.start():
+            log.error("no policy loaded; NOT_SERVING until the files are fixed")
+        log.info("policy service listening on port %d", built.port)
+        await common.wait_for_termination_signal()
+        log.info("shutting down")
+        try:
+            await built.stop()
+        finally:
+            await asyncio.to_thread(decision_log.stop)
     finally:
-        await asyncio.to_thread(decision_log.stop)
+        traced.shutdown()  # flushes the spans still queued

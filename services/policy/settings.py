@@ -17,10 +17,12 @@ from services.common.settings import (
     tls_from_env,
 )
 from services.common.tokens import SERVICE_PREFIX
+from services.common.tracing import TracingSettings
 
 # The action service's own subject; ``*`` lets any valid service token ask (dev, tests).
 DEFAULT_CALLER = "svc:actions"
 ANY_CALLER = "*"
+SERVICE_NAME = "fleetward-policy"  # OTEL_SERVICE_NAME's default
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class PolicySettings:
     shutdown_grace_s: float = 10.0
     # The service subjects whose tokens may ask (``*``: any valid service token).
     allowed_callers: frozenset[str] = frozenset({DEFAULT_CALLER})
+    # OpenTelemetry (the OTEL_* variables): off unless OTEL_TRACES_EXPORTER names an exporter.
+    tracing: TracingSettings = TracingSettings(service_name=SERVICE_NAME)  # noqa: RUF009 - frozen
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicySettings:
@@ -69,4 +73,5 @@ class PolicySettings:
             watch=watch in ("1", "true"),
             reload_debounce_ms=env_int(env, "FLEETWARD_POLICY_RELOAD_DEBOUNCE_MS", 300),
             allowed_callers=callers,
+            tracing=TracingSettings.from_env(env, SERVICE_NAME),
         )

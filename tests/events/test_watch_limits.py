@@ -23,7 +23,7 @@ from tests.servers import running_action_server_handle
 
 @contextlib.asynccontextmanager
 async def _server(
-    database_dsn: str, policy: str, secrets: Secrets, **settings: object
+    database_dsn: str, policy: str, secrets: Secrets, **settings: Any
 ) -> AsyncIterator[tuple[ActionServer, Api]]:
     async with contextlib.AsyncExitStack() as stack:
         built = await stack.enter_async_context(

@@ -16,6 +16,10 @@ import importlib.util, json
 import fleetward
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
+from fleetward.client import ClientConfig
+from fleetward.client._sync.transport import open_channel
+channel = open_channel(ClientConfig(target="127.0.0.1:9"))
+channel.close()
 print(json.dumps({
     "fleetward": fleetward.__file__,
     "actions": actions_pb2.DESCRIPTOR.services_by_name["ActionService"].full_name,
@@ -23,6 +27,8 @@ print(json.dumps({
     "stub": hasattr(actions_pb2_grpc, "ActionServiceStub"),
     "services_importable": importlib.util.find_spec("services") is not None,
     "asyncpg_installed": importlib.util.find_spec("asyncpg") is not None,
+    "opentelemetry_installed": importlib.util.find_spec("opentelemetry") is not None,
+    "channel": type(channel).__module__,
 }))
 """
 
@@ -71,3 +77,6 @@ def test_client_distribution_installs_alone_into_a_fresh_venv(tmp_path: Path) ->
     assert found["stub"] is True
     assert found["services_importable"] is False
     assert found["asyncpg_installed"] is False  # runtime deps only: grpcio, protobuf, status
+    # Without the tracing extra the client opens grpc's own channel, no interceptor.
+    assert found["opentelemetry_installed"] is False
+    assert found["channel"] == "grpc._channel"

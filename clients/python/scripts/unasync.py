@@ -2,7 +2,8 @@
 
 The async modules are the single hand-written source; this script rewrites them token
 by token (``async def`` -> ``def``, ``await x`` -> ``x``, ``grpc.aio.`` -> ``grpc.``,
-``asyncio.sleep`` -> ``time.sleep``, class names) and formats the result with ruff.
+``asyncio.sleep`` -> ``time.sleep``, class names, the traced channel's opener) and formats
+the result with ruff.
 
     python clients/python/scripts/unasync.py          # regenerate
     python clients/python/scripts/unasync.py --check  # exit 1 if _sync is stale
@@ -39,6 +40,7 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"\bimport asyncio\b", "import time"),
     (r"\basyncio\.sleep\b", "time.sleep"),
     (r"\bfleetward\.client\._async\b", "fleetward.client._sync"),
+    (r"\b_tracing\.open_aio_channel\b", "_tracing.open_channel"),
 )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import uuid
 from collections.abc import Callable
@@ -143,9 +144,15 @@ class Feed:
         return not self._tails and self.waiting == 0
 
     def begin(self) -> None:
-        """Start subscribing and reading, in a task of the feed's own."""
+        """Start subscribing and reading, in a task of the feed's own.
+
+        In an empty context, too: the feed serves every stream of its workspace, so its
+        reads belong to none of their traces (not to the first stream's, forever).
+        """
         self._starting = asyncio.create_task(
-            self._start(), name=f"fleetward-feed-start-{self.workspace_id}"
+            self._start(),
+            name=f"fleetward-feed-start-{self.workspace_id}",
+            context=contextvars.Context(),
         )
 
     async def ready(self) -> None:

@@ -11,6 +11,7 @@ from typing import Self, TypeVar
 
 import grpc
 
+from fleetward.client import _tracing
 from fleetward.client._core import (
     Attempts,
     Retry,
@@ -27,11 +28,11 @@ Resp = TypeVar("Resp")
 
 
 def open_channel(config: ClientConfig) -> grpc.Channel:
-    """Open a channel to ``config.target`` (TLS when ``config.tls`` is set)."""
-    credentials = channel_credentials(config)
-    if credentials is None:
-        return grpc.insecure_channel(config.target, options=channel_options(config))
-    return grpc.secure_channel(config.target, credentials, options=channel_options(config))
+    """Open a channel to ``config.target`` (TLS when ``config.tls`` is set), sending the
+    current trace context when OpenTelemetry is installed (:mod:`fleetward.client._tracing`)."""
+    return _tracing.open_channel(
+        config.target, channel_credentials(config), channel_options(config)
+    )
 
 
 class SyncTransport:
