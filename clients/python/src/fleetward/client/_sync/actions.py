@@ -207,24 +207,24 @@ class ActionsClient(SyncClientBase):
             page_size: Actions per page (at most 500).
             deadline: Seconds per page, retries included.
         """
-        request = _core.list_actions_request(
-            workspace_id=workspace_id,
-            action_type=action_type,
-            status=status,
-            actor_subject=actor_subject,
-            target_id=target_id,
-            created_after=created_after,
-            created_before=created_before,
-            page_size=page_size,
-        )
+        token = ""
         while True:
-            page = self._transport.unary(
-                self._stub.ListActions, request, retry=Retry.READ, deadline=deadline
+            page = self.list_actions_page(
+                workspace_id=workspace_id,
+                action_type=action_type,
+                status=status,
+                actor_subject=actor_subject,
+                target_id=target_id,
+                created_after=created_after,
+                created_before=created_before,
+                page_size=page_size,
+                page_token=token,
+                deadline=deadline,
             )
             yield from page.actions
             if not page.next_page_token:
                 return
-            request.page_token = page.next_page_token
+            token = page.next_page_token
 
     def list_actions_page(
         self,
