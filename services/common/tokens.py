@@ -11,6 +11,7 @@ service takes and how to make one (``apparent_kind`` only words the refusal).
 from __future__ import annotations
 
 import functools
+import secrets
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -133,9 +134,18 @@ def mint_user_token(
     issuer: str | None = None,
     ttl_s: int = 12 * 3600,
 ) -> str:
-    """Sign an HS256 user token (dev and tests; production tokens come from the IdP)."""
+    """Sign an HS256 user token (dev and tests; production tokens come from the IdP).
+
+    Each carries a random ``jti``, so two minted in the same second are still two
+    sessions (the console ends a signed-out session's pages by its token)."""
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iat": now, "nbf": now, "exp": now + ttl_s}
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": secrets.token_hex(16),
+    }
     if audience:
         claims["aud"] = audience
     if issuer:

@@ -89,12 +89,15 @@ def server_config(settings: ConsoleSettings) -> uvicorn.Config:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=sorted(settings.trusted_proxies) or None,
         limit_concurrency=settings.max_connections,
-        # Idle and half-sent connections would hold that limit: close them in time.
-        http=_timed_protocol(settings.request_head_timeout_s),
+        # Idle, half-sent and stalled connections would hold that limit: close them in time.
+        http=_timed_protocol(settings.request_timeout_s),
         timeout_keep_alive=5,
+        # Live pages never end by themselves: on SIGTERM give them 5 s, then close them
+        # (the pages reconnect to another replica, or to this one when it is back).
+        timeout_graceful_shutdown=5,
         server_header=False,
     )
 
 
 def _timed_protocol(seconds: float) -> type[TimedH11Protocol]:
-    return type("ConsoleH11Protocol", (TimedH11Protocol,), {"head_timeout": seconds})
+    return type("ConsoleH11Protocol", (TimedH11Protocol,), {"request_timeout": seconds})

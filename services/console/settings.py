@@ -52,8 +52,8 @@ class ConsoleSettings:
         live_per_user: Live pages one user may hold open on this console.
         live_total: Live pages all users together may hold open.
         max_connections: HTTP connections served at once (more get 503).
-        request_head_timeout_s: Seconds a connection may take to send a request head
-            (after connecting, or after its last response) before it is closed.
+        request_timeout_s: Seconds a connection may take to send a whole request (head and
+            body; after connecting, or after its last response) before it is closed.
     """
 
     listen_addr: str = DEFAULT_ADDR
@@ -68,7 +68,7 @@ class ConsoleSettings:
     live_per_user: int = 20
     live_total: int = 2000
     max_connections: int = 2500
-    request_head_timeout_s: float = 10.0
+    request_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
@@ -119,7 +119,7 @@ class ConsoleSettings:
             live_per_user=_positive(env, "FLEETWARD_CONSOLE_LIVE_PER_USER", 20),
             live_total=_positive(env, "FLEETWARD_CONSOLE_LIVE_MAX", 2000),
             max_connections=_positive(env, "FLEETWARD_CONSOLE_MAX_CONNECTIONS", 2500),
-            request_head_timeout_s=_positive(env, "FLEETWARD_CONSOLE_HEAD_TIMEOUT_S", 10),
+            request_timeout_s=_positive(env, "FLEETWARD_CONSOLE_REQUEST_TIMEOUT_S", 10),
         )
 
 

@@ -190,6 +190,7 @@ def test_forwarded_headers_count_only_from_trusted_proxies() -> None:
     default = server_config(ConsoleSettings())
     assert default.proxy_headers is False
     assert default.limit_concurrency == 2500
+    assert default.timeout_graceful_shutdown == 5  # open live pages must not stall a SIGTERM
     trusted = server_config(ConsoleSettings(trusted_proxies=frozenset({"10.0.0.5"})))
     assert trusted.proxy_headers is True
     assert trusted.forwarded_allow_ips == ["10.0.0.5"]
@@ -240,12 +241,15 @@ async def test_a_newer_token_keeps_the_shared_stream_alive(
 # Second attacker pass: what the first round's fixes left open.
 
 
-async def test_idle_and_half_sent_connections_are_closed_in_time(dev_secrets: Secrets) -> None:
-    """uvicorn waits for a request head forever; these would hold the connection limit."""
+async def test_idle_half_sent_and_stalled_connections_are_closed_in_time(
+    dev_secrets: Secrets, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn waits for a request head and body forever; these would hold the connection
+    limit. A client that leaves mid-body is no error of ours."""
     settings = replace(
         console_settings(dev_secrets, "127.0.0.1:1"),
         listen_addr=f"127.0.0.1:{free_port()}",
-        request_head_timeout_s=0.5,
+        request_timeout_s=0.5,
     )
     server = uvicorn.Server(server_config(settings))
     serving_task = asyncio.create_task(server.serve())
@@ -257,7 +261,14 @@ async def test_idle_and_half_sent_connections_are_closed_in_time(dev_secrets: Se
         half = await asyncio.open_connection(host, int(port))
         half[1].write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
         await half[1].drain()
-        for reader, _ in (idle, half):
+        stalled = await asyncio.open_connection(host, int(port))
+        stalled[1].write(  # a whole head, then 3 of the 4,000 body bytes it announced
+            b"POST /signin HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n"
+            b"\r\nsub"
+        )
+        await stalled[1].drain()
+        for reader, _ in (idle, half, stalled):
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
         ok_reader, ok_writer = await asyncio.open_connection(host, int(port))
         ok_writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -266,6 +277,7 @@ async def test_idle_and_half_sent_connections_are_closed_in_time(dev_secrets: Se
     finally:
         server.should_exit = True
         await serving_task
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
 
 
 def test_a_deeply_nested_body_is_a_400(client: TestClient) -> None:
@@ -359,3 +371,9 @@ async def test_sign_out_ends_only_that_sessions_pages(dev_secrets: Secrets) -> N
             assert None not in [on_laptop.get_nowait() for _ in range(on_laptop.qsize())]
     finally:
         await hub.close()
+
+
+def test_two_dev_sessions_minted_in_one_second_are_two_tokens(dev_secrets: Secrets) -> None:
+    first = mint_user_token(dev_secrets.jwt_secret, "dana", ttl_s=3600)
+    second = mint_user_token(dev_secrets.jwt_secret, "dana", ttl_s=3600)
+    assert first != second

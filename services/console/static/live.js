@@ -92,8 +92,10 @@ export function startLive() {
     clearTimeout(retryTimer);
     const es = new EventSource(`/w/${ws}/live`);
     source = es;
-    es.addEventListener("open", () => (retryMs = 3000));
-    es.addEventListener("status", (e) => (JSON.parse(e.data).live ? up() : down()));
+    es.addEventListener("status", (e) => {
+      retryMs = 3000; // admitted: a later refusal starts its back-off afresh
+      return JSON.parse(e.data).live ? up() : down();
+    });
     es.addEventListener("action", (e) => {
       const message = JSON.parse(e.data);
       document.dispatchEvent(new CustomEvent("fleetward:action", { detail: message }));
