@@ -220,8 +220,8 @@ async def test_a_newer_token_keeps_the_shared_stream_alive(
     target = f"127.0.0.1:{free_port()}"
     policy = f"127.0.0.1:{console_stack.policy.port}"
     hub = LiveHub(Backend(ConsoleSettings(actions_target=target)))
-    short = mint_user_token(dev_secrets.jwt_secret, "bob", ttl_s=2)
-    first = Caller(short, "bob", time.time() + 2)
+    short = mint_user_token(dev_secrets.jwt_secret, "bob", ttl_s=4)  # exp is whole seconds
+    first = Caller(short, "bob", time.time() + 3)
     second = caller(dev_secrets, "bob")  # the proxy's next, longer-lived token
     try:
         async with (
@@ -230,7 +230,7 @@ async def test_a_newer_token_keeps_the_shared_stream_alive(
         ):
             await until(page, "status", live=True)
             async with hub.subscribe(str(demo_workspace), second):
-                await asyncio.sleep(3)  # the stream's own token has expired by now
+                await asyncio.sleep(5)  # the stream's own token has expired by now
                 done = await pause(target, dev_secrets, demo_workspace, "eng-code-4")
                 seen = await until(page, "action", event_type="action.completed")
                 assert seen["action"]["action_id"] == done
