@@ -88,6 +88,16 @@ _ASYMMETRIC = ["RS256", "ES256"]
 TokenKind = Literal["user", "service"]
 
 
+def unverified_claims(token: str) -> dict[str, Any] | None:
+    """A token's claims read WITHOUT checking its signature, or None when they cannot be
+    read: only to word a message or label a page, never to allow anything."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except Exception:  # whatever a hostile token provokes, it just has no readable claims
+        return None
+    return claims
+
+
 def apparent_kind(token: str) -> TokenKind | None:
     """What a token's unverified claims say it is, only to word its refusal (§8).
 
@@ -95,9 +105,8 @@ def apparent_kind(token: str) -> TokenKind | None:
     ``svc:``; ``user`` for any other subject; None when the token has no readable claims.
     Nothing here is trusted: a token is accepted only by its verifier, whatever this says.
     """
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except Exception:  # whatever a hostile token provokes, its refusal stays the plain one
+    claims = unverified_claims(token)
+    if claims is None:
         return None
     audience = claims.get("aud")
     audiences = audience if isinstance(audience, list) else [audience]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import jwt
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from services.common.tokens import mint_user_token
+from services.common.status import FleetwardError
+from services.common.tokens import UserTokenVerifier, mint_user_token, unverified_claims
 from services.console.settings import AuthMode, ConsoleSettings, DevSignIn
 
 COOKIE = "fleetward_session"
@@ -43,14 +43,6 @@ class Caller:
         return self.expires_at is not None and self.expires_at <= time.time()
 
 
-def _claims(token: str) -> dict[str, object] | None:
-    try:
-        claims: dict[str, object] = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return None
-    return claims
-
-
 def caller_of(conn: HTTPConnection, settings: ConsoleSettings) -> Caller | None:
     """The caller's token and claims, or None when the request carries no readable token.
 
@@ -66,7 +58,7 @@ def caller_of(conn: HTTPConnection, settings: ConsoleSettings) -> Caller | None:
     token = token.strip()
     if not token or len(token) > _MAX_TOKEN_CHARS:
         return None
-    claims = _claims(token)
+    claims = unverified_claims(token)
     if claims is None:
         return None
     subject, exp = claims.get("sub"), claims.get("exp")
@@ -79,21 +71,15 @@ def caller_of(conn: HTTPConnection, settings: ConsoleSettings) -> Caller | None:
     return Caller(token=token, subject=subject, expires_at=expires)
 
 
-def verified_subject(token: str, dev: DevSignIn) -> str | None:
-    """The ``sub`` of a token the dev sign-in minted (checked with its secret), else None."""
+def verified(token: str, dev: DevSignIn) -> bool:
+    """Whether ``token`` is one the dev sign-in could have minted (checked with its secret,
+    audience and issuer by the services' own verifier)."""
+    verifier = UserTokenVerifier(secret=dev.jwt_secret, audience=dev.audience, issuer=dev.issuer)
     try:
-        claims = jwt.decode(
-            token,
-            dev.jwt_secret,
-            algorithms=["HS256"],
-            audience=dev.audience,
-            issuer=dev.issuer,
-            options={"verify_aud": dev.audience is not None},
-        )
-    except jwt.PyJWTError:
-        return None
-    subject = claims.get("sub")
-    return subject if isinstance(subject, str) else None
+        verifier.verify(token)
+    except FleetwardError:
+        return False
+    return True
 
 
 def sign_in(response: Response, dev: DevSignIn, subject: str, *, secure: bool) -> None:

@@ -176,13 +176,12 @@ class LiveHub:
         if upstream.task is not None:
             upstream.task.cancel()
 
-    def sign_out(self, subject: str, token: str) -> None:
+    def sign_out(self, token: str) -> None:
         """End the live pages that brought ``token`` (that session signed out; the same
         user's other sessions, in other browsers, keep theirs)."""
         signed_out = {"type": "auth", "code": "SIGNED_OUT", "message": "signed out"}
-        for (_, who), upstream in self._streams.items():
-            if who == subject:
-                upstream.end_pages(signed_out, token)
+        for upstream in self._streams.values():
+            upstream.end_pages(signed_out, token)
 
     async def close(self) -> None:
         """End every stream and every page's subscription."""

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from services.console.bodies import BodyTooLarge, read_limited
 from services.console.context import PageCall, caller, console_of, page_call, workspace_param
-from services.console.identity import COOKIE, sign_in, sign_out, verified_subject
+from services.console.identity import COOKIE, sign_in, sign_out, verified
 from services.console.views import (
     LABELS,
     SCOPES,
@@ -127,10 +127,9 @@ async def signout(request: Request) -> Response:
     response = RedirectResponse("/signin", status_code=303)
     if COOKIE in request.cookies:
         sign_out(response, secure=request.url.scheme == "https")
-        dev = console.settings.dev
-        subject = verified_subject(request.cookies[COOKIE], dev) if dev else None
-        if subject is not None:  # a forged cookie must not end someone else's pages
-            console.hub.sign_out(subject, request.cookies[COOKIE])
+        token, dev = request.cookies[COOKIE], console.settings.dev
+        if dev is not None and verified(token, dev):  # a forged cookie ends nobody's pages
+            console.hub.sign_out(token)
     return response
 
 

@@ -11,15 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from services.actions.checkpoints.signing import create_signing_key
+from services.common import healthcheck
 from services.common.tokens import mint_service_token
 from services.dev import roles
 from services.dev.database import embedded_postgres
@@ -93,24 +90,27 @@ def use_two_roles(env: MutableMapping[str, str], admin_dsn: str, *, embedded: bo
     env["DATABASE_URL"] = split.runtime_dsn
 
 
-def _wait_serving(target: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait_until(
+    ready: Callable[[], bool], what: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Poll ``ready`` until it says yes; exit when a service dies or the deadline passes."""
     end = time.monotonic() + deadline_s
-    with grpc.insecure_channel(target) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)  # the typeshed stub lists no methods
-        while time.monotonic() < end:
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise SystemExit(
-                        f"a service exited with code {proc.returncode}; see its log above"
-                    )
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"{target} did not become SERVING within {deadline_s:.0f}s")
+    while time.monotonic() < end:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"a service exited with code {proc.returncode}; see its log above")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not become ready within {deadline_s:.0f}s")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - our own URL
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> str:
@@ -199,22 +199,6 @@ def use_dev_console(env: MutableMapping[str, str], *, dev_secrets: bool) -> str:
     return "http://" + _connect_target(env["FLEETWARD_CONSOLE_ADDR"])
 
 
-def _wait_http(url: str, deadline_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise SystemExit(f"a service exited with code {proc.returncode}; see its log above")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as reply:  # noqa: S310
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {deadline_s:.0f}s")
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM during setup: the same cleanup as Ctrl-C
 
@@ -255,9 +239,9 @@ def _main() -> int:
             procs.append(subprocess.Popen([_PY, "-m", "services.policy", "serve"], env=env))
             procs.append(subprocess.Popen([_PY, "-m", "services.actions", "serve"], env=env))
             procs.append(subprocess.Popen([_PY, "-m", "services.console", "serve"], env=env))
-            _wait_serving(policy, 60, procs)
-            _wait_serving(actions, 60, procs)
-            _wait_http(console, 60, procs)
+            _wait_until(lambda: healthcheck.check(policy, timeout=1), policy, 60, procs)
+            _wait_until(lambda: healthcheck.check(actions, timeout=1), actions, 60, procs)
+            _wait_until(lambda: _http_ok(f"{console}/healthz"), console, 60, procs)
             if any(proc.poll() is not None for proc in procs):  # answered by someone else
                 raise SystemExit("a service exited during start-up; see its log above")
             print(_grpcurl_lines(env, actions, policy), flush=True)

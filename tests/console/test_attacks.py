@@ -366,7 +366,7 @@ async def test_sign_out_ends_only_that_sessions_pages(dev_secrets: Secrets) -> N
     phone = Caller(mint_user_token(dev_secrets.jwt_secret, "dana", ttl_s=3500), "dana", None)
     try:
         async with hub.subscribe(WS, laptop) as on_laptop, hub.subscribe(WS, phone) as on_phone:
-            hub.sign_out("dana", phone.token)
+            hub.sign_out(phone.token)
             assert None in [on_phone.get_nowait() for _ in range(on_phone.qsize())]
             assert None not in [on_laptop.get_nowait() for _ in range(on_laptop.qsize())]
     finally:
