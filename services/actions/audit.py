@@ -36,10 +36,10 @@ INSERT_DENIED = """
 INSERT INTO action_audit_log (
     action_id, workspace_id, action_type, scope, target_id, action_params, reason,
     actor_user_id, actor_role, status, can_rollback, rollback_of_action_id, request_id,
-    request_fingerprint, policy_version, decision_id, error_message, error_details,
+    request_fingerprint, policy_version, decision_id, trace_id, error_message, error_details,
     completed_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'denied', $10, $11, $12, $13, $14, $15, $16, $17,
-        clock_timestamp())
+        $18, clock_timestamp())
 ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
 RETURNING *"""
 
@@ -123,9 +123,14 @@ def event_document(
 
 
 def snapshot(row: Row) -> dict[str, Any]:
-    """An audit row as the JSON payload of its event (the Action at that moment)."""
+    """An audit row as the JSON payload of its event (the Action at that moment).
+
+    ``trace_id`` is in it only when the row has one: the events of rows recorded before
+    the column existed (and of untraced requests) stay byte for byte what they were, so
+    `audit verify` compares old rows with old events unchanged (docs/DECISIONS.md).
+    """
     roles = [r for r in (row["actor_role"] or "").split(",") if r]
-    return {
+    snap = {
         "action_id": str(row["action_id"]),
         "workspace_id": str(row["workspace_id"]),
         "action_type": row["action_type"],
@@ -148,6 +153,9 @@ def snapshot(row: Row) -> dict[str, Any]:
         "completed_at": iso(row["completed_at"]),
         "rolled_back_at": iso(row["rolled_back_at"]),
     }
+    if row["trace_id"] is not None:
+        snap["trace_id"] = row["trace_id"]
+    return snap
 
 
 def _str(value: object) -> str | None:

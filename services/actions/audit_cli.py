@@ -83,7 +83,7 @@ _ROW_COLUMNS = """
 action_id, workspace_id, action_type, scope, target_id, action_params::text AS action_params,
 reason, status, result::text AS result, error_message, actor_user_id, actor_role,
 can_rollback, rollback_action_id, rollback_of_action_id, policy_version, decision_id,
-request_id, created_at, started_at, completed_at, rolled_back_at"""
+trace_id, request_id, created_at, started_at, completed_at, rolled_back_at"""
 SELECT_ROWS = f"SELECT {_ROW_COLUMNS} FROM action_audit_log WHERE workspace_id = $1"
 SELECT_TARGETS = """
 SELECT t.action_id, t.target_kind, t.target_key, t.before::text AS before,

@@ -14,18 +14,22 @@ MIN_LOCK_TIMEOUT_MS = 500
 
 @dataclass(frozen=True)
 class Call:
-    """An authenticated RPC: the principal and its absolute monotonic deadline (or None)."""
+    """An authenticated RPC: the principal, its absolute monotonic deadline (or None) and
+    the trace it belongs to (or None: untraced, or not asked for)."""
 
     principal: Principal
     deadline: float | None = None
+    trace_id: str | None = None
 
     @classmethod
-    def start(cls, principal: Principal, time_remaining: float | None) -> Call:
+    def start(
+        cls, principal: Principal, time_remaining: float | None, trace_id: str | None = None
+    ) -> Call:
         """From ``context.time_remaining()``; refuses a call whose deadline already passed."""
         if time_remaining is not None and time_remaining <= 0:
             raise errors.deadline_exceeded()
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        return cls(principal, deadline)
+        return cls(principal, deadline, trace_id)
 
     @property
     def subject(self) -> str:

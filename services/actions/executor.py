@@ -181,4 +181,5 @@ def _new_action(cmd: ExecuteCommand, call: Call, request_fp: str, gate: Grant) -
         fingerprint=request_fp,
         policy_version=gate.policy_version,
         decision_id=gate.decision_id,
+        trace_id=call.trace_id,
     )

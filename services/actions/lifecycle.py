@@ -34,10 +34,16 @@ from services.common.status import FleetwardError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# migrations/0003_chain_append_in_database.sql: the claim (lock key, NewAction.insert_args,
-# created_at, the pending event's payload and canonical head, doc tail, channel) and the
-# completion (action, started/completed at, result, targets, then audit.append_args).
-CLAIM = "SELECT * FROM fleetward_claim_action({})".format(", ".join(f"${i}" for i in range(1, 22)))
+# migrations/0006_action_trace_id.sql (the claim, by name) and 0003 (the completion: action,
+# started/completed at, result, targets, then audit.append_args).
+CLAIM = """
+SELECT * FROM fleetward_claim_action_v2(
+    p_lock_key => $1, p_action_id => $2, p_workspace_id => $3, p_action_type => $4,
+    p_scope => $5, p_target_id => $6, p_params => $7, p_reason => $8, p_actor => $9,
+    p_roles => $10, p_can_rollback => $11, p_rollback_of => $12, p_request_id => $13,
+    p_fingerprint => $14, p_policy_version => $15, p_decision_id => $16, p_trace_id => $17,
+    p_created_at => $18, p_event_payload => $19, p_event_head => $20, p_doc_tail => $21,
+    p_channel => $22)"""
 COMPLETE = "SELECT * FROM fleetward_complete_action({})".format(
     ", ".join(f"${i}" for i in range(1, 16))
 )
@@ -64,9 +70,11 @@ class NewAction:
     policy_version: str
     decision_id: str
     rollback_of_action_id: uuid.UUID | None = None
+    # The W3C trace id of the request (32 hex digits), None when it came untraced.
+    trace_id: str | None = None
 
     def insert_args(self) -> tuple[Any, ...]:
-        """Arguments $1..$15 of INSERT_DENIED, $2..$16 of CLAIM."""
+        """Arguments $1..$16 of INSERT_DENIED, $2..$17 of CLAIM."""
         return (
             self.action_id,
             self.workspace_id,
@@ -83,6 +91,7 @@ class NewAction:
             self.fingerprint,
             self.policy_version,
             self.decision_id,
+            self.trace_id,
         )
 
     def row(self, status: str, created_at: datetime | None) -> dict[str, Any]:
@@ -108,6 +117,7 @@ class NewAction:
             "request_fingerprint": self.fingerprint,
             "policy_version": self.policy_version,
             "decision_id": self.decision_id,
+            "trace_id": self.trace_id,
             "created_at": created_at,
             "started_at": None,
             "completed_at": None,

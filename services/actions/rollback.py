@@ -296,6 +296,7 @@ def _new_action(
         fingerprint=request_fp,
         policy_version=gate.policy_version,
         decision_id=gate.decision_id,
+        trace_id=call.trace_id,
         rollback_of_action_id=cmd.action_id,
     )
 

@@ -114,6 +114,7 @@ def _new_action(pause: asyncpg.Record, attempt: int) -> NewAction:
         ),
         policy_version="",
         decision_id="",
+        trace_id=tracing.request_trace_id(None),  # the job run's trace, when tracing is on
     )
 
 

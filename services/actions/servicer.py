@@ -23,7 +23,7 @@ from services.actions.validation import (
     validate_execute,
     validate_rollback,
 )
-from services.common import funnel
+from services.common import funnel, tracing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,9 +49,11 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         self._watcher = watcher
         self._permissions = permissions
 
-    def _call(self, context: Context) -> Call:
+    def _call(self, context: Context, *, records: bool = False) -> Call:
+        """The authenticated call; with the request's trace id when it ``records`` an action."""
         principal = self._auth.authenticate(context)
-        return Call.start(principal, context.time_remaining())
+        trace_id = tracing.request_trace_id(context.invocation_metadata()) if records else None
+        return Call.start(principal, context.time_remaining(), trace_id)
 
     async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
         return await funnel.unary(context, work, database_error, "an action service RPC")
@@ -62,7 +64,7 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         """Run one action (or preview it with validate_only)."""
 
         async def work() -> actions_pb2.Action:
-            call = self._call(context)
+            call = self._call(context, records=True)
             command = validate_execute(request)
             return convert.action(await self._executor.execute(call, command))
 
@@ -74,7 +76,7 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         """Undo a completed action through a new ``rollback`` action."""
 
         async def work() -> actions_pb2.Action:
-            call = self._call(context)
+            call = self._call(context, records=True)
             command = validate_rollback(request)
             return convert.action(await self._rollbacks.rollback(call, command))
 

@@ -4,7 +4,8 @@ Off (the variable unset or ``none``, or ``OTEL_SDK_DISABLED=true``) nothing is i
 no interceptor (any interceptor moves every RPC off grpc's registered-method path,
 :mod:`services.common.observe`), no asyncpg instrumentation, no provider; the SDK and the
 instrumentations are not even imported, :func:`span` is a shared null context and log lines
-carry no ids. A ``traceparent`` a caller sends is then ignored.
+carry no ids. A ``traceparent`` a caller sends then only names the trace the audit row
+records (:func:`request_trace_id`).
 
 On, :func:`start` builds a TracerProvider from the standard ``OTEL_*`` variables and
 :class:`Tracing` hands that provider explicitly to every instrumentation: the grpc.aio server
@@ -17,12 +18,13 @@ process's global OpenTelemetry provider is left alone. See docs/architecture.md 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.accesslog import QUIET_PREFIXES
 from services.common.observe import Context, Observer, status_code
@@ -139,6 +141,29 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+_W3C = TraceContextTextMapPropagator()
+
+
+def request_trace_id(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The trace an RPC belongs to, as 32 hex digits, for its audit row; None when untraced.
+
+    On, it is the server span's trace (the caller's ``traceparent`` continued, or a new
+    trace). Off, it is the trace of the caller's ``traceparent``, parsed by OpenTelemetry's
+    W3C propagator; a malformed header is ignored, as W3C trace-context says, so the row
+    never records a value the caller could shape beyond a valid trace id.
+    """
+    if _tracer is not None:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            return format(context.trace_id, "032x")
+    for key, value in metadata or ():
+        if key == "traceparent" and isinstance(value, str):
+            extracted = _W3C.extract({"traceparent": value})
+            context = trace.get_current_span(extracted).get_span_context()
+            return format(context.trace_id, "032x") if context.is_valid else None
+    return None
 
 
 def record_status(

@@ -360,6 +360,7 @@ async def action_detail(request: Request) -> Response:
         ],
         "rollback_enabled": enabled,
         "rollback_title": why,
+        "trace_url": console.settings.trace_link(action.trace_id),
     }
     name = "_action.html" if request.query_params.get("fragment") == "1" else "action.html"
     return console.render(request, name, **values)

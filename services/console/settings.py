@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from services.common.settings import SettingsError, env_int, env_list, env_str
 DEFAULT_ADDR = "127.0.0.1:8080"
 DEFAULT_TARGET = "127.0.0.1:50051"
 DEMO_USERS = "alice,bob,carol,dana"
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class AuthMode(StrEnum):
@@ -54,6 +56,8 @@ class ConsoleSettings:
         max_connections: HTTP connections served at once (more get 503).
         request_timeout_s: Seconds a connection may take to send a whole request (head and
             body; after connecting, or after its last response) before it is closed.
+        trace_url: An http(s) URL with ``{trace_id}`` in it (the tracing backend's trace
+            page); ``None``: trace ids are shown as text only.
     """
 
     listen_addr: str = DEFAULT_ADDR
@@ -69,6 +73,14 @@ class ConsoleSettings:
     live_total: int = 2000
     max_connections: int = 2500
     request_timeout_s: float = 10.0
+    trace_url: str | None = None
+
+    def trace_link(self, trace_id: str) -> str | None:
+        """The tracing backend's page of ``trace_id``, or None (not configured, or not a
+        trace id: the value comes from the service, and only 32 hex digits go in a URL)."""
+        if self.trace_url is None or not TRACE_ID.fullmatch(trace_id):
+            return None
+        return self.trace_url.replace("{trace_id}", trace_id)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ConsoleSettings:
@@ -106,6 +118,14 @@ class ConsoleSettings:
         if listen_host and listen_host not in ("0.0.0.0", "::"):  # noqa: S104 - a comparison
             hosts |= {listen_host}
         ca = env_str(env, "FLEETWARD_TLS_CA")
+        trace_url = env_str(env, "FLEETWARD_CONSOLE_TRACE_URL") or None
+        if trace_url is not None and (
+            not trace_url.startswith(("https://", "http://")) or "{trace_id}" not in trace_url
+        ):
+            raise SettingsError(
+                "FLEETWARD_CONSOLE_TRACE_URL must be an http(s) URL containing {trace_id}, "
+                f"e.g. https://jaeger.example.com/trace/{{trace_id}}; got {trace_url!r}"
+            )
         return cls(
             listen_addr=listen,
             actions_target=env_str(env, "FLEETWARD_TARGET", DEFAULT_TARGET),
@@ -120,6 +140,7 @@ class ConsoleSettings:
             live_total=_positive(env, "FLEETWARD_CONSOLE_LIVE_MAX", 2000),
             max_connections=_positive(env, "FLEETWARD_CONSOLE_MAX_CONNECTIONS", 2500),
             request_timeout_s=_positive(env, "FLEETWARD_CONSOLE_REQUEST_TIMEOUT_S", 10),
+            trace_url=trace_url,
         )
 
 

@@ -210,6 +210,7 @@ def action_summary(action: actions_pb2.Action) -> dict[str, Any]:
         "error_message": action.error_message,
         "policy_version": action.policy_version,
         "decision_id": action.decision_id,
+        "trace_id": action.trace_id,
         "created_at": _iso(action.created_at),
         "completed_at": _iso(action.completed_at),
     }

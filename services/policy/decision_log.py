@@ -16,6 +16,9 @@ writes for many seconds at full load), ``record`` drops the line rather than blo
 event loop, and counts it in ``fleetward_policy_decision_log_dropped_total``; a sink that
 raises on write has its batch counted there too. Nothing is dropped while the sink keeps
 up.
+
+While tracing is on, a line written for a traced request carries its ``trace_id``, the
+same id the action's audit row and the services' log lines hold.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import IO
 
 import prometheus_client
 
+from services.common import tracing
 from services.policy.engine import Decision
 
 FLUSH_INTERVAL_S = 0.02
@@ -47,8 +51,11 @@ DROPPED = prometheus_client.Counter(
 log = logging.getLogger(__name__)
 
 # decision_id, unix time, caller, subject, workspace, action, resource, allowed, reason,
-# policy_version, latency_us; or a CheckResources batch, already a JSON-ready dict
-_Entry = tuple[str, float, str, str, str, str, str, bool, str, str, int] | dict[str, object]
+# policy_version, latency_us, trace_id (or None); or a CheckResources batch, already a
+# JSON-ready dict
+_Entry = (
+    tuple[str, float, str, str, str, str, str, bool, str, str, int, str | None] | dict[str, object]
+)
 # A batch line names at most this many denied resources (its counts cover them all).
 BATCH_DENIED_LISTED = 100
 
@@ -150,23 +157,30 @@ def _line(entry: _Entry) -> str:
         reason,
         policy_version,
         latency_us,
+        trace_id,
     ) = entry
-    return json.dumps(
-        {
-            "decision_id": decision_id,
-            "time": datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds"),
-            "caller": caller,
-            "subject": subject,
-            "workspace": workspace,
-            "action": action,
-            "resource": resource,
-            "allowed": allowed,
-            "reason": reason,
-            "policy_version": policy_version,
-            "latency_us": latency_us,
-        },
-        separators=(",", ":"),
-    )
+    line: dict[str, object] = {
+        "decision_id": decision_id,
+        "time": datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds"),
+        "caller": caller,
+        "subject": subject,
+        "workspace": workspace,
+        "action": action,
+        "resource": resource,
+        "allowed": allowed,
+        "reason": reason,
+        "policy_version": policy_version,
+        "latency_us": latency_us,
+    }
+    if trace_id is not None:
+        line["trace_id"] = trace_id
+    return json.dumps(line, separators=(",", ":"))
+
+
+def _trace_id() -> str | None:
+    """The current span's trace id while tracing is on (``None`` off: no cost)."""
+    ids = tracing.current_ids()
+    return None if ids is None else ids[0]
 
 
 _writer: _Writer | None = None
@@ -260,6 +274,7 @@ def record(
             decision.reason.value,
             policy_version,
             latency_us,
+            _trace_id(),
         )
     )
 
@@ -285,23 +300,25 @@ def record_batch(
     writer = _writer
     if writer is None:
         return
-    writer.append(
-        {
-            "decision_id": decision_id,
-            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "caller": caller,
-            "subject": subject,
-            "workspace": workspace,
-            "action": action,
-            "resources": resources,
-            "allowed_count": resources - len(denied),
-            "denied_count": len(denied),
-            "denied": [
-                {"resource": resource, "reason": decision.reason.value}
-                for resource, decision in denied[:BATCH_DENIED_LISTED]
-            ],
-            "allowed": not denied,
-            "policy_version": policy_version,
-            "latency_us": latency_us,
-        }
-    )
+    line: dict[str, object] = {
+        "decision_id": decision_id,
+        "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "caller": caller,
+        "subject": subject,
+        "workspace": workspace,
+        "action": action,
+        "resources": resources,
+        "allowed_count": resources - len(denied),
+        "denied_count": len(denied),
+        "denied": [
+            {"resource": resource, "reason": decision.reason.value}
+            for resource, decision in denied[:BATCH_DENIED_LISTED]
+        ],
+        "allowed": not denied,
+        "policy_version": policy_version,
+        "latency_us": latency_us,
+    }
+    trace_id = _trace_id()
+    if trace_id is not None:
+        line["trace_id"] = trace_id
+    writer.append(line)

@@ -25,7 +25,13 @@ from fleetward.client import (
 from fleetward.client import errors as client_errors
 from fleetward.client._core import action_status, agent_status, call_metadata, execute_request
 from fleetward.client.cli import exit_codes
-from fleetward.client.cli.render import changes_table, fields, policy_info_block, table
+from fleetward.client.cli.render import (
+    action_block,
+    changes_table,
+    fields,
+    policy_info_block,
+    table,
+)
 from fleetward.client.cli.spinner import Spinner
 from fleetward.policy.v1 import policy_pb2
 from google.protobuf import struct_pb2
@@ -146,6 +152,12 @@ def test_table_aligns_columns() -> None:
     text = table(("ID", "STATUS"), [("a", "paused"), ("long-id", True)])
     assert text.splitlines() == ["ID       STATUS", "a        paused", "long-id  yes"]
     assert fields([("a", "x"), ("empty", ""), ("longer", 3)]) == "a       x\nlonger  3"
+
+
+def test_an_action_shows_its_trace_id_only_when_it_has_one() -> None:
+    traced = actions_pb2.Action(action_id="a-1", trace_id="0af7651916cd43dd8448eb211c80319c")
+    assert "trace id       0af7651916cd43dd8448eb211c80319c" in action_block(traced).splitlines()
+    assert "trace id" not in action_block(actions_pb2.Action(action_id="a-1"))
 
 
 @pytest.mark.parametrize(

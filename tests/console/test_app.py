@@ -6,20 +6,26 @@ through the real stack with httpx2's ASGI transport (same event loop as the serv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import secrets
 import time
 import uuid
 
+import grpc
 import httpx2
 import jwt
 import pytest
+from fleetward.actions.v1 import actions_pb2_grpc
 from starlette.testclient import TestClient
 
+from services.common.settings import SettingsError
 from services.console.app import build_app
 from services.console.identity import COOKIE
 from services.console.security import CSP
 from services.console.settings import AuthMode, ConsoleSettings
+from tests.actions.helpers import execute_request
 from tests.conftest import Secrets
 from tests.console.conftest import Stack, console_settings
 
@@ -229,3 +235,55 @@ def test_an_unexpected_failure_answers_with_a_correlation_id_only(
     assert re.search(r"correlation id [0-9a-f]{12}", error["message"])
     assert "secret" not in reply.text
     assert reply.headers["content-security-policy"] == CSP
+
+
+async def test_the_action_page_shows_its_trace_id_and_links_it_when_configured(
+    console_stack: Stack, dev_secrets: Secrets, demo_workspace: uuid.UUID
+) -> None:
+    trace_id = secrets.token_hex(16)
+    auth = ("authorization", f"Bearer {dev_secrets.user_token('bob')}")
+    async with grpc.aio.insecure_channel(console_stack.actions_target) as channel:
+        pause = await actions_pb2_grpc.ActionServiceStub(channel).Execute(
+            execute_request(demo_workspace, "pause_agent", target="eng-code-1"),
+            metadata=[auth, ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01")],
+        )
+    path = f"/w/{demo_workspace}/actions/{pause.action_id}"
+    template = "https://traces.example.com/trace/{trace_id}?from=fleetward"
+    linked = dataclasses.replace(
+        console_settings(dev_secrets, console_stack.actions_target), trace_url=template
+    )
+    for app, link in ((console_stack.app, None), (build_app(linked), template)):
+        async with httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url=ORIGIN
+        ) as client:
+            client.cookies.set(COOKIE, dev_secrets.user_token("bob"))
+            page = await client.get(path)
+        assert page.status_code == 200, page.text
+        assert f"<code>{trace_id}</code>" in page.text
+        hrefs = re.findall(r'href="(https://traces[^"]*)"', page.text)
+        expected = [] if link is None else [link.replace("{trace_id}", trace_id)]
+        assert [h.replace("&amp;", "&") for h in hrefs] == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "javascript:alert(1)//{trace_id}",
+        "data:text/html,{trace_id}",
+        "https://traces.example.com/no-placeholder",
+        "//traces.example.com/{trace_id}",
+    ],
+)
+def test_a_trace_url_that_is_not_an_http_link_with_the_id_stops_the_start(template: str) -> None:
+    env = {"FLEETWARD_CONSOLE_TRACE_URL": template}
+    with pytest.raises(SettingsError, match="FLEETWARD_CONSOLE_TRACE_URL"):
+        ConsoleSettings.from_env(env)
+
+
+def test_only_a_trace_id_goes_into_the_trace_link() -> None:
+    settings = ConsoleSettings(trace_url="https://t.example.com/{trace_id}")
+    assert settings.trace_link("0af7651916cd43dd8448eb211c80319c") == (
+        "https://t.example.com/0af7651916cd43dd8448eb211c80319c"
+    )
+    for value in ("", "0AF7651916CD43DD8448EB211C80319C", '"><script>', "0af7" * 8 + "/x"):
+        assert settings.trace_link(value) is None

@@ -73,6 +73,7 @@ def _row(workspace: uuid.UUID, action_id: uuid.UUID, i: int, at: datetime) -> di
         "request_fingerprint": "synthetic",
         "policy_version": "v1",
         "decision_id": f"decision-{i}",
+        "trace_id": None,
         "created_at": at,
         "started_at": None,
         "completed_at": None,

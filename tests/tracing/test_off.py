@@ -1,5 +1,5 @@
 """Tracing off (the default): nothing installed, and no trace ids in the log, even when a
-caller sends a ``traceparent``."""
+caller sends a ``traceparent``; only the audit row records the caller's trace id."""
 
 from __future__ import annotations
 
@@ -17,7 +17,13 @@ from services.common import tracing
 from services.common.tracing import Tracing
 from tests.conftest import NewWorkspace, Secrets
 from tests.servers import running_action_server, running_policy_server
-from tests.tracing.conftest import Services, asyncpg_instrumented, json_log_lines, spy
+from tests.tracing.conftest import (
+    Services,
+    asyncpg_instrumented,
+    hex_id,
+    json_log_lines,
+    spy,
+)
 
 EXECUTE = "/fleetward.actions.v1.ActionService/Execute"
 
@@ -50,7 +56,7 @@ async def test_untraced_servers_install_no_interceptor_and_no_asyncpg_spans(
         assert tracing.current_ids() is None
 
 
-async def test_untraced_servers_ignore_a_traceparent_and_log_no_trace_id(
+async def test_untraced_servers_log_no_trace_id_and_record_the_callers_on_the_row(
     services: Services,
     exporter: InMemorySpanExporter,
     new_workspace: NewWorkspace,
@@ -80,3 +86,5 @@ async def test_untraced_servers_ignore_a_traceparent_and_log_no_trace_id(
     mine += [line for line in written if line.get("method") == EXECUTE]
     assert len(mine) >= 2
     assert not [line for line in written if "trace_id" in line or "span_id" in line]
+    # The audit row still names the caller's trace (its client span is in it).
+    assert action.trace_id == hex_id(trace_id)

@@ -4,6 +4,7 @@ services and PostgreSQL, and the log lines written meanwhile name it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from services.common.tracing import Tracing
+from services.policy import decision_log
 from tests.conftest import NewWorkspace, Secrets, Workspace
 from tests.servers import running_action_server, running_policy_server
 from tests.tracing.conftest import (
@@ -91,9 +93,14 @@ async def test_one_execute_is_one_connected_trace(
     config = ClientConfig(target=services.actions, token=dev_secrets.user_token("bob"))
     async with AsyncActionsClient(config) as client:
         with trace.get_tracer("test").start_as_current_span("parent") as parent:
-            await client.execute(**_pause(workspace))  # type: ignore[arg-type]
+            action = await client.execute(**_pause(workspace))  # type: ignore[arg-type]
+        recorded = await client.get_action(
+            workspace_id=str(workspace.id), action_id=action.action_id
+        )
     spans = await trace_spans(exporter, parent.get_span_context().trace_id, _complete)
 
+    # The audit row names the trace, so an auditor goes from the row to these spans.
+    assert action.trace_id == recorded.trace_id == hex_id(parent.get_span_context().trace_id)
     _assert_connected(spans)
     call = _one(spans, EXECUTE, SpanKind.CLIENT)  # fleetward.client's interceptor
     served = _one(spans, EXECUTE, SpanKind.SERVER)  # the action service's
@@ -179,6 +186,39 @@ async def test_log_lines_written_during_the_rpc_carry_its_trace_id(
     assert len(outside) == 1
     assert "trace_id" not in outside[0]
     assert "span_id" not in outside[0]
+
+
+async def test_the_policy_decision_log_names_the_trace_of_each_decision(
+    services: Services,
+    exporter: InMemorySpanExporter,
+    new_workspace: NewWorkspace,
+    dev_secrets: Secrets,
+    tmp_path: Path,
+) -> None:
+    workspace = await new_workspace()
+    sink = tmp_path / "decisions.jsonl"
+    decision_log.configure(str(sink))
+    try:
+        config = ClientConfig(target=services.actions, token=dev_secrets.user_token("bob"))
+        async with AsyncActionsClient(config) as client:
+            with trace.get_tracer("test").start_as_current_span("parent") as parent:
+                action = await client.execute(**_pause(workspace))  # type: ignore[arg-type]
+                await client.execute(
+                    **{
+                        **_pause(workspace),
+                        "scope": "department",  # type: ignore[arg-type]
+                        "target_id": "engineering",
+                    }
+                )
+            assert decision_log.flush()
+    finally:
+        decision_log.configure("off")
+    lines = [json.loads(line) for line in sink.read_text().splitlines()]
+    ours = [line for line in lines if line["workspace"] == str(workspace.id)]
+    # The pause's Check and the department pause's Check and CheckResources (its agents).
+    assert {line["decision_id"] for line in ours} >= {action.decision_id}
+    assert any("resources" in line for line in ours), ours
+    assert {line.get("trace_id") for line in ours} == {hex_id(parent.get_span_context().trace_id)}
 
 
 async def test_spans_carry_neither_the_token_nor_the_reason(

@@ -88,6 +88,7 @@ def payload_row(payload: Mapping[str, Any]) -> dict[str, Any]:
     row["action_params"] = payload.get("params")
     row["actor_user_id"] = actor.get("subject", "")
     row["actor_role"] = ",".join(actor.get("roles", ()))
+    row.setdefault("trace_id", None)  # events recorded before actions had one
     for name in ("created_at", "started_at", "completed_at", "rolled_back_at"):
         row[name] = _parse_time(payload.get(name))
     return row

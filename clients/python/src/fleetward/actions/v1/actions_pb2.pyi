@@ -451,6 +451,7 @@ class Action(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     ROLLED_BACK_AT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
     """The action id (UUID)."""
     workspace_id: _builtins.str
@@ -479,6 +480,12 @@ class Action(_message.Message):
     """The policy decision id (see the policy service's decision log)."""
     request_id: _builtins.str
     """The idempotency key it was recorded under."""
+    trace_id: _builtins.str
+    """The W3C trace id (32 lowercase hex digits) of the request that recorded it: the
+    service's own trace when tracing is on, else the trace of the caller's `traceparent`
+    header. Empty when the request came untraced (and for actions recorded before the
+    column existed). The services' log lines carry the same trace_id.
+    """
     @_builtins.property
     def params(self) -> _struct_pb2.Struct:
         """The parameters as given (JSON object)."""
@@ -536,10 +543,11 @@ class Action(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         rolled_back_at: _timestamp_pb2.Timestamp | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "completed_at", b"completed_at", "created_at", b"created_at", "params", b"params", "result", b"result", "rolled_back_at", b"rolled_back_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "action_type", b"action_type", "actor", b"actor", "can_rollback", b"can_rollback", "completed_at", b"completed_at", "created_at", b"created_at", "decision_id", b"decision_id", "error_message", b"error_message", "params", b"params", "policy_version", b"policy_version", "reason", b"reason", "request_id", b"request_id", "result", b"result", "rollback_action_id", b"rollback_action_id", "rollback_of_action_id", b"rollback_of_action_id", "rolled_back_at", b"rolled_back_at", "scope", b"scope", "started_at", b"started_at", "status", b"status", "target_id", b"target_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "action_type", b"action_type", "actor", b"actor", "can_rollback", b"can_rollback", "completed_at", b"completed_at", "created_at", b"created_at", "decision_id", b"decision_id", "error_message", b"error_message", "params", b"params", "policy_version", b"policy_version", "reason", b"reason", "request_id", b"request_id", "result", b"result", "rollback_action_id", b"rollback_action_id", "rollback_of_action_id", b"rollback_of_action_id", "rolled_back_at", b"rolled_back_at", "scope", b"scope", "started_at", b"started_at", "status", b"status", "target_id", b"target_id", "trace_id", b"trace_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

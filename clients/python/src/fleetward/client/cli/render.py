@@ -127,6 +127,7 @@ def action_block(action: actions_pb2.Action) -> str:
             ("can roll back", action.can_rollback),
             ("request id", action.request_id),
             ("policy", action.policy_version),
+            ("trace id", action.trace_id),
             ("created", when(action.created_at)),
             ("completed", when(action.completed_at)),
             ("changed", f"{result.count}" if result.count else ""),
