@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from bench import policygen, procs, scenarios, seed
-from services.actions import policy_client
+from services.actions import policy_gateway
 from services.actions.server import build_server as build_action_server
 from services.actions.settings import ActionSettings
 from services.common.tokens import mint_user_token
@@ -61,8 +61,8 @@ def _instrument() -> None:
     for name in ("fetchrow", "fetch", "execute", "fetchval"):
         method = getattr(asyncpg.Connection, name)
         setattr(asyncpg.Connection, name, _timed(statement, method))
-    check = policy_client.PolicyClient.check
-    setattr(policy_client.PolicyClient, "check", _timed(lambda *_: "[policy Check]", check))  # noqa: B010
+    check = policy_gateway.PolicyGateway.check
+    setattr(policy_gateway.PolicyGateway, "check", _timed(lambda *_: "[policy Check]", check))  # noqa: B010
 
 
 async def run(calls: int) -> None:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.policy.names import action_types
+from services.common.names import action_types
 
 DEMO_POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 PERMISSIONS = ("actions:read", "actions:rollback", *(f"actions:{t}" for t in action_types()))

@@ -6,7 +6,7 @@ import uuid
 
 from services.actions import errors
 from services.actions.call import Call
-from services.actions.policy_client import Decision, PolicyClient, Question
+from services.actions.policy_gateway import PolicyDecision, PolicyGateway, Question
 
 READ = "actions:read"
 ROLLBACK = "actions:rollback"
@@ -18,15 +18,15 @@ def question(call: Call, workspace_id: uuid.UUID, permission: str, resource: str
     return Question(call.subject, str(workspace_id), permission, resource)
 
 
-def denial(permission: str, decision: Decision) -> errors.FleetwardError:
+def denial(permission: str, decision: PolicyDecision) -> errors.ServiceError:
     """PERMISSION_DENIED for a negative decision."""
     roles = decision.roles if decision.has_role else ()
     return errors.permission_denied(permission, roles, decision.policy_version)
 
 
 async def require(
-    policy: PolicyClient, call: Call, workspace_id: uuid.UUID, permission: str, resource: str
-) -> Decision:
+    policy: PolicyGateway, call: Call, workspace_id: uuid.UUID, permission: str, resource: str
+) -> PolicyDecision:
     """The allowing decision, or PERMISSION_DENIED."""
     decision = await policy.check(
         question(call, workspace_id, permission, resource), call.remaining()
@@ -37,13 +37,13 @@ async def require(
 
 
 async def not_found_or_denied(
-    policy: PolicyClient,
+    policy: PolicyGateway,
     call: Call,
     workspace_id: uuid.UUID,
     required_permission: str,
     kind: str,
     ident: str,
-) -> errors.FleetwardError:
+) -> errors.ServiceError:
     """For an unknown id: NOT_FOUND to a reader of the workspace, else PERMISSION_DENIED."""
     decision = await policy.check(question(call, workspace_id, READ, FLEET), call.remaining())
     if decision.allowed:

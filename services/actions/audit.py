@@ -28,8 +28,8 @@ from typing import Any
 import asyncpg
 
 from services.actions.db import Conn, Row
+from services.common import names
 
-NOTIFY_CHANNEL = "fleetward_events"
 GENESIS_HASH = "0" * 64
 
 INSERT_DENIED = """
@@ -237,7 +237,7 @@ def append_args(
         [created_at] * len(events),
         [doc_head(a, t, p, created_at) for a, t, p in events],
         doc_tail(workspace_id),
-        NOTIFY_CHANNEL,
+        names.NOTIFY_CHANNEL,
     )
 
 

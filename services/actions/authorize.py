@@ -28,7 +28,7 @@ from fleetward.policy.v1 import policy_pb2
 from services.actions import access, errors
 from services.actions.call import Call
 from services.actions.catalog import RESULT_AGENT_LIMIT, Change
-from services.actions.policy_client import Decision, PolicyClient
+from services.actions.policy_gateway import PolicyDecision, PolicyGateway
 
 DENIED = "denied"
 UNCHECKED = "unchecked"
@@ -64,7 +64,7 @@ class Grant:
     denied: Mapping[str, int]  # path -> policy DecisionReason
 
     @classmethod
-    def of(cls, permission: str, resource: str, decision: Decision) -> Grant:
+    def of(cls, permission: str, resource: str, decision: PolicyDecision) -> Grant:
         """The grant of one Check decision on one path."""
         return cls(
             permission,
@@ -98,7 +98,7 @@ class Grant:
 
     def refusal(
         self, target: str | None, planned: Sequence[Change], skip_denied: bool
-    ) -> errors.FleetwardError | None:
+    ) -> errors.ServiceError | None:
         """The PERMISSION_DENIED that refuses the whole action, or None when it may run.
 
         Refused: a denied target path; else any denied change, unless ``skip_denied`` and
@@ -111,7 +111,7 @@ class Grant:
             return None
         return self.denial(planned)
 
-    def denial(self, changes: Sequence[Change] = ()) -> errors.FleetwardError:
+    def denial(self, changes: Sequence[Change] = ()) -> errors.ServiceError:
         """PERMISSION_DENIED for this grant; naming the denied agents among ``changes``."""
         denied = [c.key for c in changes if c.kind == "agent" and c.resource in self.denied]
         return errors.permission_denied(
@@ -144,7 +144,7 @@ def require_checked(action_id: uuid.UUID, skipped: Sequence[Skip]) -> None:
 
 
 async def grant(
-    policy: PolicyClient,
+    policy: PolicyGateway,
     call: Call,
     workspace_id: uuid.UUID,
     permission: str,

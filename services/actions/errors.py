@@ -2,7 +2,7 @@
 
 The table of codes and reasons is docs/architecture.md §4.
 
-Every constructor returns a :class:`FleetwardError`; the servicer aborts with its status.
+Every constructor returns a :class:`ServiceError`; the servicer aborts with its status.
 Failed and denied actions store their error as JSON (``error_details``) so that an
 idempotent repeat gets the original error back (:func:`to_json` / :func:`from_json`).
 """
@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 
-from services.common.status import FleetwardError, PreconditionViolation
+from services.common.status import PreconditionViolation, ServiceError
 
 __all__ = [
-    "FleetwardError",
+    "ServiceError",
     "already_in_state",
     "database_unavailable",
     "deadline_exceeded",
@@ -50,7 +50,7 @@ def permission_denied(
     *,
     denied_agents: Sequence[str] = (),
     checked_agents: int = 0,
-) -> FleetwardError:
+) -> ServiceError:
     """PERMISSION_DENIED ``INSUFFICIENT_PERMISSIONS`` with the seed's detail.
 
     Args:
@@ -80,14 +80,14 @@ def permission_denied(
     if denied_agents:
         metadata["denied_count"] = str(len(denied_agents))
         metadata["denied_agent_ids"] = ",".join(denied_agents[:DENIED_IDS_LISTED])
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.PERMISSION_DENIED, "INSUFFICIENT_PERMISSIONS", text, metadata=metadata
     )
 
 
-def not_found(kind: str, ident: str) -> FleetwardError:
+def not_found(kind: str, ident: str) -> ServiceError:
     """NOT_FOUND for an unknown agent, department, workspace or action."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.NOT_FOUND,
         "NOT_FOUND",
         f"{kind} {ident!r} not found",
@@ -95,9 +95,9 @@ def not_found(kind: str, ident: str) -> FleetwardError:
     )
 
 
-def idempotency_key_reused(request_id: str, action_id: str) -> FleetwardError:
+def idempotency_key_reused(request_id: str, action_id: str) -> ServiceError:
     """ALREADY_EXISTS: the request_id was used for a different request."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.ALREADY_EXISTS,
         "IDEMPOTENCY_KEY_REUSED",
         f"request_id {request_id!r} was already used for a different request",
@@ -105,9 +105,9 @@ def idempotency_key_reused(request_id: str, action_id: str) -> FleetwardError:
     )
 
 
-def request_in_progress(request_id: str, action_id: str) -> FleetwardError:
+def request_in_progress(request_id: str, action_id: str) -> ServiceError:
     """ABORTED: the first request with this request_id is still executing."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.ABORTED,
         "REQUEST_IN_PROGRESS",
         f"request {request_id!r} is still executing; retry later",
@@ -115,13 +115,13 @@ def request_in_progress(request_id: str, action_id: str) -> FleetwardError:
     )
 
 
-def already_in_state(agent_id: str, status: str, detail: str = "") -> FleetwardError:
+def already_in_state(agent_id: str, status: str, detail: str = "") -> ServiceError:
     """FAILED_PRECONDITION: the target already is as asked (resume an active agent).
 
     Args:
         detail: Replaces "is already <status>" in the message.
     """
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         "ALREADY_IN_STATE",
         f"agent {agent_id!r} {detail or f'is already {status}'}",
@@ -129,9 +129,9 @@ def already_in_state(agent_id: str, status: str, detail: str = "") -> FleetwardE
     )
 
 
-def rollback_refused(reason: str, action_id: str, message: str) -> FleetwardError:
+def rollback_refused(reason: str, action_id: str, message: str) -> ServiceError:
     """FAILED_PRECONDITION ``NOT_ROLLBACKABLE`` / ``ALREADY_ROLLED_BACK`` / ``NOT_COMPLETED``."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         reason,
         message,
@@ -140,10 +140,10 @@ def rollback_refused(reason: str, action_id: str, message: str) -> FleetwardErro
     )
 
 
-def superseded(action_id: str, later: Mapping[str, str]) -> FleetwardError:
+def superseded(action_id: str, later: Mapping[str, str]) -> ServiceError:
     """FAILED_PRECONDITION ``SUPERSEDED``; ``later`` maps each target key to the later action."""
     later_ids = sorted(set(later.values()))
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.FAILED_PRECONDITION,
         "SUPERSEDED",
         f"action {action_id} was superseded by {', '.join(later_ids)} on "
@@ -156,12 +156,12 @@ def superseded(action_id: str, later: Mapping[str, str]) -> FleetwardError:
     )
 
 
-def targets_changed(action_id: str, targets: Sequence[str]) -> FleetwardError:
+def targets_changed(action_id: str, targets: Sequence[str]) -> ServiceError:
     """ABORTED ``TARGETS_CHANGED``: what the action names moved between its permission check
     and its row locks (an agent changed department); nothing was changed, a new request
     is checked against where things are now."""
     listed = ", ".join(targets[:DENIED_IDS_LISTED])
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.ABORTED,
         "TARGETS_CHANGED",
         f"action {action_id} failed: {listed} moved while the action was being authorized; "
@@ -170,9 +170,9 @@ def targets_changed(action_id: str, targets: Sequence[str]) -> FleetwardError:
     )
 
 
-def rate_limited(limit: int, window_s: int, retry_after_s: float) -> FleetwardError:
+def rate_limited(limit: int, window_s: int, retry_after_s: float) -> ServiceError:
     """RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo): too many recorded denials."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "RATE_LIMITED",
         f"more than {limit} denied requests in {window_s} s; not recorded, nothing was "
@@ -182,9 +182,9 @@ def rate_limited(limit: int, window_s: int, retry_after_s: float) -> FleetwardEr
     )
 
 
-def too_many_streams(scope: str, limit: int) -> FleetwardError:
+def too_many_streams(scope: str, limit: int) -> ServiceError:
     """RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``: the ``scope`` (subject, process) is at its cap."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "TOO_MANY_STREAMS",
         f"too many open WatchActions streams for this {scope} (at most {limit}); "
@@ -193,32 +193,32 @@ def too_many_streams(scope: str, limit: int) -> FleetwardError:
     )
 
 
-def policy_unavailable(detail: str) -> FleetwardError:
+def policy_unavailable(detail: str) -> ServiceError:
     """UNAVAILABLE ``POLICY_UNAVAILABLE``: nothing was executed."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.UNAVAILABLE,
         "POLICY_UNAVAILABLE",
         f"policy service unavailable ({detail}); nothing was executed",
     )
 
 
-def database_unavailable(detail: str) -> FleetwardError:
+def database_unavailable(detail: str) -> ServiceError:
     """UNAVAILABLE ``DATABASE_UNAVAILABLE``."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", f"database unavailable ({detail})"
     )
 
 
-def deadline_exceeded() -> FleetwardError:
+def deadline_exceeded() -> ServiceError:
     """DEADLINE_EXCEEDED before anything was started."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "DEADLINE_EXCEEDED",
         "the request deadline passed before it could start; nothing was executed",
     )
 
 
-def execution_failed(action_id: str, message: str, correlation_id: str = "") -> FleetwardError:
+def execution_failed(action_id: str, message: str, correlation_id: str = "") -> ServiceError:
     """INTERNAL ``ACTION_EXECUTION_FAILED``: the audit row says ``failed``.
 
     Args:
@@ -227,7 +227,7 @@ def execution_failed(action_id: str, message: str, correlation_id: str = "") -> 
     metadata = {"action_id": action_id}
     if correlation_id:
         metadata["correlation_id"] = correlation_id
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.INTERNAL,
         "ACTION_EXECUTION_FAILED",
         f"action {action_id} failed: {message}",
@@ -235,12 +235,12 @@ def execution_failed(action_id: str, message: str, correlation_id: str = "") -> 
     )
 
 
-def internal(message: str = "internal error") -> FleetwardError:
+def internal(message: str = "internal error") -> ServiceError:
     """INTERNAL for an unexpected exception (logged with its traceback by the servicer)."""
-    return FleetwardError(grpc.StatusCode.INTERNAL, "INTERNAL", message)
+    return ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", message)
 
 
-def to_json(error: FleetwardError) -> dict[str, Any]:
+def to_json(error: ServiceError) -> dict[str, Any]:
     """The error as stored in ``action_audit_log.error_details``."""
     return {
         "code": error.code.name,
@@ -254,10 +254,10 @@ def to_json(error: FleetwardError) -> dict[str, Any]:
     }
 
 
-def from_json(data: Mapping[str, Any]) -> FleetwardError:
+def from_json(data: Mapping[str, Any]) -> ServiceError:
     """Rebuild a stored error (the original outcome of a failed or denied request)."""
     violations: Iterable[Mapping[str, str]] = data.get("precondition_violations") or ()
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode[str(data["code"])],
         str(data["reason"]),
         str(data["message"]),

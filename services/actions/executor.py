@@ -22,10 +22,11 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
-from services.actions.lifecycle import DenialLimit, NewAction, Outcome, TaskSet
-from services.actions.policy_client import PolicyClient
+from services.actions.lifecycle import DenialLimit, NewAction, Outcome
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import ExecuteCommand
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
+from services.common.tasks import TaskSet
 
 
 def fingerprint(cmd: ExecuteCommand) -> str:
@@ -60,7 +61,7 @@ class Executor:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        policy: PolicyClient,
+        policy: PolicyGateway,
         tasks: TaskSet,
         denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
     ) -> None:
@@ -146,7 +147,7 @@ class Executor:
             lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())
         )
 
-    async def _deny(self, new: NewAction, record: bool, error: FleetwardError) -> Row:
+    async def _deny(self, new: NewAction, record: bool, error: ServiceError) -> Row:
         return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
     async def _preview(

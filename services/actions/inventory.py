@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import re
 import sys
 import uuid
 from collections.abc import Iterable, Sequence
@@ -30,7 +29,8 @@ from pathlib import Path
 
 import asyncpg
 
-ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+from services.common.names import ID_PATTERN, ID_RULE
+
 MAX_DEPARTMENT_NAME = 200
 REQUIRED = ("workspace_id", "department_id", "agent_id")
 OPTIONAL = ("department_name",)
@@ -209,9 +209,7 @@ def _parse_row(
                 )
     for column in ("department_id", "agent_id"):
         if not ID_PATTERN.fullmatch(fields[column]):
-            errors.append(
-                f"{where}: {column} {fields[column]!r} must match ^[a-z0-9][a-z0-9._-]{{0,63}}$"
-            )
+            errors.append(f"{where}: {column} {fields[column]!r} {ID_RULE}")
     department_name = fields.get("department_name") or None
     if department_name is not None and (
         len(department_name) > MAX_DEPARTMENT_NAME or not department_name.isprintable()

@@ -12,12 +12,11 @@ With tracing on, the effect is an ``action.effect`` span (its statements inside 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,8 +27,9 @@ from services.actions import audit, errors, idempotency
 from services.actions.catalog import Change
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
-from services.common import tracing
-from services.common.status import FleetwardError
+from services.common import names, tracing
+from services.common.status import ServiceError
+from services.common.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,7 +175,7 @@ OFFSET $4 - 1 LIMIT 1"""
 async def record_denied(
     pool: asyncpg.Pool,
     new: NewAction,
-    error: FleetwardError,
+    error: ServiceError,
     limit: DenialLimit = DenialLimit(),
 ) -> asyncpg.Record | None:
     """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
@@ -206,7 +206,7 @@ async def record_denied(
         return await idempotency.replay(conn, existing, new.fingerprint)
 
 
-def _rate_limited(new: NewAction, limit: DenialLimit, wait_s: float) -> FleetwardError:
+def _rate_limited(new: NewAction, limit: DenialLimit, wait_s: float) -> ServiceError:
     ACTION_OUTCOMES.labels(new.action_type, "rate_limited").inc()
     log.warning(
         "denial not recorded: %s is over %d denials in %d s",
@@ -223,7 +223,7 @@ async def deny(
     tasks: TaskSet,
     new: NewAction,
     record: bool,
-    error: FleetwardError,
+    error: ServiceError,
     limit: DenialLimit = DenialLimit(),
 ) -> asyncpg.Record:
     """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
@@ -245,7 +245,7 @@ async def run(
     """Record ``new`` as pending, run ``effect`` and finish the row; return the final row.
 
     Raises the original outcome's error on an idempotent repeat, the effect's
-    FleetwardError (row ``failed`` with it), or ACTION_EXECUTION_FAILED.
+    ServiceError (row ``failed`` with it), or ACTION_EXECUTION_FAILED.
     """
     async with pool.acquire() as conn:
         return await run_on(conn, new, effect, lock_timeout_ms)
@@ -268,7 +268,7 @@ async def run_on(
             event[2],
             audit.doc_head(*event, created_at),
             audit.doc_tail(new.workspace_id),
-            audit.NOTIFY_CHANNEL,
+            names.NOTIFY_CHANNEL,
         )
         if pending is None:
             existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
@@ -367,7 +367,7 @@ async def _finish(
             },
         )
         return done
-    except FleetwardError as err:
+    except ServiceError as err:
         await _fail(conn, new, err.message, err)
         raise
     except DATABASE_ERRORS:
@@ -407,7 +407,7 @@ async def _traced_effect(
         return outcome
 
 
-async def _fail(conn: Conn, new: NewAction, message: str, err: FleetwardError) -> None:
+async def _fail(conn: Conn, new: NewAction, message: str, err: ServiceError) -> None:
     ACTION_OUTCOMES.labels(new.action_type, "failed").inc()
     log.warning(
         "action %s failed: %s",
@@ -435,27 +435,3 @@ def _describe(exc: BaseException) -> tuple[str, str]:
         f"(correlation id {correlation_id})",
         correlation_id,
     )
-
-
-class TaskSet:
-    """Runs work shielded from the caller's cancellation and keeps it until done."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def shielded(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` to completion even if the awaiting RPC is cancelled."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return await asyncio.shield(task)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller may have gone away
-
-    async def drain(self) -> None:
-        """Wait for every shielded task (graceful shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.actions import audit
-from services.common.status import FieldViolation, FleetwardError, invalid_argument
+from services.common.status import FieldViolation, ServiceError, invalid_argument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -35,7 +35,7 @@ def encode(filters: Mapping[str, Any], cursor: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def malformed() -> FleetwardError:
+def malformed() -> ServiceError:
     """INVALID_ARGUMENT for a page token we could not have issued."""
     return invalid_argument([FieldViolation("page_token", "malformed page token")])
 

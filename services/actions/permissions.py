@@ -29,9 +29,9 @@ from services.actions import access, authorize, catalog, errors
 from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Target
-from services.actions.catalog._base import agent_path
-from services.actions.policy_client import PolicyClient
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import AccessCommand
+from services.common.names import agent_path
 
 # One statement for every target: whether it exists, and an agent's department.
 LOOK_UP_TARGETS = """
@@ -97,7 +97,7 @@ Agents = tuple[tuple[str, str], ...]  # (agent id, its path)
 class Permissions:
     """Answers CheckAccess."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: PolicyClient) -> None:
+    def __init__(self, pool: asyncpg.Pool, policy: PolicyGateway) -> None:
         self._pool = pool
         self._policy = policy
 

@@ -14,8 +14,9 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions import access, audit, catalog, convert, errors, paging, targets
 from services.actions.call import Call
-from services.actions.policy_client import PolicyClient
-from services.actions.validation import ID_PATTERN, check_id, parse_uuid
+from services.actions.policy_gateway import PolicyGateway
+from services.actions.validation import check_id, parse_uuid
+from services.common.names import ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
 from services.common.tokens import subject_problem
 
@@ -152,7 +153,7 @@ def _subject_filter(value: str, out: list[FieldViolation]) -> None:
 class Reads:
     """Read-side queries with the ``actions:read`` check on ``fleet``."""
 
-    def __init__(self, pool: asyncpg.Pool, policy: PolicyClient) -> None:
+    def __init__(self, pool: asyncpg.Pool, policy: PolicyGateway) -> None:
         self._pool = pool
         self._policy = policy
 

@@ -21,12 +21,13 @@ from services.actions import targets as target_lookup
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
-from services.actions.catalog._base import FLEET_PATH, agent_path, department_path
 from services.actions.db import Conn, Row, one
-from services.actions.lifecycle import DenialLimit, NewAction, Outcome, TaskSet
-from services.actions.policy_client import PolicyClient
+from services.actions.lifecycle import DenialLimit, NewAction, Outcome
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import RollbackCommand
-from services.common.status import FleetwardError
+from services.common.names import FLEET_PATH, agent_path, department_path
+from services.common.status import ServiceError
+from services.common.tasks import TaskSet
 
 ROLLBACK = "rollback"
 SUPERSEDED = "superseded"
@@ -72,7 +73,7 @@ class RollbackPlan:
         ]
 
 
-def refusal(original: Row) -> errors.FleetwardError | None:
+def refusal(original: Row) -> errors.ServiceError | None:
     """NOT_ROLLBACKABLE / ALREADY_ROLLED_BACK / NOT_COMPLETED, or None when it may be undone."""
     action_id = str(original["action_id"])
     if original["action_type"] == ROLLBACK:
@@ -170,7 +171,7 @@ class RollbackRunner:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        policy: PolicyClient,
+        policy: PolicyGateway,
         tasks: TaskSet,
         denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
     ) -> None:
@@ -252,7 +253,7 @@ class RollbackRunner:
             lifecycle.run(self._pool, new, _effect(new, kind, cmd, undo), call.lock_timeout_ms())
         )
 
-    async def _deny(self, new: NewAction, record: bool, error: FleetwardError) -> Row:
+    async def _deny(self, new: NewAction, record: bool, error: ServiceError) -> Row:
         return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
     async def _gate(self, call: Call, cmd: RollbackCommand, resource: str) -> Grant:

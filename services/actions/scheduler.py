@@ -20,22 +20,18 @@ be resumed again); pause the agents again instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 
 from services.actions import idempotency, lifecycle
 from services.actions.catalog import agent_result
 from services.actions.catalog._agents import agent_change, apply_status, status_state
-from services.actions.db import DATABASE_ERRORS, Conn
+from services.actions.db import Conn
 from services.actions.lifecycle import NewAction, Outcome
-from services.actions.metrics import BACKGROUND_RUNS
 from services.common import tracing
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +79,7 @@ async def resume_expired(pool: asyncpg.Pool, *, limit: int = BATCH) -> list[uuid
     for candidate in await pool.fetch(FIND_EXPIRED, limit):
         try:
             action_id = await _resume_one(pool, candidate["workspace_id"], candidate["action_id"])
-        except FleetwardError as err:
+        except ServiceError as err:
             log.warning(
                 "expired pause not resumed: %s",
                 err.message,
@@ -157,45 +153,3 @@ async def _resume_one(
             },
         )
         return uuid.UUID(str(done["action_id"]))
-
-
-class PeriodicJob:
-    """Runs ``work`` now and every ``interval_s`` until :meth:`stop` (which lets a run finish)."""
-
-    def __init__(self, name: str, work: Callable[[], Awaitable[Any]], interval_s: float) -> None:
-        self.name = name
-        self._work = work
-        self._interval_s = interval_s
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the loop in the background."""
-        self._task = asyncio.create_task(self._loop(), name=f"fleetward-{self.name}")
-
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the current run (cancelled if it takes longer than ``timeout_s``)."""
-        self._stop.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with tracing.span(f"job {self.name}"):  # one trace per run (tracing on)
-                    await self._work()
-                BACKGROUND_RUNS.labels(self.name, "ok").inc()
-            except DATABASE_ERRORS as exc:
-                BACKGROUND_RUNS.labels(self.name, "database_unavailable").inc()
-                log.warning("%s skipped: database unavailable (%s)", self.name, type(exc).__name__)
-            except Exception:
-                BACKGROUND_RUNS.labels(self.name, "error").inc()
-                log.exception("%s failed", self.name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval_s)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import grpc
@@ -13,18 +15,18 @@ from grpc_health.v1 import health
 from services.actions.auth import Authenticator
 from services.actions.checkpoints.signing import load_private_key_file
 from services.actions.checkpoints.writer import Checkpointer
-from services.actions.db import create_pool
+from services.actions.db import DATABASE_ERRORS, create_pool
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.watch import StreamLimits, Watcher
 from services.actions.executor import Executor
-from services.actions.lifecycle import DenialLimit, TaskSet
-from services.actions.metrics import track_pool
+from services.actions.lifecycle import DenialLimit
+from services.actions.metrics import BACKGROUND_RUNS, track_pool
 from services.actions.permissions import Permissions
-from services.actions.policy_client import PolicyClient
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.reads import Reads
 from services.actions.recovery import recover_orphans
 from services.actions.rollback import RollbackRunner
-from services.actions.scheduler import PeriodicJob, resume_expired
+from services.actions.scheduler import resume_expired
 from services.actions.servicer import ActionServicer
 from services.actions.settings import ActionSettings
 from services.common import logs, tracing
@@ -32,6 +34,7 @@ from services.common import server as common
 from services.common.accesslog import log_rpc
 from services.common.metrics import record_rpc, start_metrics_server
 from services.common.registration import add_servicer
+from services.common.tasks import PeriodicJob, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class ActionServer:
     port: int
     pool: asyncpg.Pool
     watch_pool: asyncpg.Pool
-    policy: PolicyClient
+    policy: PolicyGateway
     tasks: TaskSet
     notifier: EventNotifier
     watcher: Watcher
@@ -117,7 +120,7 @@ async def build_server(
         max_size=settings.watch_pool_size,
         acquire_timeout_s=settings.pool_acquire_timeout_s,
     )
-    policy = PolicyClient(
+    policy = PolicyGateway(
         settings.policy_target,
         settings.service_jwt_secret,
         timeout_ms=settings.policy_timeout_ms,
@@ -153,14 +156,12 @@ async def build_server(
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
     jobs = [
-        PeriodicJob("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
-        PeriodicJob("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
+        _job("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
+        _job("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
     ]
     checkpointer = _checkpointer(settings, pool)
     if checkpointer is not None:
-        jobs.append(
-            PeriodicJob("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s)
-        )
+        jobs.append(_job("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s))
     return ActionServer(
         server,
         health_servicer,
@@ -173,6 +174,12 @@ async def build_server(
         watcher,
         jobs,
         checkpointer,
+    )
+
+
+def _job(name: str, work: Callable[[], Awaitable[Any]], interval_s: float) -> PeriodicJob:
+    return PeriodicJob(
+        name, work, interval_s, runs=BACKGROUND_RUNS, database_errors=DATABASE_ERRORS
     )
 
 

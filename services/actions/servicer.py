@@ -187,7 +187,7 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
             yield event
 
 
-def database_error(exc: Exception) -> errors.FleetwardError | None:
+def database_error(exc: Exception) -> errors.ServiceError | None:
     """DATABASE_UNAVAILABLE for a database failure (a watcher resumes from its last seq)."""
     if not isinstance(exc, DATABASE_ERRORS):
         return None

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 from services.common.settings import (
     SettingsError,
     check_secrets,
@@ -36,7 +36,7 @@ class ActionSettings:
     jwt_issuer: str | None = None
     jwt_max_ttl_s: int = DEFAULT_MAX_TTL_S
     service_jwt_secret: str = ""
-    tls: TlsConfig | None = None
+    tls: ServerTls | None = None
     policy_tls_ca: Path | None = None
     # The action service's client certificate toward an mTLS policy service.
     policy_tls_cert: Path | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -11,11 +10,10 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions import catalog
 from services.actions.catalog import ActionKind
+from services.common.names import ID_PATTERN, ID_RULE, REQUEST_ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
 from services.common.text import text_problem, visible_length
 
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 REASON_MIN, REASON_MAX = 3, 1000
 SCOPE_NAMES = {
     actions_pb2.SCOPE_FLEET: "fleet",
@@ -86,7 +84,7 @@ def check_id(value: str, field: str, out: list[FieldViolation], *, required: boo
     if not value and not required:
         return
     if not ID_PATTERN.fullmatch(value):
-        out.append(FieldViolation(field, "must match ^[a-z0-9][a-z0-9._-]{0,63}$"))
+        out.append(FieldViolation(field, ID_RULE))
 
 
 def _check_reason(reason: str, out: list[FieldViolation]) -> None:

@@ -1,6 +1,6 @@
 """One error funnel for every RPC of both services: a caller always gets one rich status.
 
-A handler's work raises domain errors (:class:`FleetwardError`); the funnel turns them into
+A handler's work raises domain errors (:class:`ServiceError`); the funnel turns them into
 their status, lets each service map its own infrastructure errors (``translate``: the
 action service's database errors become ``DATABASE_UNAVAILABLE``), and turns anything
 else into INTERNAL with a correlation id: the log line holds the traceback and the same
@@ -19,17 +19,17 @@ from typing import Any, TypeVar
 
 import grpc
 
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
-Translate = Callable[[Exception], FleetwardError | None]
+Translate = Callable[[Exception], ServiceError | None]
 
 
-def internal_error(correlation_id: str) -> FleetwardError:
+def internal_error(correlation_id: str) -> ServiceError:
     """INTERNAL ``INTERNAL`` naming only a correlation id (the log has the rest)."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.INTERNAL,
         "INTERNAL",
         f"internal error; correlation id {correlation_id} (the service log has the details)",
@@ -37,7 +37,7 @@ def internal_error(correlation_id: str) -> FleetwardError:
     )
 
 
-def unexpected(exc: BaseException, what: str) -> FleetwardError:
+def unexpected(exc: BaseException, what: str) -> ServiceError:
     """Log ``exc`` with a fresh correlation id; the INTERNAL error a caller may see."""
     correlation_id = str(uuid.uuid4())
     log.error(
@@ -50,8 +50,8 @@ def unexpected(exc: BaseException, what: str) -> FleetwardError:
     return internal_error(correlation_id)
 
 
-def _error(exc: Exception, translate: Translate | None, what: str) -> FleetwardError:
-    if isinstance(exc, FleetwardError):
+def _error(exc: Exception, translate: Translate | None, what: str) -> ServiceError:
+    if isinstance(exc, ServiceError):
         return exc
     translated = translate(exc) if translate is not None else None
     return translated if translated is not None else unexpected(exc, what)

@@ -45,7 +45,7 @@ ERROR_DETAIL_TYPES = (error_details_pb2.DESCRIPTOR.name,)
 
 
 @dataclass(frozen=True)
-class TlsConfig:
+class ServerTls:
     """Server certificate and key, and optionally a CA whose client certificates are required."""
 
     cert_file: Path
@@ -106,7 +106,7 @@ async def set_serving(
         await servicer.set(name, status)
 
 
-def bind(server: grpc.aio.Server, address: str, tls: TlsConfig | None) -> int:
+def bind(server: grpc.aio.Server, address: str, tls: ServerTls | None) -> int:
     """Bind ``address`` (port 0 picks a free port); return the bound port."""
     if tls is None:
         port = server.add_insecure_port(address)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 
 
 class SettingsError(ValueError):
@@ -35,14 +35,14 @@ def env_path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
-def tls_from_env(env: Mapping[str, str]) -> TlsConfig | None:
+def tls_from_env(env: Mapping[str, str]) -> ServerTls | None:
     """TLS settings from FLEETWARD_TLS_CERT/KEY/CLIENT_CA; None means plaintext."""
     cert, key = env_path(env, "FLEETWARD_TLS_CERT"), env_path(env, "FLEETWARD_TLS_KEY")
     if cert is None and key is None:
         return None
     if cert is None or key is None:
         raise SettingsError("set both FLEETWARD_TLS_CERT and FLEETWARD_TLS_KEY")
-    return TlsConfig(cert, key, env_path(env, "FLEETWARD_TLS_CLIENT_CA"))
+    return ServerTls(cert, key, env_path(env, "FLEETWARD_TLS_CLIENT_CA"))
 
 
 MIN_SECRET_BYTES = 32

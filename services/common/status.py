@@ -43,7 +43,7 @@ class PreconditionViolation:
 
 
 @dataclass
-class FleetwardError(Exception):
+class ServiceError(Exception):
     """A domain error that maps to exactly one gRPC status with details."""
 
     code: grpc.StatusCode
@@ -155,10 +155,10 @@ _CODE_VALUES: dict[grpc.StatusCode, int] = {
 }
 
 
-def invalid_argument(violations: Sequence[FieldViolation]) -> FleetwardError:
+def invalid_argument(violations: Sequence[FieldViolation]) -> ServiceError:
     """INVALID_ARGUMENT with ``BadRequest`` field violations."""
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",
         f"invalid request: {summary}",
@@ -166,13 +166,13 @@ def invalid_argument(violations: Sequence[FieldViolation]) -> FleetwardError:
     )
 
 
-def unauthenticated(message: str) -> FleetwardError:
+def unauthenticated(message: str) -> ServiceError:
     """UNAUTHENTICATED with reason ``UNAUTHENTICATED``."""
-    return FleetwardError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", message)
+    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", message)
 
 
-def unimplemented(method: str) -> FleetwardError:
+def unimplemented(method: str) -> ServiceError:
     """UNIMPLEMENTED for an RPC that is declared but not built yet."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.UNIMPLEMENTED, "UNIMPLEMENTED", f"{method} is not implemented yet"
     )

@@ -22,12 +22,12 @@ from typing import Any, Literal
 import jwt
 from confusable_homoglyphs import confusables
 
-from services.common.status import FleetwardError, unauthenticated
+from services.common.names import MAX_SUBJECT
+from services.common.status import ServiceError, unauthenticated
 
 SERVICE_AUDIENCE = "fleetward-policy"
 SERVICE_PREFIX = "svc:"
 RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
-MAX_SUBJECT = 256
 # A token may live at most this long (``FLEETWARD_JWT_MAX_TTL``): a leaked one expires soon.
 DEFAULT_MAX_TTL_S = 24 * 3600
 
@@ -118,7 +118,7 @@ def apparent_kind(token: str) -> TokenKind | None:
     return "user" if isinstance(subject, str) and subject else None
 
 
-def _refusal(message: str, token: str, other: TokenKind, hint: str | None) -> FleetwardError:
+def _refusal(message: str, token: str, other: TokenKind, hint: str | None) -> ServiceError:
     """UNAUTHENTICATED for a token whose key did not verify it: ``hint`` (which says what
     this service takes and how to make one) when the token looks like the ``other`` kind,
     else ``message``."""
@@ -255,7 +255,7 @@ class UserTokenVerifier:
                 issuer=self._issuer,
                 options=options,
             )
-        except FleetwardError:
+        except ServiceError:
             raise
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("token expired") from exc
@@ -272,7 +272,7 @@ class UserTokenVerifier:
         self._check_lifetime(claims)
         return Principal(subject=subject, claims=claims)
 
-    def _refused(self, message: str, token: str) -> FleetwardError:
+    def _refused(self, message: str, token: str) -> ServiceError:
         """No key of ours verified ``token``: the hint if it looks like a service token."""
         return _refusal(message, token, "service", self._hint)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
 from services.common.tokens import UserTokenVerifier, mint_user_token, unverified_claims
 from services.console.settings import AuthMode, ConsoleSettings, DevSignIn
 
@@ -77,7 +77,7 @@ def verified(token: str, dev: DevSignIn) -> bool:
     verifier = UserTokenVerifier(secret=dev.jwt_secret, audience=dev.audience, issuer=dev.issuer)
     try:
         verifier.verify(token)
-    except FleetwardError:
+    except ServiceError:
         return False
     return True
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from services.common.status import FleetwardError, unauthenticated
+from services.common.status import ServiceError, unauthenticated
 from services.common.tokens import ServiceTokenVerifier, VerifiedTokens, bearer_token
 
 # The refusal of a user token (or any token that looks like one and the secret does not verify).
@@ -25,9 +25,9 @@ WRONG_KIND_HINT = (
 )
 
 
-def permission_denied_caller(subject: str) -> FleetwardError:
+def permission_denied_caller(subject: str) -> ServiceError:
     """PERMISSION_DENIED for a valid service token whose subject may not ask."""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.PERMISSION_DENIED,
         "CALLER_NOT_ALLOWED",
         f"{subject} may not ask this policy service (FLEETWARD_POLICY_ALLOWED_CALLERS)",
@@ -85,7 +85,7 @@ class CallerAuthenticator:
         self._allowed = None if "*" in allowed_callers else allowed_callers
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-        """Return the caller's name or raise UNAUTHENTICATED (a ``FleetwardError``)."""
+        """Return the caller's name or raise UNAUTHENTICATED (a ``ServiceError``)."""
         metadata = context.invocation_metadata()
         if _has_authorization(metadata) or not self._mtls:
             if self._verifier is None:

@@ -21,7 +21,7 @@ import casbin
 from casbin.persist.adapter import Adapter
 from casbin.util.expression import SimpleEval
 
-from services.policy import names
+from services.common import names
 from services.policy.fast_index import DecisionIndex, Unsupported
 from services.policy.files import PolicyFiles
 from services.policy.validate import PolicyLine

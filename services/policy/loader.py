@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.policy import names
+from services.common import names
 from services.policy.engine import CasbinDecider, Decider, build_enforcer, make_decider
 from services.policy.files import PolicyFiles, PolicyFilesError, read_policy_dir
 from services.policy.policytests import SuiteError, parse_suites, run_cases

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from services.policy import names
+from services.common import names
 from services.policy.engine import (
     Decider,
     Decision,

@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 
 from services.common import funnel
 from services.common.metrics import child
-from services.common.status import FleetwardError, invalid_argument
+from services.common.status import ServiceError, invalid_argument
 from services.policy import decision_log, metrics
 from services.policy.auth import CallerAuthenticator
 from services.policy.engine import decide_resources_safely, decide_safely
@@ -44,9 +44,9 @@ _REASONS = {
 }
 
 
-def _not_loaded(state: PolicyState) -> FleetwardError:
+def _not_loaded(state: PolicyState) -> ServiceError:
     detail = f": {state.last_reload_error}" if state.last_reload_error else ""
-    return FleetwardError(
+    return ServiceError(
         grpc.StatusCode.UNAVAILABLE,
         "POLICY_NOT_LOADED",
         f"no policy has loaded yet{detail}",

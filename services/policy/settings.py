@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 from services.common.settings import (
     SettingsError,
     check_secrets,
@@ -32,7 +32,7 @@ class PolicySettings:
     listen_addr: str = "127.0.0.1:50052"
     policy_dir: Path = Path("policies")
     service_jwt_secret: str = ""
-    tls: TlsConfig | None = None
+    tls: ServerTls | None = None
     metrics_port: int = 9465
     metrics_addr: str = "127.0.0.1"
     log_level: str = "INFO"

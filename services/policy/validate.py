@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from services.policy import names
+from services.common import names
 from services.policy.files import PolicyFiles
 from services.policy.modelfile import ModelFile, parse_model
 from services.policy.problems import Problem

@@ -12,7 +12,7 @@ import grpc_testing
 from fleetward.actions.v1 import actions_pb2
 from fleetward.client import ActionsClient, ClientConfig, RetryPolicy
 
-from services.common.status import FieldViolation, FleetwardError, PreconditionViolation
+from services.common.status import FieldViolation, PreconditionViolation, ServiceError
 
 T = TypeVar("T")
 SERVICE = actions_pb2.DESCRIPTOR.services_by_name["ActionService"]
@@ -30,7 +30,7 @@ def status(
     preconditions: Sequence[tuple[str, str, str]] = (),
 ) -> grpc.Status:
     """A status built exactly as the services build theirs (services.common.status)."""
-    return FleetwardError(
+    return ServiceError(
         code,
         reason,
         f"{reason.lower()} happened",

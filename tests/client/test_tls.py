@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fleetward.client import TlsConfig, Unavailable
 
-from services.common.server import TlsConfig as ServerTls
+from services.common.server import ServerTls
 from services.policy.server import build_server as build_policy_server
 from services.policy.settings import PolicySettings
 from tests.client.cli_runner import fleetward

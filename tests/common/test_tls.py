@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import server as common
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 from tests.tls import TlsFiles, make_tls_files
 
 
@@ -19,7 +19,7 @@ def tls_files(tmp_path: Path) -> TlsFiles:
     return make_tls_files(tmp_path)
 
 
-async def _serve(tls: TlsConfig) -> AsyncIterator[int]:
+async def _serve(tls: ServerTls) -> AsyncIterator[int]:
     server = common.new_server()
     health = common.add_health_and_reflection(server, [])
     port = common.bind(server, "127.0.0.1:0", tls)
@@ -39,14 +39,14 @@ async def _health(port: int, creds: grpc.ChannelCredentials) -> int:
 
 
 async def test_tls_server_answers_a_client_that_trusts_its_ca(tls_files: TlsFiles) -> None:
-    tls = TlsConfig(tls_files.server_cert, tls_files.server_key)
+    tls = ServerTls(tls_files.server_cert, tls_files.server_key)
     async for port in _serve(tls):
         creds = grpc.ssl_channel_credentials(root_certificates=tls_files.ca_cert.read_bytes())
         assert await _health(port, creds) == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_mtls_server_refuses_a_client_without_certificate(tls_files: TlsFiles) -> None:
-    tls = TlsConfig(tls_files.server_cert, tls_files.server_key, tls_files.ca_cert)
+    tls = ServerTls(tls_files.server_cert, tls_files.server_key, tls_files.ca_cert)
     async for port in _serve(tls):
         no_cert = grpc.ssl_channel_credentials(root_certificates=tls_files.ca_cert.read_bytes())
         with pytest.raises(grpc.aio.AioRpcError) as info:

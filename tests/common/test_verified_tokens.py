@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.common.status import FleetwardError, unauthenticated
+from services.common.status import ServiceError, unauthenticated
 from services.common.tokens import Principal, VerifiedTokens
 
 
@@ -40,7 +40,7 @@ def test_a_refused_token_is_refused_every_time() -> None:
     inner = CountingVerifier()
     tokens = VerifiedTokens(inner.verify)
     for _ in range(3):
-        with pytest.raises(FleetwardError):
+        with pytest.raises(ServiceError):
             tokens.verify("forged")
     assert inner.calls == 3
 

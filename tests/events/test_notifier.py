@@ -7,7 +7,8 @@ import uuid
 
 import asyncpg
 
-from services.actions.events.notifier import CHANNEL, EventNotifier
+from services.actions.events.notifier import EventNotifier
+from services.common.names import NOTIFY_CHANNEL as CHANNEL
 
 
 async def test_notify_wakes_only_that_workspaces_subscribers(database_dsn: str) -> None:

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from services.actions.settings import ActionSettings
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 from services.common.settings import SettingsError
 from services.policy.server import build_server as build_policy_server
 from services.policy.settings import PolicySettings
@@ -34,7 +34,7 @@ async def mtls_policy_target(
             listen_addr="127.0.0.1:0",
             policy_dir=events_policy_dir,
             service_jwt_secret=dev_secrets.service_jwt_secret,
-            tls=TlsConfig(tls_files.server_cert, tls_files.server_key, tls_files.ca_cert),
+            tls=ServerTls(tls_files.server_cert, tls_files.server_key, tls_files.ca_cert),
             decision_log="off",
             watch=False,
         )
@@ -58,7 +58,7 @@ async def test_execute_through_tls_servers_with_an_mtls_policy_connection(
         database_dsn,
         mtls_policy_target,
         dev_secrets,
-        tls=TlsConfig(tls_files.server_cert, tls_files.server_key),
+        tls=ServerTls(tls_files.server_cert, tls_files.server_key),
         policy_tls_ca=tls_files.ca_cert,
         policy_tls_cert=tls_files.client_cert,
         policy_tls_key=tls_files.client_key,

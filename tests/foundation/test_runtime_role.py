@@ -18,6 +18,7 @@ import pytest
 
 from services.actions import audit
 from services.actions.db import init_connection
+from services.common import names
 from tests.foundation.test_smoke import TABLES as SCHEMA_TABLES
 
 DENIED = asyncpg.InsufficientPrivilegeError
@@ -239,7 +240,7 @@ async def test_an_append_cannot_store_one_payload_under_the_hash_of_another(
                 [now],
                 [head],
                 audit.doc_tail(ws),
-                audit.NOTIFY_CHANNEL,
+                names.NOTIFY_CHANNEL,
             )
     assert (
         await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 0
@@ -267,7 +268,7 @@ async def test_stored_values_stay_readable(
             [now],
             [audit.doc_head(action_id, "action.completed", 5, now)],
             audit.doc_tail(ws),
-            audit.NOTIFY_CHANNEL,
+            names.NOTIFY_CHANNEL,
         )
 
 
@@ -307,7 +308,7 @@ async def test_an_append_takes_plain_arrays_and_the_present_time_only(
             [later],
             [audit.doc_head(action_id, "action.completed", {"n": 1}, later)],
             tail,
-            audit.NOTIFY_CHANNEL,
+            names.NOTIFY_CHANNEL,
         )
     assert (
         await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 0

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
 from services.common.tokens import (
     SERVICE_AUDIENCE,
     ServiceTokenVerifier,
@@ -58,8 +58,8 @@ def _unsigned(claims: dict[str, Any]) -> str:
     return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
 
 
-def _rejected(verifier: UserTokenVerifier | ServiceTokenVerifier, token: str) -> FleetwardError:
-    with pytest.raises(FleetwardError) as refused:
+def _rejected(verifier: UserTokenVerifier | ServiceTokenVerifier, token: str) -> ServiceError:
+    with pytest.raises(ServiceError) as refused:
         verifier.verify(token)
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.reason == "UNAUTHENTICATED"
@@ -383,7 +383,7 @@ def test_bearer_token_is_read_from_the_authorization_header(
     ],
 )
 def test_bearer_token_refuses_a_missing_or_malformed_header(metadata: Any) -> None:
-    with pytest.raises(FleetwardError) as refused:
+    with pytest.raises(ServiceError) as refused:
         bearer_token(metadata)
 
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED

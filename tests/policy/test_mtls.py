@@ -9,7 +9,7 @@ import grpc
 import pytest
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.server import TlsConfig
+from services.common.server import ServerTls
 from tests.conftest import Secrets
 from tests.policy.conftest import AGENT, DEMO_WS, StartPolicy, bearer
 from tests.tls import make_tls_files
@@ -23,7 +23,7 @@ async def test_client_certificate_is_a_service_identity(
     start_policy: StartPolicy, tmp_path: Path, dev_secrets: Secrets
 ) -> None:
     pki = make_tls_files(tmp_path)
-    tls = TlsConfig(pki.server_cert, pki.server_key, pki.ca_cert)
+    tls = ServerTls(pki.server_cert, pki.server_key, pki.ca_cert)
     async with start_policy(tls=tls) as running:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=pki.ca_cert.read_bytes(),

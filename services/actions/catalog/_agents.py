@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 
 from services.actions.audit import iso
-from services.actions.catalog._base import ActionKind, Change, Target, agent_path
+from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
+from services.common.names import agent_path
 
 __all__ = [
     "AgentStatusKind",

@@ -13,23 +13,12 @@ from google.protobuf.message import Message
 
 from services.actions import errors
 from services.actions.db import Conn
+from services.common.names import FLEET_PATH, agent_path, department_path
 from services.common.status import FieldViolation
 
 # The result lists at most this many agents; the full list is in action_targets.
 RESULT_AGENT_LIMIT = 100
 SCOPES = ("fleet", "department", "agent")
-FLEET_PATH = "fleet"
-
-
-def department_path(department_id: str) -> str:
-    """The policy resource path of a department (and of its own budget)."""
-    return f"{FLEET_PATH}/departments/{department_id}"
-
-
-def agent_path(department_id: str, agent_id: str) -> str:
-    """The policy resource path of an agent (and of its own budget): it names the department
-    the agent is in, so a grant or deny on a department covers its agents."""
-    return f"{FLEET_PATH}/departments/{department_id}/agents/{agent_id}"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.catalog._base import ActionKind, Change, Target, agent_path
+from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
+from services.common.names import agent_path
 from services.common.status import FieldViolation
 
 MAX_CENTS = 10**12

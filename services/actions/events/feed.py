@@ -38,7 +38,7 @@ from services.actions import errors
 from services.actions.db import DATABASE_ERRORS, unavailable_detail
 from services.actions.events.notifier import EventNotifier, Subscription
 from services.common.funnel import unexpected
-from services.common.status import FleetwardError
+from services.common.status import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Tail:
     start: int
     limit: int
     lagged: bool = False
-    failure: FleetwardError | None = None
+    failure: ServiceError | None = None
     _items: collections.deque[Item] = field(default_factory=collections.deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -79,7 +79,7 @@ class Tail:
         self._ready.set()
         return True
 
-    def fail(self, error: FleetwardError) -> None:
+    def fail(self, error: ServiceError) -> None:
         """End the stream with ``error`` at its next :meth:`take`."""
         self.failure = error
         self._ready.set()
@@ -126,7 +126,7 @@ class Feed:
         self._tails: set[Tail] = set()
         self.waiting = 0  # streams inside FeedHub.attach, not yet holding a tail
         self._position = 0
-        self._failure: FleetwardError | None = None
+        self._failure: ServiceError | None = None
         self._stopped = False
         self._starting: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -188,7 +188,7 @@ class Feed:
             )
         except BaseException as exc:
             await self._stack.aclose()
-            if isinstance(exc, FleetwardError):
+            if isinstance(exc, ServiceError):
                 self._failure = exc
             elif isinstance(exc, DATABASE_ERRORS):
                 log.warning("watch feed of %s cannot start: %r", self.workspace_id, exc)
@@ -269,7 +269,7 @@ class Feed:
             if len(rows) < self._page_size:
                 await self._subscription.wait(IDLE_RECHECK_S)
 
-    def _fail(self, error: FleetwardError) -> None:
+    def _fail(self, error: ServiceError) -> None:
         self._failure = error
         for tail in tuple(self._tails):
             tail.fail(error)

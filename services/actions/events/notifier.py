@@ -18,7 +18,8 @@ from typing import Any
 
 import asyncpg
 
-CHANNEL = "fleetward_events"
+from services.common import names
+
 log = logging.getLogger(__name__)
 
 
@@ -128,7 +129,7 @@ class EventNotifier:
                 conn = await asyncpg.connect(self._dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set_event, lost))
-                await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(names.NOTIFY_CHANNEL, self._on_notify)
                 self._listener_pid = conn.get_server_pid()
                 self._connected.set()
                 # Anything committed while we were not listening is picked up by a re-read.

@@ -41,7 +41,7 @@ from services.actions.events.feed import FeedHub, Tail
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.replay import ReplayBudget
 from services.actions.metrics import WATCH_STREAMS
-from services.actions.policy_client import PolicyClient
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import parse_uuid
 from services.common.status import FieldViolation, invalid_argument, unauthenticated
 
@@ -119,7 +119,7 @@ class Watcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        policy: PolicyClient,
+        policy: PolicyGateway,
         notifier: EventNotifier,
         *,
         page_size: int = PAGE_SIZE,

@@ -36,7 +36,7 @@ TIME_PER_RESOURCE_S = 0.00005
 
 
 @dataclass(frozen=True)
-class Decision:
+class PolicyDecision:
     """One policy decision."""
 
     allowed: bool
@@ -76,7 +76,7 @@ class ResourcesDecision:
         return bool(self.roles)
 
 
-class PolicyClient:
+class PolicyGateway:
     """A channel to the policy service plus a cached, refreshed ``svc:actions`` token."""
 
     def __init__(
@@ -121,13 +121,13 @@ class PolicyClient:
             raise errors.deadline_exceeded()
         return min(budget, remaining_s)
 
-    async def check(self, question: Question, remaining_s: float | None) -> Decision:
+    async def check(self, question: Question, remaining_s: float | None) -> PolicyDecision:
         """Decide one question within the policy budget and the caller's remaining deadline."""
         return (await self.batch_check([question], remaining_s))[0]
 
     async def batch_check(
         self, questions: Sequence[Question], remaining_s: float | None
-    ) -> list[Decision]:
+    ) -> list[PolicyDecision]:
         """Decide several questions against one policy version."""
         with tracing.span("policy.check") as span:
             decisions = await self._batch_check(questions, remaining_s)
@@ -147,7 +147,7 @@ class PolicyClient:
 
     async def _batch_check(
         self, questions: Sequence[Question], remaining_s: float | None
-    ) -> list[Decision]:
+    ) -> list[PolicyDecision]:
         timeout = self._timeout(remaining_s)
         checks = [
             policy_pb2.CheckRequest(
@@ -166,7 +166,7 @@ class PolicyClient:
                 "the policy service answered the wrong number of checks"
             )
         return [
-            Decision(r.allowed, r.reason, tuple(r.roles), r.policy_version, r.decision_id)
+            PolicyDecision(r.allowed, r.reason, tuple(r.roles), r.policy_version, r.decision_id)
             for r in results
         ]
 
