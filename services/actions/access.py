@@ -6,11 +6,12 @@ import uuid
 
 from services.actions import errors
 from services.actions.call import Call
+from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyDecision, PolicyGateway, Question
 
 READ = "actions:read"
 ROLLBACK = "actions:rollback"
-FLEET = "fleet"
+FLEET = Scope.FLEET
 
 
 def question(call: Call, workspace_id: uuid.UUID, permission: str, resource: str) -> Question:

@@ -9,22 +9,23 @@ from google.protobuf import timestamp_pb2
 
 from services.actions.catalog import ActionKind
 from services.actions.db import Row
+from services.actions.model import ActionStatus, AgentStatus
 from services.actions.permissions import DENIED_IDS_IN_ANSWER, Access
 from services.actions.validation import SCOPE_VALUES
 
 ACTION_STATUS = {
-    "pending": actions_pb2.ACTION_STATUS_PENDING,
-    "in_progress": actions_pb2.ACTION_STATUS_IN_PROGRESS,
-    "completed": actions_pb2.ACTION_STATUS_COMPLETED,
-    "failed": actions_pb2.ACTION_STATUS_FAILED,
-    "rolled_back": actions_pb2.ACTION_STATUS_ROLLED_BACK,
-    "denied": actions_pb2.ACTION_STATUS_DENIED,
+    ActionStatus.PENDING: actions_pb2.ACTION_STATUS_PENDING,
+    ActionStatus.IN_PROGRESS: actions_pb2.ACTION_STATUS_IN_PROGRESS,
+    ActionStatus.COMPLETED: actions_pb2.ACTION_STATUS_COMPLETED,
+    ActionStatus.FAILED: actions_pb2.ACTION_STATUS_FAILED,
+    ActionStatus.ROLLED_BACK: actions_pb2.ACTION_STATUS_ROLLED_BACK,
+    ActionStatus.DENIED: actions_pb2.ACTION_STATUS_DENIED,
 }
 ACTION_STATUS_NAMES = {v: k for k, v in ACTION_STATUS.items()}
 AGENT_STATUS = {
-    "active": actions_pb2.AGENT_STATUS_ACTIVE,
-    "paused": actions_pb2.AGENT_STATUS_PAUSED,
-    "retired": actions_pb2.AGENT_STATUS_RETIRED,
+    AgentStatus.ACTIVE: actions_pb2.AGENT_STATUS_ACTIVE,
+    AgentStatus.PAUSED: actions_pb2.AGENT_STATUS_PAUSED,
+    AgentStatus.RETIRED: actions_pb2.AGENT_STATUS_RETIRED,
 }
 AGENT_STATUS_NAMES = {v: k for k, v in AGENT_STATUS.items()}
 

@@ -16,6 +16,7 @@ import asyncpg
 
 from services.actions import audit, errors
 from services.actions.db import Conn, one
+from services.actions.model import UNFINISHED, ActionStatus
 
 INTERRUPTED = "interrupted before completion; no changes were applied"
 
@@ -52,12 +53,12 @@ async def replay(conn: Conn, row: asyncpg.Record, request_fp: str) -> asyncpg.Re
     action_id: uuid.UUID = row["action_id"]
     if row["request_fingerprint"] != request_fp:
         raise errors.idempotency_key_reused(row["request_id"], str(action_id))
-    if row["status"] in ("pending", "in_progress"):
+    if row["status"] in UNFINISHED:
         row = await _recover_if_orphaned(conn, row)
-    if row["status"] in ("completed", "rolled_back"):
+    if row["status"] in (ActionStatus.COMPLETED, ActionStatus.ROLLED_BACK):
         return row
     details = row["error_details"]
-    if row["status"] in ("failed", "denied") and details:
+    if row["status"] in (ActionStatus.FAILED, ActionStatus.DENIED) and details:
         raise errors.from_json(details)
     raise errors.execution_failed(str(action_id), row["error_message"] or INTERRUPTED)
 

@@ -27,6 +27,7 @@ from services.actions import audit, errors, idempotency
 from services.actions.catalog import Change
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
+from services.actions.model import ActionStatus
 from services.common import names, tracing
 from services.common.status import ServiceError
 from services.common.tasks import TaskSet
@@ -126,7 +127,7 @@ class NewAction:
 
     def preview(self, result: dict[str, Any]) -> dict[str, Any]:
         """The row as it would be recorded (validate_only): nothing is written."""
-        return {**self.row("pending", None), "action_id": None, "result": result}
+        return {**self.row(ActionStatus.PENDING, None), "action_id": None, "result": result}
 
 
 @dataclass
@@ -198,7 +199,7 @@ async def record_denied(
             )
             if row is not None:
                 await audit.append_events(conn, new.workspace_id, [audit.event_for(row)])
-                ACTION_OUTCOMES.labels(new.action_type, "denied").inc()
+                ACTION_OUTCOMES.labels(new.action_type, ActionStatus.DENIED).inc()
                 return None
         existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
@@ -259,7 +260,7 @@ async def run_on(
     unlocked = False
     try:
         created_at = datetime.now(UTC)
-        event = audit.event_for(new.row("pending", created_at))
+        event = audit.event_for(new.row(ActionStatus.PENDING, created_at))
         pending = await conn.fetchrow(
             CLAIM,
             key,
@@ -329,8 +330,12 @@ async def _finish(
             outcome = await _traced_effect(new, effect, conn, pending)
             completed_at = datetime.now(UTC)
             result = audit.jsonb_value(outcome.result)
-            started = {**dict(pending), "status": "in_progress", "started_at": started_at}
-            final = {**started, "status": "completed", "result": result}
+            started = {
+                **dict(pending),
+                "status": ActionStatus.IN_PROGRESS,
+                "started_at": started_at,
+            }
+            final = {**started, "status": ActionStatus.COMPLETED, "result": result}
             final["completed_at"] = completed_at
             changes = outcome.changes
             done_event = audit.completed_event(
@@ -353,7 +358,7 @@ async def _finish(
                 "complete",
             )
             await conn.execute(COMMIT_AND_UNLOCK.format(key=int(key)))
-        ACTION_OUTCOMES.labels(new.action_type, "completed").inc()
+        ACTION_OUTCOMES.labels(new.action_type, ActionStatus.COMPLETED).inc()
         log.info(
             "action %s completed",
             new.action_type,
@@ -408,7 +413,7 @@ async def _traced_effect(
 
 
 async def _fail(conn: Conn, new: NewAction, message: str, err: ServiceError) -> None:
-    ACTION_OUTCOMES.labels(new.action_type, "failed").inc()
+    ACTION_OUTCOMES.labels(new.action_type, ActionStatus.FAILED).inc()
     log.warning(
         "action %s failed: %s",
         new.action_type,
@@ -426,7 +431,8 @@ async def _fail(conn: Conn, new: NewAction, message: str, err: ServiceError) -> 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
     """What the audit row and the caller are told, and the correlation id ("" when the
-    message says all): nothing from inside the process, the log has the traceback."""
+    message says all): nothing from inside the process, the log has the traceback.
+    """
     if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
         return "timed out waiting for locked rows; no changes were applied", ""
     correlation_id = str(uuid.uuid4())

@@ -29,6 +29,7 @@ from services.actions import access, authorize, catalog, errors
 from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Target
+from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import AccessCommand
 from services.common.names import agent_path
@@ -155,7 +156,8 @@ class Permissions:
         self, call: Call, workspace_id: uuid.UUID, targets: list[Target], kinds: list[ActionKind]
     ) -> tuple[dict[str, Grant], dict[str, Grant], dict[str, Agents]] | None:
         """The grants on the targets' own paths, then on the agents within the targets whose
-        own path allows a wide permission; None when they span two policy versions."""
+        own path allows a wide permission; None when they span two policy versions.
+        """
         own = {access.READ: targets, access.ROLLBACK: targets}
         own.update({k.permission: [t for t in targets if t.scope in k.scopes] for k in kinds})
         grants = await self._grants(
@@ -205,8 +207,8 @@ class Permissions:
         """The non-retired agents in each department or fleet target, by its path."""
         if not targets:
             return {}
-        fleet = any(t.scope == "fleet" for t in targets)
-        departments = sorted({t.target_id for t in targets if t.scope == "department"})
+        fleet = any(t.scope == Scope.FLEET for t in targets)
+        departments = sorted({t.target_id for t in targets if t.scope == Scope.DEPARTMENT})
         rows = await self._pool.fetch(AGENTS_IN, workspace_id, fleet, departments)
         by_department: dict[str, list[tuple[str, str]]] = {}
         for r in rows:
@@ -214,7 +216,7 @@ class Permissions:
             by_department.setdefault(r["department_id"], []).append((r["agent_id"], path))
         out: dict[str, Agents] = {}
         for t in targets:
-            if t.scope == "fleet":
+            if t.scope == Scope.FLEET:
                 out[t.resource] = tuple(a for group in by_department.values() for a in group)
             else:
                 out[t.resource] = tuple(by_department.get(t.target_id, ()))

@@ -1,5 +1,6 @@
 """The read RPCs: GetAction, ListActions, ListActionEvents, GetAgent, ListAgents (need
-``actions:read``)."""
+``actions:read``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions import access, audit, catalog, convert, errors, paging, targets
 from services.actions.call import Call
+from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import check_id, parse_uuid
 from services.common.names import ID_PATTERN
@@ -42,7 +44,8 @@ def list_actions_query(
     limit: int,
 ) -> tuple[str, list[Any]]:
     """The ListActions statement for the filters that are set (falsy values are unset),
-    newest first after ``cursor``; and its arguments."""
+    newest first after ``cursor``; and its arguments.
+    """
     args: list[Any] = [workspace_id]
     where = ["workspace_id = $1"]
     for name, clause in _ACTION_FILTERS:
@@ -163,14 +166,15 @@ class Reads:
 
     async def _require_workspace(self, workspace_id: uuid.UUID) -> None:
         """NOT_FOUND for an unknown workspace (asked only when a list came back empty)."""
-        if await targets.look_up(self._pool, workspace_id, "fleet", "") is None:
+        if await targets.look_up(self._pool, workspace_id, Scope.FLEET, "") is None:
             raise errors.not_found("workspace", str(workspace_id))
 
     async def _require_action(
         self, workspace_id: uuid.UUID, action_id: uuid.UUID, asked: str
     ) -> None:
         """NOT_FOUND for an unknown action (asked only when it has no events: a recorded
-        action always has some, unless its chain was damaged)."""
+        action always has some, unless its chain was damaged).
+        """
         if await self._pool.fetchrow(audit.SELECT_ACTION, workspace_id, action_id) is None:
             raise errors.not_found("action", asked)
 
@@ -180,7 +184,8 @@ class Reads:
         request: actions_pb2.GetActionRequest | actions_pb2.ListActionEventsRequest,
     ) -> tuple[uuid.UUID, uuid.UUID]:
         """The request's workspace and action ids, valid, and the caller's read permission
-        (INVALID_ARGUMENT, then PERMISSION_DENIED, before anything is read)."""
+        (INVALID_ARGUMENT, then PERMISSION_DENIED, before anything is read).
+        """
         out: list[FieldViolation] = []
         workspace_id = _workspace(request.workspace_id, out)
         action_id = parse_uuid(request.action_id, "action_id", out)
@@ -203,7 +208,8 @@ class Reads:
         self, call: Call, request: actions_pb2.ListActionEventsRequest
     ) -> list[asyncpg.Record]:
         """One action's ``action_events`` rows in seq order (as GetAction: NOT_FOUND for an
-        unknown action, for a caller who may read the workspace)."""
+        unknown action, for a caller who may read the workspace).
+        """
         workspace_id, action_id = await self._readable_action(call, request)
         rows = await self._pool.fetch(SELECT_ACTION_EVENTS, workspace_id, action_id)
         if not rows:

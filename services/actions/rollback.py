@@ -23,6 +23,7 @@ from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
 from services.actions.db import Conn, Row, one
 from services.actions.lifecycle import DenialLimit, NewAction, Outcome
+from services.actions.model import ActionStatus, AgentStatus, Scope, TargetKind
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import RollbackCommand
 from services.common.names import FLEET_PATH, agent_path, department_path
@@ -44,10 +45,10 @@ FROM budgets
 WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
 ORDER BY scope, target_id"""
 OWNERS = {
-    ("agent", False): _AGENTS,
-    ("agent", True): _AGENTS + " FOR UPDATE",
-    ("budget", False): _BUDGETS,
-    ("budget", True): _BUDGETS + " FOR UPDATE",
+    (TargetKind.AGENT, False): _AGENTS,
+    (TargetKind.AGENT, True): _AGENTS + " FOR UPDATE",
+    (TargetKind.BUDGET, False): _BUDGETS,
+    (TargetKind.BUDGET, True): _BUDGETS + " FOR UPDATE",
     ("budget agents", False): _AGENTS,
     ("budget agents", True): _AGENTS + " FOR SHARE",
 }
@@ -60,7 +61,8 @@ LOCK_ORIGINAL = audit.SELECT_ACTION + " FOR NO KEY UPDATE"
 @dataclass(frozen=True)
 class RollbackPlan:
     """The original's changes still restorable (each with its resource's path as of now),
-    and the superseded ones (label → the later action, or ``retired``)."""
+    and the superseded ones (label → the later action, or ``retired``).
+    """
 
     restore: list[Change]
     superseded: dict[str, str]
@@ -80,13 +82,13 @@ def refusal(original: Row) -> errors.ServiceError | None:
         return errors.rollback_refused(
             "NOT_ROLLBACKABLE", action_id, "a rollback cannot be rolled back"
         )
-    if original["status"] == "rolled_back":
+    if original["status"] == ActionStatus.ROLLED_BACK:
         return errors.rollback_refused(
             "ALREADY_ROLLED_BACK",
             action_id,
             f"action {action_id} was already rolled back by {original['rollback_action_id']}",
         )
-    if original["status"] != "completed":
+    if original["status"] != ActionStatus.COMPLETED:
         # Denied and failed actions changed nothing (and are recorded as not rollbackable).
         return errors.rollback_refused(
             "NOT_COMPLETED", action_id, f"action {action_id} is {original['status']}, not completed"
@@ -100,12 +102,13 @@ def refusal(original: Row) -> errors.ServiceError | None:
 
 def _path(kind: str, owner: asyncpg.Record, departments: dict[str, str]) -> str:
     """The policy path of what an owner row holds: an agent, or a budget of the fleet, a
-    department or an agent ("" when that agent is unknown: never checked, never applied)."""
-    if kind == "agent":
+    department or an agent ("" when that agent is unknown: never checked, never applied).
+    """
+    if kind == TargetKind.AGENT:
         return agent_path(owner["department_id"], owner["key"])
-    if owner["scope"] == "fleet":
+    if owner["scope"] == Scope.FLEET:
         return FLEET_PATH
-    if owner["scope"] == "department":
+    if owner["scope"] == Scope.DEPARTMENT:
         return department_path(owner["target_id"])
     department = departments.get(owner["target_id"])
     return "" if department is None else agent_path(department, owner["target_id"])
@@ -116,16 +119,15 @@ async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     rows = await conn.fetch(audit.SELECT_TARGETS, original["action_id"])
     workspace_id = original["workspace_id"]
     keys = {
-        kind: [r["target_key"] for r in rows if r["target_kind"] == kind]
-        for kind in ("agent", "budget")
+        kind: [r["target_key"] for r in rows if r["target_kind"] == kind] for kind in TargetKind
     }
-    agent_budgets = [k.partition(":")[2] for k in keys["budget"] if k.startswith("agent:")]
+    agent_budgets = [k.partition(":")[2] for k in keys[TargetKind.BUDGET] if k.startswith("agent:")]
     departments: dict[str, str] = {}
     if agent_budgets:
         agents = await conn.fetch(OWNERS["budget agents", lock], workspace_id, agent_budgets)
         departments = {a["key"]: a["department_id"] for a in agents}
     owners: dict[str, tuple[asyncpg.Record, str]] = {}
-    for kind in ("agent", "budget"):
+    for kind in TargetKind:
         if keys[kind]:
             for row in await conn.fetch(OWNERS[kind, lock], workspace_id, keys[kind]):
                 owners[f"{kind}/{row['key']}"] = (row, _path(kind, row, departments))
@@ -134,9 +136,9 @@ async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     for r in rows:
         label = f"{r['target_kind']}/{r['target_key']}"
         owner, path = owners.get(label) or (None, "")
-        if owner is not None and owner["status"] == "retired":
+        if owner is not None and owner["status"] == AgentStatus.RETIRED:
             # Retired by the inventory (not an action): never brought back by a rollback.
-            superseded[label] = "retired"
+            superseded[label] = AgentStatus.RETIRED
         elif owner is not None and owner["last_action_id"] == original["action_id"]:
             restore.append(Change(r["target_kind"], r["target_key"], r["before"], r["after"], path))
         else:

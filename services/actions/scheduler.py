@@ -30,6 +30,7 @@ from services.actions.catalog import agent_result
 from services.actions.catalog._agents import agent_change, apply_status, status_state
 from services.actions.db import Conn
 from services.actions.lifecycle import NewAction, Outcome
+from services.actions.model import AgentStatus
 from services.common import tracing
 from services.common.status import ServiceError
 
@@ -132,7 +133,9 @@ async def _resume_one(
             rows = await conn.fetch(LOCK_EXPIRED_AGENTS, workspace_id, pause_id)
             changes = [
                 agent_change(
-                    r, status_state(r["status"], r["paused_until"]), status_state("active", None)
+                    r,
+                    status_state(r["status"], r["paused_until"]),
+                    status_state(AgentStatus.ACTIVE, None),
                 )
                 for r in rows
             ]

@@ -13,6 +13,7 @@ import asyncpg
 
 from services.actions.catalog import Target
 from services.actions.db import Conn
+from services.actions.model import Scope
 
 # scope -> (found, extra columns, the target's join, how many $n the target uses)
 _SCOPES = {
@@ -50,7 +51,7 @@ KEYED = {scope: _statement(scope, keyed=True) for scope in _SCOPES}
 
 
 def _args(workspace_id: uuid.UUID, scope: str, target_id: str) -> tuple[object, ...]:
-    return (workspace_id,) if scope == "fleet" else (workspace_id, target_id)
+    return (workspace_id,) if scope == Scope.FLEET else (workspace_id, target_id)
 
 
 def _target(
@@ -60,7 +61,7 @@ def _target(
         raise RuntimeError("target lookup returned no row")
     if not row["target_found"]:
         return None
-    if scope == "agent":
+    if scope == Scope.AGENT:
         return Target(
             workspace_id,
             scope,
@@ -69,9 +70,9 @@ def _target(
             row["target_status"],
             row["target_paused_until"],
         )
-    if scope == "department":
+    if scope == Scope.DEPARTMENT:
         return Target(workspace_id, scope, target_id, target_id)
-    return Target(workspace_id, "fleet", "", None)
+    return Target(workspace_id, Scope.FLEET, "", None)
 
 
 async def look_up(

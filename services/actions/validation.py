@@ -10,17 +10,21 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions import catalog
 from services.actions.catalog import ActionKind
+from services.actions.model import Scope
 from services.common.names import ID_PATTERN, ID_RULE, REQUEST_ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
 from services.common.text import text_problem, visible_length
 
 REASON_MIN, REASON_MAX = 3, 1000
 SCOPE_NAMES = {
-    actions_pb2.SCOPE_FLEET: "fleet",
-    actions_pb2.SCOPE_DEPARTMENT: "department",
-    actions_pb2.SCOPE_AGENT: "agent",
+    actions_pb2.SCOPE_FLEET: Scope.FLEET,
+    actions_pb2.SCOPE_DEPARTMENT: Scope.DEPARTMENT,
+    actions_pb2.SCOPE_AGENT: Scope.AGENT,
 }
-SCOPE_VALUES = {name: value for value, name in SCOPE_NAMES.items()}
+# By the stored text too (a row's scope is a str; a Scope member equals its value).
+SCOPE_VALUES: dict[str, actions_pb2.Scope.ValueType] = {
+    name: value for value, name in SCOPE_NAMES.items()
+}
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def _check_target(scope_value: int, target_id: str, prefix: str, out: list[Field
         out.append(
             FieldViolation(prefix + "scope", "must be SCOPE_FLEET, SCOPE_DEPARTMENT or SCOPE_AGENT")
         )
-    if scope == "fleet":
+    if scope == Scope.FLEET:
         if target_id:
             out.append(FieldViolation(prefix + "target_id", "must be empty at fleet scope"))
     elif scope:
@@ -179,7 +183,8 @@ def validate_rollback(request: actions_pb2.RollbackRequest) -> RollbackCommand:
 
 def validate_check_access(request: actions_pb2.CheckAccessRequest) -> AccessCommand:
     """Check the workspace and 1..500 distinct targets; raise INVALID_ARGUMENT listing
-    violations."""
+    violations.
+    """
     out: list[FieldViolation] = []
     workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
     count = len(request.targets)

@@ -12,6 +12,7 @@ import asyncpg
 from services.actions.audit import iso
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
+from services.actions.model import Scope, TargetKind
 from services.common.names import agent_path
 
 __all__ = [
@@ -51,8 +52,8 @@ WHERE a.workspace_id = $1 AND a.agent_id = u.agent_id"""
 
 async def select_agents(conn: Conn, target: Target, *, lock: bool) -> list[asyncpg.Record]:
     """The non-retired agents of the target, by agent_id; locked ``FOR UPDATE`` with ``lock``."""
-    department = target.target_id if target.scope == "department" else None
-    agent = target.target_id if target.scope == "agent" else None
+    department = target.target_id if target.scope == Scope.DEPARTMENT else None
+    agent = target.target_id if target.scope == Scope.AGENT else None
     sql = SELECT_AGENTS_FOR_UPDATE if lock else SELECT_AGENTS
     return list(await conn.fetch(sql, target.workspace_id, department, agent))
 
@@ -60,7 +61,9 @@ async def select_agents(conn: Conn, target: Target, *, lock: bool) -> list[async
 def agent_change(row: asyncpg.Record, before: dict[str, Any], after: dict[str, Any]) -> Change:
     """The change of one agent row (its path from the row's own department)."""
     agent_id: str = row["agent_id"]
-    return Change("agent", agent_id, before, after, agent_path(row["department_id"], agent_id))
+    return Change(
+        TargetKind.AGENT, agent_id, before, after, agent_path(row["department_id"], agent_id)
+    )
 
 
 def parse_iso(value: object) -> datetime | None:
@@ -82,7 +85,7 @@ async def apply_status(
     action_id: uuid.UUID,
 ) -> None:
     """Write each change's ``after`` status and ``paused_until`` in one statement."""
-    agents = [c for c in changes if c.kind == "agent"]
+    agents = [c for c in changes if c.kind == TargetKind.AGENT]
     if not agents:
         return
     await conn.execute(

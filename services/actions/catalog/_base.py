@@ -13,12 +13,13 @@ from google.protobuf.message import Message
 
 from services.actions import errors
 from services.actions.db import Conn
+from services.actions.model import AgentStatus, Scope, TargetKind
 from services.common.names import FLEET_PATH, agent_path, department_path
 from services.common.status import FieldViolation
 
 # The result lists at most this many agents; the full list is in action_targets.
 RESULT_AGENT_LIMIT = 100
-SCOPES = ("fleet", "department", "agent")
+SCOPES = tuple(Scope)
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class Target:
     @property
     def resource(self) -> str:
         """The policy resource path: ``fleet``, a department's or an agent's."""
-        if self.scope == "fleet":
+        if self.scope == Scope.FLEET:
             return FLEET_PATH
-        if self.scope == "department":
+        if self.scope == Scope.DEPARTMENT:
             return department_path(self.target_id)
         return agent_path(str(self.department_id), self.target_id)
 
@@ -73,7 +74,7 @@ class ActionKind(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     params_message: ClassVar[type[Message]]
-    scopes: ClassVar[tuple[str, ...]]
+    scopes: ClassVar[tuple[Scope, ...]]
     can_rollback: ClassVar[bool]
     # Whether the effect changes the agents in the target (so a department or fleet
     # target reaches every agent in it), rather than only the target's own budget.
@@ -94,7 +95,7 @@ class ActionKind(ABC):
 
     def reaches_beyond_target(self, scope: str) -> bool:
         """Whether an action at ``scope`` changes resources other than the target's path."""
-        return self.changes_agents and scope != "agent"
+        return self.changes_agents and scope != Scope.AGENT
 
     def validate(self, params: Any) -> list[FieldViolation]:
         """Field violations of the params message (field paths start with the type name)."""
@@ -109,8 +110,8 @@ class ActionKind(ABC):
 
         No action touches a retired agent.
         """
-        if target.scope == "agent" and target.agent_status == "retired":
-            raise errors.already_in_state(target.target_id, "retired")
+        if target.scope == Scope.AGENT and target.agent_status == AgentStatus.RETIRED:
+            raise errors.already_in_state(target.target_id, AgentStatus.RETIRED)
 
     @abstractmethod
     async def plan(
@@ -153,7 +154,7 @@ class ActionKind(ABC):
 
 def agent_result(changes: Sequence[Change]) -> dict[str, Any]:
     """``{"count", "agents": [...≤100], "truncated"}`` for agent changes."""
-    agents = [c for c in changes if c.kind == "agent"]
+    agents = [c for c in changes if c.kind == TargetKind.AGENT]
     return {
         "count": len(agents),
         "agents": [

@@ -17,6 +17,7 @@ from services.actions.catalog._agents import (
 )
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
+from services.actions.model import AgentStatus, Scope
 from services.common.status import FieldViolation
 
 DEFAULT_MINUTES = 30
@@ -33,7 +34,7 @@ class PauseAgent(AgentStatusKind):
         "agent's pause is only ever extended (ending it early is resume_agent)"
     )
     params_message = actions_pb2.PauseAgentParams
-    scopes = ("agent", "department", "fleet")
+    scopes = (Scope.AGENT, Scope.DEPARTMENT, Scope.FLEET)
     can_rollback = True
     undone_by = "resume_agent"
 
@@ -67,7 +68,7 @@ class PauseAgent(AgentStatusKind):
     def precheck(self, target: Target, params: Any, now: datetime) -> None:
         """An agent-scope pause of a paused agent must end later than its pause does."""
         super().precheck(target, params, now)
-        if target.scope == "agent" and target.agent_status == "paused":
+        if target.scope == Scope.AGENT and target.agent_status == AgentStatus.PAUSED:
             _refuse_unless_extended(target.target_id, target.paused_until, _until(params, now))
 
     async def plan(
@@ -80,17 +81,18 @@ class PauseAgent(AgentStatusKind):
         lock: bool,
     ) -> list[Change]:
         """Active agents get the new ``paused_until``; at agent scope a paused agent too,
-        when that extends its pause (otherwise ALREADY_IN_STATE)."""
+        when that extends its pause (otherwise ALREADY_IN_STATE).
+        """
         until = _until(params, now)
         rows = await select_agents(conn, target, lock=lock)
         changes = []
         for r in rows:
-            if r["status"] != "active":
-                if target.scope != "agent":
+            if r["status"] != AgentStatus.ACTIVE:
+                if target.scope != Scope.AGENT:
                     continue  # department and fleet scope skip paused agents
                 _refuse_unless_extended(r["agent_id"], r["paused_until"], until)
             before = status_state(r["status"], r["paused_until"])
-            changes.append(agent_change(r, before, status_state("paused", until)))
+            changes.append(agent_change(r, before, status_state(AgentStatus.PAUSED, until)))
         return changes
 
 
@@ -107,10 +109,13 @@ def _refuse_unless_extended(
 ) -> None:
     """ALREADY_IN_STATE unless pausing until ``until`` ends a pause ending at ``current``
     later: a pause never shortens or ends another pause (that is a resume, with resume's
-    permission). An indefinite pause is the longest."""
+    permission). An indefinite pause is the longest.
+    """
     if current is None:
         raise errors.already_in_state(
-            agent_id, "paused", "is already paused indefinitely; a pause never shortens another"
+            agent_id,
+            AgentStatus.PAUSED,
+            "is already paused indefinitely; a pause never shortens another",
         )
     if until is not None and until <= current:
         raise errors.already_in_state(

@@ -22,6 +22,7 @@ from services.actions.catalog._agents import (
 )
 from services.actions.catalog._base import RESULT_AGENT_LIMIT, ActionKind, Change, Target
 from services.actions.db import Conn
+from services.actions.model import AgentStatus, Scope
 
 
 class RestartAgent(ActionKind):
@@ -30,7 +31,7 @@ class RestartAgent(ActionKind):
     name = "restart_agent"
     description = "Ask one agent to restart (generation + 1); cannot be rolled back"
     params_message = actions_pb2.RestartAgentParams
-    scopes = ("agent",)
+    scopes = (Scope.AGENT,)
     can_rollback = False
     changes_agents = True
     undone_by = None
@@ -51,7 +52,7 @@ class RestartAgent(ActionKind):
         """The agent's next generation."""
         rows = await select_agents(conn, target, lock=lock)
         if not rows:
-            raise errors.already_in_state(target.target_id, "retired")
+            raise errors.already_in_state(target.target_id, AgentStatus.RETIRED)
         return [
             agent_change(
                 r,

@@ -16,6 +16,7 @@ from services.actions.catalog._agents import (
 )
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
+from services.actions.model import AgentStatus, Scope
 
 
 class ResumeAgent(AgentStatusKind):
@@ -27,7 +28,7 @@ class ResumeAgent(AgentStatusKind):
         "is refused with ALREADY_IN_STATE"
     )
     params_message = actions_pb2.ResumeAgentParams
-    scopes = ("agent", "department", "fleet")
+    scopes = (Scope.AGENT, Scope.DEPARTMENT, Scope.FLEET)
     can_rollback = True
     undone_by = "pause_agent"
 
@@ -38,7 +39,7 @@ class ResumeAgent(AgentStatusKind):
     def precheck(self, target: Target, params: Any, now: datetime) -> None:
         """An active agent at agent scope is already resumed."""
         super().precheck(target, params, now)
-        if target.scope == "agent" and target.agent_status != "paused":
+        if target.scope == Scope.AGENT and target.agent_status != AgentStatus.PAUSED:
             raise errors.already_in_state(target.target_id, target.agent_status or "unknown")
 
     async def plan(
@@ -52,15 +53,17 @@ class ResumeAgent(AgentStatusKind):
     ) -> list[Change]:
         """Every paused agent of the target becomes active."""
         rows = await select_agents(conn, target, lock=lock)
-        if target.scope == "agent" and not any(r["status"] == "paused" for r in rows):
+        if target.scope == Scope.AGENT and not any(r["status"] == AgentStatus.PAUSED for r in rows):
             # The agent changed between the look-up and the lock.
-            raise errors.already_in_state(target.target_id, "active")
+            raise errors.already_in_state(target.target_id, AgentStatus.ACTIVE)
         return [
             agent_change(
-                r, status_state(r["status"], r["paused_until"]), status_state("active", None)
+                r,
+                status_state(r["status"], r["paused_until"]),
+                status_state(AgentStatus.ACTIVE, None),
             )
             for r in rows
-            if r["status"] == "paused"
+            if r["status"] == AgentStatus.PAUSED
         ]
 
 

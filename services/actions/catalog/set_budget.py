@@ -11,6 +11,7 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
+from services.actions.model import Scope
 from services.common.names import agent_path
 from services.common.status import FieldViolation
 
@@ -48,7 +49,7 @@ class SetBudget(ActionKind):
         "an agent's effective budget is its own, else its department's, else the fleet's"
     )
     params_message = actions_pb2.SetBudgetParams
-    scopes = ("agent", "department", "fleet")
+    scopes = (Scope.AGENT, Scope.DEPARTMENT, Scope.FLEET)
     can_rollback = True
     changes_agents = False  # only the target's own budget
     undone_by = "set_budget"
@@ -81,7 +82,7 @@ class SetBudget(ActionKind):
     ) -> list[Change]:
         """The target's budget, from its current limit (or none) to the new one."""
         resource = target.resource
-        if target.scope == "agent":
+        if target.scope == Scope.AGENT:
             department = await conn.fetchval(
                 AGENT_DEPARTMENT[lock], target.workspace_id, target.target_id
             )
