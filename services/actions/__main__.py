@@ -1,5 +1,6 @@
 """``python -m services.actions``: serve | migrate | seed-demo | create-workspace |
-import-agents | audit verify."""
+import-agents | audit verify.
+"""
 
 from __future__ import annotations
 

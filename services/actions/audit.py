@@ -99,7 +99,8 @@ def event_hash(prev_hash: str, event: Row) -> str:
 def chain_hash(prev_hash: str, head: bytes, seq: int, tail: bytes) -> str:
     """The hash the writer computes: ``sha256(prev_hash || head || seq || tail)`` over the
     pieces of :func:`doc_head` and :func:`doc_tail` (``fleetward_append_events`` does the
-    same in SQL); equal to :func:`event_hash` of :func:`event_document`."""
+    same in SQL); equal to :func:`event_hash` of :func:`event_document`.
+    """
     return hashlib.sha256(prev_hash.encode() + head + str(seq).encode() + tail).hexdigest()
 
 
@@ -175,7 +176,8 @@ def targets_summary(
     key). The completed event carries it, so ``audit verify`` can tell a destroyed or
     rewritten row of ``action_targets`` from the history the chain signs. ``encode``
     replaces :func:`canonical` for values already in jsonb's form (the verifier's fast
-    path, which falls back to this function's own form when they differ)."""
+    path, which falls back to this function's own form when they differ).
+    """
     if encode is None:
         items = [[k, key, jsonb_value(b), jsonb_value(a)] for k, key, b, a in rows]
     else:

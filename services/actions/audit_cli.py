@@ -132,7 +132,8 @@ class Break:
 @dataclass(slots=True)
 class _Seen:
     """What the chain says of one action: its newest snapshot (as a digest) and the
-    ``action_targets`` summary its completed event recorded."""
+    ``action_targets`` summary its completed event recorded.
+    """
 
     newest_seq: int
     fingerprint: bytes  # of the newest payload without its "targets"
@@ -162,7 +163,8 @@ def fast_canonical(value: Any) -> bytes:
 def fast_loads(text: str) -> Any:
     """Parse JSON with orjson, or the standard library for what orjson refuses. A first
     try like :func:`fast_canonical`: orjson may round an extreme float differently, so a
-    disagreement is settled by ``json.loads``, as the service reads."""
+    disagreement is settled by ``json.loads``, as the service reads.
+    """
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -192,7 +194,8 @@ class ChainCheck:
     def feed(self, row: asyncpg.Record) -> list[Break]:
         """Check the next event; every finding it has. Feeding goes on after a finding, from
         what is stored (a gap's next event, a broken link, the stored hash), so one bad
-        event cannot hide what comes after it, nor another finding of its own."""
+        event cannot hide what comes after it, nor another finding of its own.
+        """
         self.events += 1
         seq = int(row["seq"])
         found: list[Break] = []
@@ -238,7 +241,8 @@ class ChainCheck:
         self, row: asyncpg.Record, seq: int, link: str
     ) -> tuple[bytes, Any, Callable[[Any], bytes], str]:
         """The event's document head, payload, encoder and hash: orjson's first, the
-        writer's own forms whenever they do not reproduce the stored hash."""
+        writer's own forms whenever they do not reproduce the stored hash.
+        """
         text = row["payload"]
         payload = fast_loads(text)
         head = audit.doc_head(
@@ -344,7 +348,8 @@ class WorkspaceResult:
 
 async def _batches(conn: Conn, query: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:
     """A server-side cursor's rows, :data:`BATCH` at a time (one await per batch, not per
-    row: on a long chain the per-row awaits cost a fifth of the time)."""
+    row: on a long chain the per-row awaits cost a fifth of the time).
+    """
     cursor = await conn.cursor(query, *args)
     while batch := await cursor.fetch(BATCH):
         yield batch
@@ -375,7 +380,8 @@ async def _classify(conn: Conn, found: Break, row_prev_hash: str) -> Break:
 class Parallel:
     """Read the rows and targets of a long chain in a second process, in the same snapshot
     (``pg_export_snapshot``), while this one recomputes the chain: on two cores a
-    workspace of 200,000 events takes about the time of its chain alone."""
+    workspace of 200,000 events takes about the time of its chain alone.
+    """
 
     dsn: str
     executor: Executor
@@ -433,7 +439,8 @@ async def verify_workspace(
 class TableSide:
     """What the tables say of each action: the digest of its row's snapshot (by
     :func:`fast_canonical`), the summary of its ``action_targets`` rows, and what could
-    not be read (a finding each, never the end of the check)."""
+    not be read (a finding each, never the end of the check).
+    """
 
     rows: dict[uuid.UUID, bytes] = field(default_factory=dict)
     targets: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
@@ -444,7 +451,8 @@ async def read_tables(
     conn: Conn, workspace_id: uuid.UUID, loads: Callable[[str], Any] = json.loads
 ) -> TableSide:
     """Digest every row and summarise every action's targets (in the caller's snapshot);
-    jsonb arrives as text and is parsed by ``loads``."""
+    jsonb arrives as text and is parsed by ``loads``.
+    """
     side = TableSide()
     async for batch in _batches(conn, SELECT_ROWS, workspace_id):
         for record in batch:
@@ -501,7 +509,8 @@ async def _compare(
     conn: Conn, workspace_id: uuid.UUID, actions: dict[uuid.UUID, _Seen], side: TableSide
 ) -> tuple[list[Break], int]:
     """The tables against the chain; a disagreement is re-checked with the writer's own
-    canonical form before it is reported."""
+    canonical form before it is reported.
+    """
     breaks: list[Break] = [
         _unreadable(workspace_id, None, f"action {action_id}: {what}", None)
         for action_id, what in side.unreadable.items()
@@ -685,7 +694,8 @@ async def verify(
     """Verify every chain (or one), against ``checkpoints`` when given; ``emit`` findings.
 
     Chains of ``parallel_from`` events or more have their rows and targets read by a
-    second process meanwhile (None: never)."""
+    second process meanwhile (None: never).
+    """
     report = VerifyReport(checkpoints=checkpoints)
     executor: ProcessPoolExecutor | None = None
     if parallel_from is not None and (os.cpu_count() or 1) > 1:
@@ -740,7 +750,8 @@ async def verify(
 
 def _unsigned(result: WorkspaceResult, max_age_s: float) -> list[Break]:
     """Events older than ``max_age_s`` that no checkpoint covers: the writer was stopped
-    or blocked (what it has not signed, it cannot vouch for later)."""
+    or blocked (what it has not signed, it cannot vouch for later).
+    """
     first = result.first_unsigned
     if first is None or first > datetime.now(UTC) - timedelta(seconds=max_age_s):
         return []

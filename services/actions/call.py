@@ -15,7 +15,8 @@ MIN_LOCK_TIMEOUT_MS = 500
 @dataclass(frozen=True)
 class Call:
     """An authenticated RPC: the principal, its absolute monotonic deadline (or None) and
-    the trace it belongs to (or None: untraced, or not asked for)."""
+    the trace it belongs to (or None: untraced, or not asked for).
+    """
 
     principal: Principal
     deadline: float | None = None

@@ -28,7 +28,8 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
 
 def unavailable_detail(exc: BaseException) -> str:
     """What a caller is told about a database failure: its kind, not its class or text
-    (those name the driver and its version; the log keeps them)."""
+    (those name the driver and its version; the log keeps them).
+    """
     if isinstance(exc, TimeoutError):
         return "no connection or no answer in time; retry"
     if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
@@ -37,7 +38,7 @@ def unavailable_detail(exc: BaseException) -> str:
 
 
 async def init_connection(conn: Conn) -> None:
-    """jsonb columns as Python objects."""
+    """Jsonb columns as Python objects."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 

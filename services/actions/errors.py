@@ -54,6 +54,10 @@ def permission_denied(
     """PERMISSION_DENIED ``INSUFFICIENT_PERMISSIONS`` with the seed's detail.
 
     Args:
+        required_permission: The permission the caller lacks (``actions:pause_agent``).
+        roles: The caller's roles in the workspace, as the policy service answered.
+        policy_version: The policy version that decided.
+        message: Replaces the default message.
         denied_agents: When the target itself is allowed but agents the action would
             change are not: their ids (metadata ``denied_count`` and the first
             :data:`DENIED_IDS_LISTED` in ``denied_agent_ids``).
@@ -119,6 +123,8 @@ def already_in_state(agent_id: str, status: str, detail: str = "") -> ServiceErr
     """FAILED_PRECONDITION: the target already is as asked (resume an active agent).
 
     Args:
+        agent_id: The target (an agent or department id).
+        status: The state it already is in.
         detail: Replaces "is already <status>" in the message.
     """
     return ServiceError(
@@ -159,7 +165,8 @@ def superseded(action_id: str, later: Mapping[str, str]) -> ServiceError:
 def targets_changed(action_id: str, targets: Sequence[str]) -> ServiceError:
     """ABORTED ``TARGETS_CHANGED``: what the action names moved between its permission check
     and its row locks (an agent changed department); nothing was changed, a new request
-    is checked against where things are now."""
+    is checked against where things are now.
+    """
     listed = ", ".join(targets[:DENIED_IDS_LISTED])
     return ServiceError(
         grpc.StatusCode.ABORTED,
@@ -222,6 +229,8 @@ def execution_failed(action_id: str, message: str, correlation_id: str = "") -> 
     """INTERNAL ``ACTION_EXECUTION_FAILED``: the audit row says ``failed``.
 
     Args:
+        action_id: The failed action.
+        message: What the audit row and the caller are told.
         correlation_id: Names the log line with the details of an unexpected failure.
     """
     metadata = {"action_id": action_id}

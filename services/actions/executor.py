@@ -31,7 +31,8 @@ from services.common.tasks import TaskSet
 
 def fingerprint(cmd: ExecuteCommand) -> str:
     """The request fingerprint (``skip_denied`` only when set, so that the fingerprints
-    of requests recorded before it existed stay the same)."""
+    of requests recorded before it existed stay the same).
+    """
     request: dict[str, Any] = {
         "workspace_id": str(cmd.workspace_id),
         "action_type": cmd.kind.name,

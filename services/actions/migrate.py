@@ -1,5 +1,10 @@
 """Forward-only migrations: apply ``migrations/NNNN_name.sql`` in order, under an advisory lock.
 
+The files ship inside the ``services`` package (``services/migrations`` is a link to the
+top-level ``migrations/`` in the source tree, and the wheel carries the files themselves),
+so an installed service migrates without a checkout; they are read with
+:mod:`importlib.resources`.
+
 Safe to run twice (applied files are skipped) and from several processes at once (the
 lock serialises them; the second finds nothing to do). An applied file whose content
 changed is refused: migrations are never edited after they ship.
@@ -10,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR: Traversable = resources.files("services") / "migrations"
 # pg_advisory_lock key: the first 8 bytes of sha256("fleetward.migrate") as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"fleetward.migrate").digest()[:8], "big", signed=True
@@ -50,21 +56,22 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def load_migrations(directory: Traversable = MIGRATIONS_DIR) -> list[Migration]:
     """Read the migration files in version order; refuse malformed or duplicate names."""
     found: dict[str, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    files = (entry for entry in directory.iterdir() if entry.name.endswith(".sql"))
+    for path in sorted(files, key=lambda entry: entry.name):
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
         version = match.group(1)
         if version in found:
             raise MigrationError(f"{path.name}: version {version} is used twice")
-        found[version] = Migration(version, path.name, path.read_text())
+        found[version] = Migration(version, path.name, path.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+async def migrate(dsn: str, directory: Traversable = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the names of those applied by this call."""
     migrations = load_migrations(directory)
     conn = await asyncpg.connect(dsn)

@@ -261,7 +261,8 @@ class PolicyGateway:
 
     async def _ask(self, rpc: Any, request: Any, budget_s: float, remaining_s: float | None) -> Any:
         """One call with the service token; every failure is POLICY_UNAVAILABLE, except the
-        caller's own deadline running out (DEADLINE_EXCEEDED)."""
+        caller's own deadline running out (DEADLINE_EXCEEDED).
+        """
         try:
             return await rpc(request, timeout=budget_s, metadata=self._bearer())
         except grpc.aio.AioRpcError as exc:

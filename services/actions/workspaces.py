@@ -41,7 +41,8 @@ async def create_workspace(dsn: str, name: str, workspace_id: uuid.UUID) -> uuid
 
 def run_create(dsn: str, name: str, workspace_id: str | None) -> int:
     """The CLI: print the new workspace's id and what to do next; exit 1 on a clash, 2 on
-    bad input or an unreachable database."""
+    bad input or an unreachable database.
+    """
     problem = name_problem(name)
     try:
         wanted = uuid.UUID(workspace_id) if workspace_id else uuid.uuid4()

@@ -1,6 +1,7 @@
 """``python -m services.common.healthcheck HOST:PORT``: exit 0 when the gRPC server there
 answers ``grpc.health.v1`` with SERVING, 1 otherwise (a container's HEALTHCHECK; on
-Kubernetes use the native gRPC probe instead)."""
+Kubernetes use the native gRPC probe instead).
+"""
 
 from __future__ import annotations
 

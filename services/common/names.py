@@ -55,7 +55,8 @@ def department_path(department_id: str) -> str:
 
 def agent_path(department_id: str, agent_id: str) -> str:
     """The policy resource path of an agent (and of its own budget): it names the department
-    the agent is in, so a grant or deny on a department covers its agents."""
+    the agent is in, so a grant or deny on a department covers its agents.
+    """
     return f"{FLEET_PATH}/departments/{department_id}/agents/{agent_id}"
 
 

@@ -42,7 +42,8 @@ def _client_left(context: Context) -> None:
     is sending (a long history held up by flow control), the cancellation lands in grpc's
     write, outside the handler, and the handler's generator is closed when it is dropped
     (``GeneratorExit``). Both are marked here, once for every RPC
-    (``tests/client/test_watch.py`` cancels a real watch each way)."""
+    (``tests/client/test_watch.py`` cancels a real watch each way).
+    """
     if context.code() is None:
         context.set_code(grpc.StatusCode.CANCELLED)
 

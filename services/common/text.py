@@ -51,5 +51,6 @@ def text_problem(text: str) -> str | None:
 
 def visible_length(text: str) -> int:
     """How many characters of ``text`` show as something: letters, digits, punctuation
-    and symbols, not spaces, marks, formatting or blank fillers."""
+    and symbols, not spaces, marks, formatting or blank fillers.
+    """
     return sum(1 for ch in text if unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK)

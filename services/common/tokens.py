@@ -58,7 +58,8 @@ def _resembles(text: str, at: int, prefix: str) -> bool:
 @functools.cache
 def _look_alikes(char: str) -> tuple[str, ...]:
     """``char`` and everything Unicode lists as confusable with it, normalised like a
-    subject (some are two characters: ``rn`` for ``m``)."""
+    subject (some are two characters: ``rn`` for ``m``).
+    """
     glyphs = {char}
     for key in {char, char.upper()}:
         for entry in confusables.confusables_data.get(key, ()):
@@ -90,7 +91,8 @@ TokenKind = Literal["user", "service"]
 
 def unverified_claims(token: str) -> dict[str, Any] | None:
     """A token's claims read WITHOUT checking its signature, or None when they cannot be
-    read: only to word a message or label a page, never to allow anything."""
+    read: only to word a message or label a page, never to allow anything.
+    """
     try:
         claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     except Exception:  # whatever a hostile token provokes, it just has no readable claims
@@ -121,7 +123,8 @@ def apparent_kind(token: str) -> TokenKind | None:
 def _refusal(message: str, token: str, other: TokenKind, hint: str | None) -> ServiceError:
     """UNAUTHENTICATED for a token whose key did not verify it: ``hint`` (which says what
     this service takes and how to make one) when the token looks like the ``other`` kind,
-    else ``message``."""
+    else ``message``.
+    """
     if hint is not None and apparent_kind(token) == other:
         return unauthenticated(hint)
     return unauthenticated(message)
@@ -146,7 +149,8 @@ def mint_user_token(
     """Sign an HS256 user token (dev and tests; production tokens come from the IdP).
 
     Each carries a random ``jti``, so two minted in the same second are still two
-    sessions (the console ends a signed-out session's pages by its token)."""
+    sessions (the console ends a signed-out session's pages by its token).
+    """
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": subject,
@@ -278,7 +282,8 @@ class UserTokenVerifier:
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
         """UNAUTHENTICATED for a token that lives longer than the maximum, counted from
-        ``iat`` or from now, whichever is earlier (an ``iat`` in the future buys nothing)."""
+        ``iat`` or from now, whichever is earlier (an ``iat`` in the future buys nothing).
+        """
         exp, iat = claims["exp"], claims.get("iat")
         start = min(iat, time.time()) if iat is not None else time.time()
         if exp - start > self._max_ttl_s:
@@ -291,7 +296,8 @@ class UserTokenVerifier:
 def token_problem(exc: jwt.PyJWTError) -> str:
     """What was wrong with a token, in our words: PyJWT's own messages can carry the
     token's text back, or Python's (``Exceeds the limit (4300 digits)…``), which names
-    the interpreter and library to whoever sent it."""
+    the interpreter and library to whoever sent it.
+    """
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"the {exc.claim!r} claim is required"  # one of the names we require
     if isinstance(exc, jwt.InvalidAudienceError):

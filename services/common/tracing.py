@@ -134,7 +134,8 @@ def span(name: str) -> contextlib.AbstractContextManager[trace.Span | None]:
 
 def current_ids() -> tuple[str, str] | None:
     """The current span's trace and span ids (hex) for a log line; None when tracing is
-    off or no span is current."""
+    off or no span is current.
+    """
     if _tracer is None:
         return None
     context = trace.get_current_span().get_span_context()
@@ -190,7 +191,8 @@ def _not_quiet(details: grpc.HandlerCallDetails) -> bool:
 
 class Tracing:
     """One process's tracing: :data:`OFF` installs nothing; on, every instrumentation gets
-    this object's provider."""
+    this object's provider.
+    """
 
     def __init__(self, provider: TracerProvider | None = None, *, owned: bool = False) -> None:
         """Wrap ``provider`` (None: off).
@@ -264,7 +266,8 @@ OFF = Tracing()
 
 def start(settings: TracingSettings) -> Tracing:
     """The installed tracing ``settings`` ask for (:data:`OFF` when off): a provider with a
-    batching processor per exporter, owned (flushed by :meth:`Tracing.shutdown`)."""
+    batching processor per exporter, owned (flushed by :meth:`Tracing.shutdown`).
+    """
     if not settings.enabled:
         return OFF
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource

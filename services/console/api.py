@@ -132,7 +132,8 @@ Call = Callable[[AsyncActionsClient], Awaitable[actions_pb2.Action]]
 
 async def _act(request: Request, read: Callable[[dict[str, Any], str], Call]) -> Response:
     """The dialog's one flow: a session, a well-formed body turned into a client call by
-    ``read`` (given the body and the workspace), the call as the caller, its answer."""
+    ``read`` (given the body and the workspace), the call as the caller, its answer.
+    """
     session = _session(request)
     if isinstance(session, JSONResponse):
         return session
@@ -192,7 +193,8 @@ async def rollback(request: Request) -> Response:
 
 async def _page_events(queue: Page, who: Caller) -> AsyncIterator[bytes]:
     """One page's events until its subscription ends or its own token expires (a page
-    gets no event past its token's ``exp``, whatever newer tokens keep the stream up)."""
+    gets no event past its token's ``exp``, whatever newer tokens keep the stream up).
+    """
     while True:
         left = None if who.expires_at is None else who.expires_at - time.time()
         if left is not None and left <= 0:

@@ -39,7 +39,8 @@ class Backend:
 
     def client(self, caller: Caller | str) -> AsyncActionsClient:
         """A client that calls as ``caller`` (or with this bearer token) over the shared
-        channel; closing it keeps the channel open."""
+        channel; closing it keeps the channel open.
+        """
         config = ClientConfig(
             target=self._base.target,
             token=caller.token if isinstance(caller, Caller) else caller,

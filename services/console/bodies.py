@@ -12,7 +12,8 @@ class BodyTooLarge(ValueError):
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to pass ``limit`` bytes: from its
     ``Content-Length`` before anything is read, else while the chunks arrive (a chunked
-    upload), so an oversized body never sits in memory."""
+    upload), so an oversized body never sits in memory.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise BodyTooLarge(f"the body is over {limit} bytes")

@@ -147,7 +147,8 @@ class PageCall:
 
 def page_call(request: Request) -> PageCall | Response:
     """The page's caller and workspace, or the response for a request without them (sign
-    in again, the proxy's missing token, or an id that is not a workspace's)."""
+    in again, the proxy's missing token, or an id that is not a workspace's).
+    """
     console = console_of(request)
     who = caller(request)
     refusal = console.no_session(request, who)

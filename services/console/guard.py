@@ -27,12 +27,14 @@ log = logging.getLogger("fleetward.console")
 
 class Unforeseen:
     """ASGI middleware: an exception that escapes a route becomes a 500 with a correlation
-    id, logged once (it is not re-raised to the server, which would log it again)."""
+    id, logged once (it is not re-raised to the server, which would log it again).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection through the guard."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -71,7 +73,8 @@ class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose next request (its head and its
     body) has not fully arrived within ``request_timeout`` seconds of the connection (or of
     its last response). A request that has fully arrived is never cut off: the app may
-    take its time, and a live stream may last."""
+    take its time, and a live stream may last.
+    """
 
     request_timeout = 10.0
 

@@ -73,7 +73,8 @@ def caller_of(conn: HTTPConnection, settings: ConsoleSettings) -> Caller | None:
 
 def verified(token: str, dev: DevSignIn) -> bool:
     """Whether ``token`` is one the dev sign-in could have minted (checked with its secret,
-    audience and issuer by the services' own verifier)."""
+    audience and issuer by the services' own verifier).
+    """
     verifier = UserTokenVerifier(secret=dev.jwt_secret, audience=dev.audience, issuer=dev.issuer)
     try:
         verifier.verify(token)

@@ -43,7 +43,8 @@ Page = asyncio.Queue[Message | None]
 @dataclass
 class _Upstream:
     """One user's stream of one workspace, and that user's open pages with the token each
-    page brought."""
+    page brought.
+    """
 
     workspace_id: str
     subject: str
@@ -57,7 +58,8 @@ class _Upstream:
     @property
     def token(self) -> str:
         """The token of the open page whose token lives longest (the stream outlives no
-        page's right to it, and an old page's expiry does not end the others')."""
+        page's right to it, and an old page's expiry does not end the others').
+        """
         if not self.pages:
             return self.stream_token
         best = max(self.pages.values(), key=lambda c: c.expires_at or float("inf"))
@@ -85,7 +87,8 @@ class _Upstream:
 
 def _close(queue: asyncio.Queue[Message | None]) -> None:
     """End a page's subscription, also one whose queue is full (a page that fell behind
-    is dropped: it reconnects and re-renders, so it cannot stay silently stale)."""
+    is dropped: it reconnects and re-renders, so it cannot stay silently stale).
+    """
     while True:
         try:
             queue.put_nowait(None)
@@ -178,7 +181,8 @@ class LiveHub:
 
     def sign_out(self, token: str) -> None:
         """End the live pages that brought ``token`` (that session signed out; the same
-        user's other sessions, in other browsers, keep theirs)."""
+        user's other sessions, in other browsers, keep theirs).
+        """
         signed_out = {"type": "auth", "code": "SIGNED_OUT", "message": "signed out"}
         for upstream in self._streams.values():
             upstream.end_pages(signed_out, token)

@@ -122,7 +122,8 @@ async def signin_submit(request: Request) -> Response:
 
 async def signout(request: Request) -> Response:
     """Drop the dev session cookie and end that user's live pages (their other tabs go
-    back to sign-in too: the cookie they shared is gone)."""
+    back to sign-in too: the cookie they shared is gone).
+    """
     console = console_of(request)
     response = RedirectResponse("/signin", status_code=303)
     if COOKIE in request.cookies:
@@ -232,7 +233,8 @@ async def _take(source: AsyncIterator[T], limit: int) -> AsyncGenerator[T, None]
 
 def _utc(value: str, name: str, problems: list[str]) -> datetime | None:
     """A ``datetime-local`` field's value: UTC when it names no offset, converted to UTC
-    when it does; None when empty, and a problem when it is no date."""
+    when it does; None when empty, and a problem when it is no date.
+    """
     if not value:
         return None
     try:

@@ -60,6 +60,7 @@ class PageSecurity:
         return origin == request_origin(scope, headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection through the checks."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -77,7 +77,8 @@ class ConsoleSettings:
 
     def trace_link(self, trace_id: str) -> str | None:
         """The tracing backend's page of ``trace_id``, or None (not configured, or not a
-        trace id: the value comes from the service, and only 32 hex digits go in a URL)."""
+        trace id: the value comes from the service, and only 32 hex digits go in a URL).
+        """
         if self.trace_url is None or not TRACE_ID.fullmatch(trace_id):
             return None
         return self.trace_url.replace("{trace_id}", trace_id)

@@ -98,7 +98,8 @@ def _print_failures(results: list[CaseResult], out: TextIO) -> list[CaseResult]:
 
 def run_validate(directory: Path, out: TextIO = sys.stdout) -> int:
     """``validate``: print every problem as ``file:line: severity: message`` and every
-    failing policy test as ``test`` does; OK only when a reload would load the files."""
+    failing policy test as ``test`` does; OK only when a reload would load the files.
+    """
     loaded = _load(directory, out)
     if loaded is None:
         print(f"{directory}: INVALID", file=out)

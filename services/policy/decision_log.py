@@ -294,8 +294,15 @@ def record_batch(
     """Buffer one line for a CheckResources batch: counts, and the first denied resources.
 
     Args:
+        decision_id: The batch's one decision id.
+        caller: The calling service (its token's subject).
+        subject: Who the question was about.
+        workspace: The workspace asked about.
+        action: The permission asked about.
         resources: How many resources were decided.
         denied: ``(resource, decision)`` of every denial, in request order.
+        policy_version: The policy version that decided.
+        latency_us: How long deciding took, in microseconds.
     """
     writer = _writer
     if writer is None:

@@ -49,7 +49,7 @@ class ModelFile:
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """Lines without comments, with ``\\`` continuations joined; (first line number, text)."""
+    r"""Lines without comments, with ``\`` continuations joined; (first line number, text)."""
     out: list[tuple[int, str]] = []
     pending: tuple[int, str] | None = None
     for number, raw in enumerate(text.splitlines(), start=1):

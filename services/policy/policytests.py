@@ -94,7 +94,8 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         """The decision matches the expectation (and the reason and denied paths, when
-        those are expected)."""
+        those are expected).
+        """
         if self.decision.allowed != self.case.expect_allow:
             return False
         if self.case.expect_denied is not None and set(self.denied) != set(self.case.expect_denied):

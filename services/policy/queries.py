@@ -1,5 +1,6 @@
 """Checking a ``CheckRequest`` before it reaches the policy: missing or malformed fields
-become ``BadRequest`` field violations (INVALID_ARGUMENT), never a silent deny."""
+become ``BadRequest`` field violations (INVALID_ARGUMENT), never a silent deny.
+"""
 
 from __future__ import annotations
 

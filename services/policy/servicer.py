@@ -72,7 +72,8 @@ def _timestamp(value: Any) -> timestamp_pb2.Timestamp | None:
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     """Check, BatchCheck, CheckResources and GetPolicyInfo over the state a ``Reloader``
-    maintains."""
+    maintains.
+    """
 
     def __init__(self, state: PolicyState, authenticator: CallerAuthenticator) -> None:
         self._state = state
@@ -219,7 +220,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, request: policy_pb2.GetPolicyInfoRequest, context: Context
     ) -> policy_pb2.GetPolicyInfoResponse:
         """Describe the served policy (with its load's warnings) and the last reload (also
-        before the first load)."""
+        before the first load).
+        """
 
         async def work() -> policy_pb2.GetPolicyInfoResponse:
             self._auth.authenticate(context)

@@ -22,6 +22,7 @@ class AgentCache:
     """agent_id -> Agent, refreshed whenever a completed action touched the agent."""
 
     def __init__(self, client: AsyncActionsClient) -> None:
+        """An empty cache that reads through ``client``."""
         self.client = client
         self.agents: dict[str, actions_pb2.Agent] = {}
         self.last_seq = 0  # persist this to resume after a restart of the watcher

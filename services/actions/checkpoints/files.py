@@ -41,7 +41,8 @@ def complete_lines(data: bytes) -> list[bytes]:
 
 def read_regular(path: Path, limit: int) -> bytes:
     """A regular file's bytes, never following a symlink or blocking on a FIFO; OSError
-    for anything else or anything larger than ``limit``."""
+    for anything else or anything larger than ``limit``.
+    """
     fd = _open_regular(path, os.O_RDONLY)
     try:
         info = os.fstat(fd)
@@ -56,7 +57,8 @@ def read_regular(path: Path, limit: int) -> bytes:
 def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     """A descriptor on a regular file, never through a symlink and never blocking on a
     FIFO: whoever can write the directory must not make the writer change another file
-    (it runs with the service's rights) or hang."""
+    (it runs with the service's rights) or hang.
+    """
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

@@ -153,7 +153,8 @@ class Checkpointer:
 
     def _last_on_file(self, path: Path) -> Checkpoint | None:
         """The file's last checkpoint: None if none, or if it does not verify under a
-        published key (a new checkpoint follows it; ``audit verify`` reports the line)."""
+        published key (a new checkpoint follows it; ``audit verify`` reports the line).
+        """
         line = files.last_line(path)
         if line is None:
             return None

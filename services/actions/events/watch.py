@@ -67,7 +67,8 @@ LIMIT $4"""
 @dataclass(frozen=True)
 class StreamLimits:
     """How many WatchActions streams may be open at once, per process and per subject;
-    how fast they may read history (:mod:`services.actions.events.replay`)."""
+    how fast they may read history (:mod:`services.actions.events.replay`).
+    """
 
     per_process: int = 2000
     per_subject: int = 100
@@ -214,7 +215,8 @@ class Watcher:
     ) -> AsyncIterator[bytes]:
         """The stream; its count and its tail are taken and given back inside the body, so
         a stream dropped before its first read holds nothing. A ``live_only`` stream starts
-        where its tail starts: nothing before it is read from the table."""
+        where its tail starts: nothing before it is read from the table.
+        """
         self._admit(call.subject)
         try:
             # Attaching reads the workspace's head once per workspace, not once per stream.
@@ -309,7 +311,8 @@ class Watcher:
 @dataclass
 class _Position:
     """Where a stream is: the last ``seq`` sent, when its token expires, when it next
-    asks the policy service whether it may still read."""
+    asks the policy service whether it may still read.
+    """
 
     last: int
     expires: float | None

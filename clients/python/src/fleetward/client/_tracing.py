@@ -48,7 +48,8 @@ def open_channel(
     target: str, credentials: grpc.ChannelCredentials | None, options: Options
 ) -> grpc.Channel:
     """A blocking channel to ``target`` (TLS with ``credentials``), its unary calls traced
-    if installed."""
+    if installed.
+    """
     if credentials is None:
         channel = grpc.insecure_channel(target, options=options)
     else:

@@ -110,7 +110,8 @@ class FleetwardError(Exception):
 
     def to_json(self) -> dict[str, object]:
         """The error as a JSON-ready object: code name, reason, message, metadata and
-        violations (what ``fleetward --json`` prints and the console's dialog shows)."""
+        violations (what ``fleetward --json`` prints and the console's dialog shows).
+        """
         return {
             "code": self.code.name,
             "reason": self.reason,

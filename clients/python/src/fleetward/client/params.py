@@ -64,7 +64,8 @@ ScopeLike: TypeAlias = Scope | Literal["agent", "department", "fleet"] | actions
 @dataclass(frozen=True)
 class PauseAgent:
     """Pause the agents in the target for ``duration_minutes`` (server default 30), or
-    ``indefinite``ly (not both)."""
+    ``indefinite``ly (not both).
+    """
 
     duration_minutes: int | None = None
     indefinite: bool = False

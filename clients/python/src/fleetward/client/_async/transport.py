@@ -28,7 +28,8 @@ Resp = TypeVar("Resp")
 
 def open_channel(config: ClientConfig) -> grpc.aio.Channel:
     """Open a channel to ``config.target`` (TLS when ``config.tls`` is set), sending the
-    current trace context when OpenTelemetry is installed (:mod:`fleetward.client._tracing`)."""
+    current trace context when OpenTelemetry is installed (:mod:`fleetward.client._tracing`).
+    """
     return _tracing.open_aio_channel(
         config.target, channel_credentials(config), channel_options(config)
     )
@@ -65,7 +66,8 @@ class AsyncTransport:
         deadline: float | None,
     ) -> Resp:
         """Call ``method`` once per attempt with the same ``request`` until it succeeds,
-        fails for good, or the overall deadline is spent."""
+        fails for good, or the overall deadline is spent.
+        """
         attempts = Attempts(self.config, deadline, self._rng)
         while True:
             timeout = attempts.start()

@@ -20,7 +20,8 @@ def _after(
     request: actions_pb2.WatchActionsRequest, event: actions_pb2.ActionEvent
 ) -> actions_pb2.WatchActionsRequest:
     """The request that resumes after ``event``: its seq, history included (live_only off),
-    so a reconnect misses nothing that was appended meanwhile."""
+    so a reconnect misses nothing that was appended meanwhile.
+    """
     return actions_pb2.WatchActionsRequest(workspace_id=request.workspace_id, after_seq=event.seq)
 
 

@@ -29,7 +29,8 @@ Resp = TypeVar("Resp")
 
 def open_channel(config: ClientConfig) -> grpc.Channel:
     """Open a channel to ``config.target`` (TLS when ``config.tls`` is set), sending the
-    current trace context when OpenTelemetry is installed (:mod:`fleetward.client._tracing`)."""
+    current trace context when OpenTelemetry is installed (:mod:`fleetward.client._tracing`).
+    """
     return _tracing.open_channel(
         config.target, channel_credentials(config), channel_options(config)
     )
@@ -66,7 +67,8 @@ class SyncTransport:
         deadline: float | None,
     ) -> Resp:
         """Call ``method`` once per attempt with the same ``request`` until it succeeds,
-        fails for good, or the overall deadline is spent."""
+        fails for good, or the overall deadline is spent.
+        """
         attempts = Attempts(self.config, deadline, self._rng)
         while True:
             timeout = attempts.start()

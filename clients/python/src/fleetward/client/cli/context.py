@@ -81,7 +81,8 @@ class Context:
 
     def token(self) -> str:
         """The bearer token this command sends: ``--token``, else ``FLEETWARD_TOKEN``
-        (for ``policy``: ``FLEETWARD_POLICY_TOKEN`` first)."""
+        (for ``policy``: ``FLEETWARD_POLICY_TOKEN`` first).
+        """
         if self.for_policy:
             return self._setting("token", "FLEETWARD_POLICY_TOKEN", "FLEETWARD_TOKEN")
         return self._setting("token", "FLEETWARD_TOKEN")

@@ -90,7 +90,7 @@ class Invocation:
 
     @property
     def command(self) -> str:
-        """``execute``, ``rollback``, ``actions list``, ``can-i``, ``policy check``, …"""
+        """The command as typed: ``execute``, ``rollback``, ``actions list``, ``can-i``, …."""
         words = [getattr(self.args, "command", None), getattr(self.args, "what", None)]
         return " ".join(str(w) for w in words if w)
 
@@ -116,7 +116,8 @@ def flag_for(field: str, invocation: Invocation) -> str | None:
 
 def hint(error: FleetwardError, invocation: Invocation) -> str | None:
     """The next step after ``error`` (one line, escaped), or None when there is none to
-    suggest."""
+    suggest.
+    """
     if error.code == grpc.StatusCode.NOT_FOUND:
         return _not_found(error, invocation)
     if error.code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -33,7 +33,8 @@ PIECE = 1024  # characters: at most 4 KiB of UTF-8, half the default buffer
 
 def write(stream: TextIO, text: str) -> None:
     """Write ``text`` to ``stream`` and flush it, so that a closed pipe always raises
-    :class:`BrokenPipeError` (see :data:`PIECE`)."""
+    :class:`BrokenPipeError` (see :data:`PIECE`).
+    """
     for start in range(0, len(text), PIECE):
         stream.write(text[start : start + PIECE])
     stream.flush()

@@ -25,10 +25,10 @@ _JOINERS = frozenset("\u200c\u200d")
 
 
 def visible(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with every control or invisible character shown as an escape (``\\x1b``).
+    r"""``text`` with every control or invisible character shown as an escape (``\x1b``).
 
     Everything the server sends is shown through this: a stored reason holding
-    ``\\x1b[1A\\x1b[2K\\r`` must not redraw the lines above it on someone's terminal.
+    ``\x1b[1A\x1b[2K\r`` must not redraw the lines above it on someone's terminal.
     The escapes are for reading; ``--json`` gives the exact strings.
     """
     if text.isprintable() and not _BLANK.intersection(text):
