@@ -51,8 +51,9 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
 
     def _call(self, context: Context, *, records: bool = False) -> Call:
         """The authenticated call; with the request's trace id when it ``records`` an action."""
-        principal = self._auth.authenticate(context)
-        trace_id = tracing.request_trace_id(context.invocation_metadata()) if records else None
+        metadata = context.invocation_metadata()  # read once: grpc decodes it on every call
+        principal = self._auth.authenticate(context, metadata)
+        trace_id = tracing.request_trace_id(metadata) if records else None
         return Call.start(principal, context.time_remaining(), trace_id)
 
     async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,12 +121,12 @@ class ConsoleSettings:
             hosts |= {listen_host}
         ca = env_str(env, "FLEETWARD_TLS_CA")
         trace_url = env_str(env, "FLEETWARD_CONSOLE_TRACE_URL") or None
-        if trace_url is not None and (
-            not trace_url.startswith(("https://", "http://")) or "{trace_id}" not in trace_url
-        ):
+        if trace_url is not None and not _is_trace_url(trace_url):
             raise SettingsError(
-                "FLEETWARD_CONSOLE_TRACE_URL must be an http(s) URL containing {trace_id}, "
-                f"e.g. https://jaeger.example.com/trace/{{trace_id}}; got {trace_url!r}"
+                "FLEETWARD_CONSOLE_TRACE_URL must be an http(s) URL with a host, made of URL "
+                "characters only (no spaces, quotes or <>), with {trace_id} in its path, "
+                "query or fragment, e.g. https://jaeger.example.com/trace/{trace_id}; "
+                f"got {trace_url!r}"
             )
         return cls(
             listen_addr=listen,
@@ -143,6 +144,30 @@ class ConsoleSettings:
             request_timeout_s=_positive(env, "FLEETWARD_CONSOLE_REQUEST_TIMEOUT_S", 10),
             trace_url=trace_url,
         )
+
+
+# RFC 3986's unreserved, reserved and percent characters but the apostrophe, plus the
+# placeholder's braces.
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9._~:/?#@!$&()*+,;=%{}\[\]-]+")
+
+
+def _is_trace_url(template: str) -> bool:
+    """Whether ``template`` is an http(s) URL to a tracing backend with ``{trace_id}`` in it.
+
+    Only characters a URL is made of (no whitespace, quotes, ``<>`` or backslash), an
+    http(s) scheme and a host, and the placeholder after the host: a trace id in the
+    host or user-info part could send the link somewhere else.
+    """
+    if not _URL_CHARACTERS.fullmatch(template) or "{trace_id}" not in template:
+        return False
+    parts = urllib.parse.urlsplit(template)
+    return (
+        parts.scheme in ("http", "https")
+        and template.startswith(f"{parts.scheme}://")
+        and bool(parts.hostname)
+        and "{" not in parts.netloc
+        and "}" not in parts.netloc
+    )
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

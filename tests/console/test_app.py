@@ -272,12 +272,38 @@ async def test_the_action_page_shows_its_trace_id_and_links_it_when_configured(
         "data:text/html,{trace_id}",
         "https://traces.example.com/no-placeholder",
         "//traces.example.com/{trace_id}",
+        "ftp://traces.example.com/{trace_id}",
+        "https:traces.example.com/{trace_id}",
+        "https:///{trace_id}",
+        # Found by the attacker pass: accepted, then escaped on the page (no XSS), but a
+        # template that is not a URL is a configuration mistake to stop at start.
+        'https://x/{trace_id}"onmouseover="alert(1)',
+        "https://x/{trace_id}'><script>alert(1)</script>",
+        "https://x/{trace_id}\njavascript:alert(1)",
+        "http://x/ {trace_id}\ttab",
+        "https://x\\evil/{trace_id}",
+        # The trace id in the user-info or host: the link would go elsewhere.
+        "https://{trace_id}@evil.example/",
+        "https://{trace_id}.evil.example/",
     ],
 )
 def test_a_trace_url_that_is_not_an_http_link_with_the_id_stops_the_start(template: str) -> None:
     env = {"FLEETWARD_CONSOLE_TRACE_URL": template}
     with pytest.raises(SettingsError, match="FLEETWARD_CONSOLE_TRACE_URL"):
         ConsoleSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://jaeger.example.com/trace/{trace_id}",
+        "http://127.0.0.1:16686/trace/{trace_id}?uiFind=x&y=1#top",
+        "https://grafana.example.com/explore?left=%7B%22query%22:%22{trace_id}%22%7D",
+    ],
+)
+def test_a_tracing_backends_url_is_accepted(template: str) -> None:
+    env = {"FLEETWARD_CONSOLE_TRACE_URL": template}
+    assert ConsoleSettings.from_env(env).trace_url == template
 
 
 def test_only_a_trace_id_goes_into_the_trace_link() -> None:
