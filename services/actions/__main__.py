@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return _migrate()
     if args.cmd == "audit":
         # An auditor needs read access to the database and nothing else (no secrets).
-        from services.actions.audit_cli import run_verify
+        from services.actions.audit.cli import run_verify
 
         dsn = os.environ.get("DATABASE_URL")
         if not dsn:

@@ -14,7 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import audit, errors
+from services.actions import errors
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
 from services.actions.db import Conn, one
 from services.actions.model import UNFINISHED, ActionStatus
 
@@ -26,7 +28,7 @@ UNLOCK = "SELECT pg_advisory_unlock($1)"
 
 def fingerprint(request: Mapping[str, Any]) -> str:
     """sha256 of the canonical request (without request_id and validate_only)."""
-    return hashlib.sha256(audit.canonical(dict(request))).hexdigest()
+    return hashlib.sha256(documents.canonical(dict(request))).hexdigest()
 
 
 def lock_key(action_id: uuid.UUID) -> int:
@@ -39,7 +41,7 @@ async def find(
 ) -> asyncpg.Record | None:
     """The row recorded under this idempotency key, if any."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        audit.SELECT_BY_KEY, workspace_id, subject, request_id
+        audit_store.SELECT_BY_KEY, workspace_id, subject, request_id
     )
     return row
 
@@ -70,14 +72,14 @@ async def _recover_if_orphaned(conn: Conn, row: asyncpg.Record) -> asyncpg.Recor
         raise errors.request_in_progress(row["request_id"], str(action_id))
     try:
         error = errors.execution_failed(str(action_id), INTERRUPTED)
-        failed = await audit.fail_action(
+        failed = await audit_store.fail_action(
             conn, row["workspace_id"], action_id, INTERRUPTED, errors.to_json(error)
         )
         if failed is not None:
             return failed
         # Its executor finished between our read and our lock: answer its outcome.
         return one(
-            await conn.fetchrow(audit.SELECT_ACTION, row["workspace_id"], action_id), "action"
+            await conn.fetchrow(audit_store.SELECT_ACTION, row["workspace_id"], action_id), "action"
         )
     finally:
         await conn.execute(UNLOCK, key)

@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from services.actions import audit, errors, idempotency
+from services.actions import errors, idempotency
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
 from services.actions.catalog import Change
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # migrations/0006_action_trace_id.sql (the claim, by name) and 0003 (the completion: action,
-# started/completed at, result, targets, then audit.append_args).
+# started/completed at, result, targets, then audit_store.append_args).
 CLAIM = """
 SELECT * FROM fleetward_claim_action_v2(
     p_lock_key => $1, p_action_id => $2, p_workspace_id => $3, p_action_type => $4,
@@ -103,7 +105,7 @@ class NewAction:
             "action_type": self.action_type,
             "scope": self.scope,
             "target_id": self.target_id,
-            "action_params": audit.jsonb_value(self.params),
+            "action_params": documents.jsonb_value(self.params),
             "reason": self.reason,
             "actor_user_id": self.subject,
             "actor_role": ",".join(self.roles),
@@ -195,10 +197,10 @@ async def record_denied(
             if wait is not None:
                 raise _rate_limited(new, limit, float(wait))
             row = await conn.fetchrow(
-                audit.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
+                audit_store.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
             )
             if row is not None:
-                await audit.append_events(conn, new.workspace_id, [audit.event_for(row)])
+                await audit_store.append_events(conn, new.workspace_id, [documents.event_for(row)])
                 ACTION_OUTCOMES.labels(new.action_type, ActionStatus.DENIED).inc()
                 return None
         existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
@@ -260,15 +262,15 @@ async def run_on(
     unlocked = False
     try:
         created_at = datetime.now(UTC)
-        event = audit.event_for(new.row(ActionStatus.PENDING, created_at))
+        event = documents.event_for(new.row(ActionStatus.PENDING, created_at))
         pending = await conn.fetchrow(
             CLAIM,
             key,
             *new.insert_args(),
             created_at,
             event[2],
-            audit.doc_head(*event, created_at),
-            audit.doc_tail(new.workspace_id),
+            documents.doc_head(*event, created_at),
+            documents.doc_tail(new.workspace_id),
             names.NOTIFY_CHANNEL,
         )
         if pending is None:
@@ -329,7 +331,7 @@ async def _finish(
             started_at = datetime.now(UTC)
             outcome = await _traced_effect(new, effect, conn, pending)
             completed_at = datetime.now(UTC)
-            result = audit.jsonb_value(outcome.result)
+            result = documents.jsonb_value(outcome.result)
             started = {
                 **dict(pending),
                 "status": ActionStatus.IN_PROGRESS,
@@ -338,10 +340,10 @@ async def _finish(
             final = {**started, "status": ActionStatus.COMPLETED, "result": result}
             final["completed_at"] = completed_at
             changes = outcome.changes
-            done_event = audit.completed_event(
+            done_event = documents.completed_event(
                 final, ((c.kind, c.key, c.before, c.after) for c in changes)
             )
-            events = [audit.event_for(started), *outcome.events, done_event]
+            events = [documents.event_for(started), *outcome.events, done_event]
             done = one(
                 await conn.fetchrow(
                     COMPLETE,
@@ -353,7 +355,7 @@ async def _finish(
                     [c.key for c in changes],
                     [c.before for c in changes],
                     [c.after for c in changes],
-                    *audit.append_args(new.workspace_id, events, completed_at),
+                    *audit_store.append_args(new.workspace_id, events, completed_at),
                 ),
                 "complete",
             )
@@ -426,7 +428,9 @@ async def _fail(conn: Conn, new: NewAction, message: str, err: ServiceError) -> 
             "event": "action.failed",
         },
     )
-    await audit.fail_action(conn, new.workspace_id, new.action_id, message, errors.to_json(err))
+    await audit_store.fail_action(
+        conn, new.workspace_id, new.action_id, message, errors.to_json(err)
+    )
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

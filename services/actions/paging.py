@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from services.actions import audit
+from services.actions.audit import documents
 from services.common.status import FieldViolation, ServiceError, invalid_argument
 
 DEFAULT_PAGE_SIZE = 50
@@ -26,12 +26,12 @@ def page_size(requested: int) -> int:
 
 
 def _binding(filters: Mapping[str, Any]) -> str:
-    return hashlib.sha256(audit.canonical(dict(filters))).hexdigest()[:24]
+    return hashlib.sha256(documents.canonical(dict(filters))).hexdigest()[:24]
 
 
 def encode(filters: Mapping[str, Any], cursor: list[Any]) -> str:
     """A token for the page after ``cursor`` under ``filters`` (workspace included)."""
-    raw = audit.canonical({"f": _binding(filters), "c": cursor})
+    raw = documents.canonical({"f": _binding(filters), "c": cursor})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -13,7 +13,9 @@ from typing import Any
 import asyncpg
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions import access, audit, catalog, convert, errors, paging, targets
+from services.actions import access, catalog, convert, errors, paging, targets
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
 from services.actions.call import Call
 from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
@@ -175,7 +177,7 @@ class Reads:
         """NOT_FOUND for an unknown action (asked only when it has no events: a recorded
         action always has some, unless its chain was damaged).
         """
-        if await self._pool.fetchrow(audit.SELECT_ACTION, workspace_id, action_id) is None:
+        if await self._pool.fetchrow(audit_store.SELECT_ACTION, workspace_id, action_id) is None:
             raise errors.not_found("action", asked)
 
     async def _readable_action(
@@ -198,7 +200,7 @@ class Reads:
         """One audit row."""
         workspace_id, action_id = await self._readable_action(call, request)
         row: asyncpg.Record | None = await self._pool.fetchrow(
-            audit.SELECT_ACTION, workspace_id, action_id
+            audit_store.SELECT_ACTION, workspace_id, action_id
         )
         if row is None:
             raise errors.not_found("action", request.action_id)
@@ -239,8 +241,8 @@ class Reads:
             "status": status,
             "actor_subject": request.actor_subject,
             "target_id": request.target_id,
-            "created_after": audit.iso(after),
-            "created_before": audit.iso(before),
+            "created_after": documents.iso(after),
+            "created_before": documents.iso(before),
         }
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)

@@ -15,7 +15,8 @@ from datetime import timedelta
 
 import asyncpg
 
-from services.actions import audit, errors, idempotency
+from services.actions import errors, idempotency
+from services.actions.audit import store as audit_store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ async def recover_orphans(pool: asyncpg.Pool, min_age_s: float = 1.0) -> list[uu
                 continue  # its executor is alive
             try:
                 error = errors.execution_failed(str(row["action_id"]), idempotency.INTERRUPTED)
-                failed = await audit.fail_action(
+                failed = await audit_store.fail_action(
                     conn,
                     row["workspace_id"],
                     row["action_id"],

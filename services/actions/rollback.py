@@ -16,8 +16,10 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, audit, authorize, catalog, errors, idempotency, lifecycle
+from services.actions import access, authorize, catalog, errors, idempotency, lifecycle
 from services.actions import targets as target_lookup
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
@@ -55,7 +57,7 @@ OWNERS = {
 # NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
 # block the foreign-key checks (KEY SHARE) of rows that reference the original (another
 # rollback's pending row, the events of either), which need not wait for this one.
-LOCK_ORIGINAL = audit.SELECT_ACTION + " FOR NO KEY UPDATE"
+LOCK_ORIGINAL = audit_store.SELECT_ACTION + " FOR NO KEY UPDATE"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _path(kind: str, owner: asyncpg.Record, departments: dict[str, str]) -> str:
 
 async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     """Split the original's targets into restorable and superseded (locked with ``lock``)."""
-    rows = await conn.fetch(audit.SELECT_TARGETS, original["action_id"])
+    rows = await conn.fetch(audit_store.SELECT_TARGETS, original["action_id"])
     workspace_id = original["workspace_id"]
     keys = {
         kind: [r["target_key"] for r in rows if r["target_kind"] == kind] for kind in TargetKind
@@ -203,7 +205,9 @@ class RollbackRunner:
                 async with self._pool.acquire() as conn:
                     return await idempotency.replay(conn, existing, request_fp)
 
-        original = await self._pool.fetchrow(audit.SELECT_ACTION, cmd.workspace_id, cmd.action_id)
+        original = await self._pool.fetchrow(
+            audit_store.SELECT_ACTION, cmd.workspace_id, cmd.action_id
+        )
         target = None
         if original is not None:
             target = await target_lookup.look_up(
@@ -325,11 +329,12 @@ def _effect(
         authorize.require_checked(new.action_id, skipped)
         await kind.rollback(conn, cmd.workspace_id, kept, new.action_id)
         rolled = one(
-            await conn.fetchrow(audit.MARK_ROLLED_BACK, cmd.action_id, new.action_id), "rolled back"
+            await conn.fetchrow(audit_store.MARK_ROLLED_BACK, cmd.action_id, new.action_id),
+            "rolled back",
         )
         return Outcome(
             summarize(kind, kept, skipped),
-            [audit.event_for(rolled)],
+            [documents.event_for(rolled)],
             changes=[c.inverted() for c in kept],
         )
 

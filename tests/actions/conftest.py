@@ -10,7 +10,7 @@ import asyncpg
 import grpc
 import pytest
 
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.verify import verify_workspace
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.servers import running_action_server, running_policy_server, write_test_policy

@@ -6,8 +6,8 @@ import asyncio
 
 import asyncpg
 
-from services.actions.audit import GENESIS_HASH
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.documents import GENESIS_HASH
+from services.actions.audit.verify import verify_workspace
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
 

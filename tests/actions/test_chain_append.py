@@ -17,8 +17,9 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.actions import audit
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
+from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
@@ -59,13 +60,13 @@ def test_pieces_around_the_seq_are_the_canonical_document(
     micros: int,
 ) -> None:
     created = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-    doc = audit.event_document(workspace, seq, action, event_type, payload, created)
+    doc = documents.event_document(workspace, seq, action, event_type, payload, created)
     pieces = (
-        audit.doc_head(action, event_type, payload, created)
+        documents.doc_head(action, event_type, payload, created)
         + str(seq).encode()
-        + audit.doc_tail(workspace)
+        + documents.doc_tail(workspace)
     )
-    assert pieces == audit.canonical(doc)
+    assert pieces == documents.canonical(doc)
 
 
 async def test_jsonb_value_is_what_jsonb_gives_back(pool: asyncpg.Pool) -> None:
@@ -82,7 +83,9 @@ async def test_jsonb_value_is_what_jsonb_gives_back(pool: asyncpg.Pool) -> None:
         for value in values:
             text = await conn.fetchval("SELECT $1::jsonb::text", json.dumps(value))
             back = json.loads(text)
-            assert audit.canonical(audit.jsonb_value(value)) == audit.canonical(back), value
+            assert documents.canonical(documents.jsonb_value(value)) == documents.canonical(back), (
+                value
+            )
 
 
 async def test_database_hashes_equal_python_hashes(
@@ -95,7 +98,7 @@ async def test_database_hashes_equal_python_hashes(
     @SAMPLE
     @given(json_values)
     def collect(value: Any) -> None:
-        payloads.append(audit.jsonb_value({"detail": value}))
+        payloads.append(documents.jsonb_value({"detail": value}))
 
     collect()
     action_id = uuid.UUID(action.action_id)
@@ -104,23 +107,23 @@ async def test_database_hashes_equal_python_hashes(
     try:
         tx = conn.transaction()  # rolled back: the workspace keeps only its real events
         await tx.start()
-        before = await conn.fetchrow(audit.SELECT_HEAD, ws.id)
+        before = await conn.fetchrow(audit_store.SELECT_HEAD, ws.id)
         assert before is not None
         # Several appends of several events each, as the service makes them.
         for start in range(0, len(payloads), 7):
             batch = payloads[start : start + 7]
-            await audit.append_events(
+            await audit_store.append_events(
                 conn, ws.id, [(action_id, EVENT_TYPES[i % 4], p) for i, p in enumerate(batch)]
             )
         rows = await conn.fetch(
-            audit.SELECT_EVENTS.replace("ORDER BY seq", "AND seq > $2 ORDER BY seq"),
+            audit_store.SELECT_EVENTS.replace("ORDER BY seq", "AND seq > $2 ORDER BY seq"),
             ws.id,
             before["last_seq"],
         )
         assert len(rows) == len(payloads)
         prev = before["last_hash"]
         for row in rows:
-            doc = audit.event_document(
+            doc = documents.event_document(
                 ws.id,
                 row["seq"],
                 row["action_id"],
@@ -129,7 +132,7 @@ async def test_database_hashes_equal_python_hashes(
                 row["created_at"],
             )
             assert row["prev_hash"] == prev
-            assert row["hash"] == audit.event_hash(prev, doc)
+            assert row["hash"] == documents.event_hash(prev, doc)
             prev = row["hash"]
         report = await verify_workspace(conn, ws.id)
         # The chain verifies; the payloads appended here are not snapshots of the action,
@@ -143,4 +146,4 @@ async def test_database_hashes_equal_python_hashes(
 @QUICK
 @given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
 def test_iso_is_the_canonical_timestamp_form(value: datetime) -> None:
-    assert audit.iso(value) == value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert documents.iso(value) == value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import audit
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
 
 EVENTS_PER_ACTION = 3
 _ROW_COLUMNS = (
@@ -89,10 +90,10 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
         {"status": "active", "paused_until": None},
         {"status": "paused", "paused_until": None},
     )
-    summary = audit.targets_summary([target])
+    summary = documents.targets_summary([target])
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
-        head = await conn.fetchrow(audit.LOCK_CHAIN_HEAD, workspace)
+        head = await conn.fetchrow(audit_store.LOCK_CHAIN_HEAD, workspace)
         assert head is not None
         seq, prev = int(head["last_seq"]), str(head["last_hash"])
         rows, targets, events = [], [], []
@@ -109,12 +110,12 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
                 "completed_at": at,
             }
             for row, extra in ((pending, None), (started, None), (final, summary)):
-                action, event_type, payload = audit.event_for(row)
+                action, event_type, payload = documents.event_for(row)
                 if extra is not None:
                     payload["targets"] = extra
                 seq += 1
-                doc = audit.event_document(workspace, seq, action, event_type, payload, at)
-                digest = audit.event_hash(prev, doc)
+                doc = documents.event_document(workspace, seq, action, event_type, payload, at)
+                digest = documents.event_hash(prev, doc)
                 events.append(
                     (workspace, seq, action, event_type, json.dumps(payload), at, prev, digest)
                 )

@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 import pytest
 
-from services.actions import audit
-from services.actions.audit_cli import verify
+from services.actions.audit import documents
+from services.actions.audit.verify import verify
 from tests.events.conftest import IsolatedDb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,10 +43,10 @@ async def rewrite_event(pool: asyncpg.Pool, ws: uuid.UUID, seq: int, **changes: 
     )
     assert row is not None
     payload = {**json.loads(row["payload"]), **changes}
-    doc = audit.event_document(
+    doc = documents.event_document(
         ws, seq, row["action_id"], row["event_type"], payload, row["created_at"]
     )
-    rehashed = audit.event_hash(row["prev_hash"], doc)
+    rehashed = documents.event_hash(row["prev_hash"], doc)
     await tamper(
         pool,
         (
@@ -154,7 +154,7 @@ async def test_verify_of_every_workspace_counts_all_chains(isolated_db: Isolated
 
 
 def test_unknown_workspace_is_an_input_error(database_dsn: str) -> None:
-    from services.actions.audit_cli import run_verify
+    from services.actions.audit.cli import run_verify
 
     assert run_verify(database_dsn, "nope") == 2
     assert run_verify(database_dsn, str(uuid.uuid4())) == 2
@@ -163,7 +163,7 @@ def test_unknown_workspace_is_an_input_error(database_dsn: str) -> None:
 def test_unreachable_database_is_reported_not_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from services.actions.audit_cli import run_verify
+    from services.actions.audit.cli import run_verify
     from tests.events.processes import free_port
 
     assert run_verify(f"postgresql://postgres@127.0.0.1:{free_port()}/x", None) == 2

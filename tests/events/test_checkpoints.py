@@ -20,8 +20,8 @@ import asyncpg
 import grpc
 import pytest
 
-from services.actions import audit
-from services.actions.audit_cli import verify
+from services.actions.audit import documents
+from services.actions.audit.verify import verify
 from services.actions.checkpoints import files, reader
 from services.actions.checkpoints.signing import (
     CheckpointError,
@@ -124,10 +124,10 @@ async def test_attack_1_a_forged_suffix_after_a_truncation_is_caught(
     forged = []
     for row in rows:
         payload = {**json.loads(row["payload"]), "reason": "routine maintenance"}
-        doc = audit.event_document(
+        doc = documents.event_document(
             ws, row["seq"], row["action_id"], row["event_type"], payload, row["created_at"]
         )
-        digest = audit.event_hash(prev, doc)
+        digest = documents.event_hash(prev, doc)
         forged.append((row["seq"], json.dumps(payload), prev, digest))
         prev = digest
     await tamper(

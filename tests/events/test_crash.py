@@ -14,7 +14,7 @@ import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.verify import verify_workspace
 from services.actions.idempotency import INTERRUPTED, lock_key
 from tests.actions.helpers import Api, details
 from tests.conftest import NewWorkspace, Secrets

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
 from services.actions.scheduler import REASON, SUBJECT, resume_expired
 from services.actions.server import ActionServer

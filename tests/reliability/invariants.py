@@ -14,7 +14,7 @@ For each workspace checked:
   ``failed``, ``denied``), in order, each snapshot carrying its event's status.
 * **rollback** — a ``rolled_back`` action and the completed rollback that undid it name
   each other (``rollback_action_id`` / ``rollback_of_action_id``).
-* **chain** — ``audit verify``'s :func:`services.actions.audit_cli.verify_workspace` finds
+* **chain** — ``audit verify``'s :func:`services.actions.audit.verify.verify_workspace` finds
   nothing (the chain, and every row and its targets against it).
 * **idempotency** — every ``(workspace, actor, request_id)`` has exactly one action.
 """
@@ -27,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.actions.audit import iso
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.documents import iso
+from services.actions.audit.verify import verify_workspace
 from services.actions.db import Conn
 from services.actions.idempotency import lock_key
 

@@ -17,7 +17,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.actions import lifecycle
-from services.actions.audit_cli import verify_workspace
+from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
 from services.actions.lifecycle import NewAction, Outcome
 from services.common import tracing

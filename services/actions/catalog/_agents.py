@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from services.actions.audit import iso
+from services.actions.audit.documents import iso
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
 from services.actions.model import Scope, TargetKind

@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from services.actions.audit import canonical, iso
+from services.actions.audit.documents import canonical, iso
 
 VERSION = 1
 _HASH = re.compile(r"^[0-9a-f]{64}$")

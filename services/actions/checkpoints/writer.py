@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from services.actions.audit import iso
+from services.actions.audit.documents import iso
 from services.actions.checkpoints import files
 from services.actions.checkpoints.signing import (
     Checkpoint,

@@ -83,7 +83,7 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def payload_row(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """An event payload (``audit.snapshot``) in the row shape :func:`convert.action` reads."""
+    """An event payload (``documents.snapshot``) in the row shape :func:`convert.action` reads."""
     actor = payload.get("actor") or {}
     row = dict(payload)
     row["action_params"] = payload.get("params")
