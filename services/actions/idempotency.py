@@ -14,26 +14,16 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import errors
+from services.actions import action_lock, errors
 from services.actions.audit import documents
 from services.actions.audit import store as audit_store
 from services.actions.db import Conn, one
 from services.actions.model import UNFINISHED, ActionStatus
 
-INTERRUPTED = "interrupted before completion; no changes were applied"
-
-TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
-UNLOCK = "SELECT pg_advisory_unlock($1)"
-
 
 def fingerprint(request: Mapping[str, Any]) -> str:
     """sha256 of the canonical request (without request_id and validate_only)."""
     return hashlib.sha256(documents.canonical(dict(request))).hexdigest()
-
-
-def lock_key(action_id: uuid.UUID) -> int:
-    """The session advisory lock key of an action: its first 8 bytes as a signed bigint."""
-    return int.from_bytes(action_id.bytes[:8], "big", signed=True)
 
 
 async def find(
@@ -62,24 +52,17 @@ async def replay(conn: Conn, row: asyncpg.Record, request_fp: str) -> asyncpg.Re
     details = row["error_details"]
     if row["status"] in (ActionStatus.FAILED, ActionStatus.DENIED) and details:
         raise errors.from_json(details)
-    raise errors.execution_failed(str(action_id), row["error_message"] or INTERRUPTED)
+    raise errors.execution_failed(str(action_id), row["error_message"] or action_lock.INTERRUPTED)
 
 
 async def _recover_if_orphaned(conn: Conn, row: asyncpg.Record) -> asyncpg.Record:
     action_id: uuid.UUID = row["action_id"]
-    key = lock_key(action_id)
-    if not await conn.fetchval(TRY_LOCK, key):
+    orphan = await action_lock.fail_if_orphaned(conn, row["workspace_id"], action_id)
+    if orphan.alive:
         raise errors.request_in_progress(row["request_id"], str(action_id))
-    try:
-        error = errors.execution_failed(str(action_id), INTERRUPTED)
-        failed = await audit_store.fail_action(
-            conn, row["workspace_id"], action_id, INTERRUPTED, errors.to_json(error)
-        )
-        if failed is not None:
-            return failed
-        # Its executor finished between our read and our lock: answer its outcome.
-        return one(
-            await conn.fetchrow(audit_store.SELECT_ACTION, row["workspace_id"], action_id), "action"
-        )
-    finally:
-        await conn.execute(UNLOCK, key)
+    if orphan.failed is not None:
+        return orphan.failed
+    # Its executor finished between our read and our lock: answer its outcome.
+    return one(
+        await conn.fetchrow(audit_store.SELECT_ACTION, row["workspace_id"], action_id), "action"
+    )

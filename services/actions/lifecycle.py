@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from services.actions import errors, idempotency
+from services.actions import action_lock, errors, idempotency
 from services.actions.audit import documents
 from services.actions.audit import store as audit_store
 from services.actions.catalog import Change
@@ -258,7 +258,7 @@ async def run_on(
     conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int
 ) -> asyncpg.Record:
     """:func:`run` on a connection the caller holds for the whole action."""
-    key = idempotency.lock_key(new.action_id)
+    key = action_lock.lock_key(new.action_id)
     unlocked = False
     try:
         created_at = datetime.now(UTC)
@@ -290,7 +290,7 @@ async def _unlock(conn: Conn, key: int) -> None:
     if conn.is_closed():
         return  # the session ended, and its advisory locks with it
     try:
-        await conn.execute(idempotency.UNLOCK, key)
+        await conn.execute(action_lock.UNLOCK, key)
     except Exception:
         # Never hand a connection that still holds the lock back to the pool: the action
         # would look in progress forever. Closing the session releases the lock.

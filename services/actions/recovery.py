@@ -3,8 +3,9 @@
 An executor holds its action's session advisory lock from before the pending row commits
 until the row is final, so a pending/in_progress row whose lock is free was interrupted;
 by §5.2 nothing of its effect was committed. Every process runs it at start and every
-``FLEETWARD_RECOVERY_INTERVAL_S`` (60 s; :class:`services.actions.scheduler.PeriodicJob`);
-a retry of the same request recovers its row inline (:mod:`services.actions.idempotency`).
+``FLEETWARD_RECOVERY_INTERVAL_S`` (60 s; :class:`services.common.tasks.PeriodicJob`); a
+retry of the same request recovers its row inline (:mod:`services.actions.idempotency`);
+both through :func:`services.actions.action_lock.fail_if_orphaned`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from services.actions import errors, idempotency
-from services.actions.audit import store as audit_store
+from services.actions import action_lock
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +34,11 @@ async def recover_orphans(pool: asyncpg.Pool, min_age_s: float = 1.0) -> list[uu
     async with pool.acquire() as conn:
         rows = await conn.fetch(SELECT_UNFINISHED, timedelta(seconds=min_age_s))
         for row in rows:
-            key = idempotency.lock_key(row["action_id"])
-            if not await conn.fetchval(idempotency.TRY_LOCK, key):
-                continue  # its executor is alive
-            try:
-                error = errors.execution_failed(str(row["action_id"]), idempotency.INTERRUPTED)
-                failed = await audit_store.fail_action(
-                    conn,
-                    row["workspace_id"],
-                    row["action_id"],
-                    idempotency.INTERRUPTED,
-                    errors.to_json(error),
+            orphan = await action_lock.fail_if_orphaned(conn, row["workspace_id"], row["action_id"])
+            if orphan.failed is not None:  # not alive, and not finished meanwhile
+                recovered.append(row["action_id"])
+                log.warning(
+                    "recovered interrupted action",
+                    extra={"action_id": str(row["action_id"]), "event": "recovered"},
                 )
-                if failed is not None:
-                    recovered.append(row["action_id"])
-                    log.warning(
-                        "recovered interrupted action",
-                        extra={"action_id": str(row["action_id"]), "event": "recovered"},
-                    )
-            finally:
-                await conn.execute(idempotency.UNLOCK, key)
     return recovered

@@ -1,4 +1,4 @@
-"""Expiring pauses (docs/architecture.md §5.8) and the loop that runs background jobs.
+"""Expiring pauses (docs/architecture.md §5.8): the job that resumes agents whose pause passed.
 
 Every action-service process runs :func:`resume_expired` periodically. It finds the
 actions that left agents paused with a ``paused_until`` in the past (the agents'
@@ -8,8 +8,9 @@ that exactly one replica handles it (``NO KEY``: a concurrent rollback inserting
 that references it is not blocked, while a rollback locking it waits), re-checks under
 the claim, and records ONE ``resume_agent`` action for it through the normal lifecycle
 (pending → in_progress → completed, ``action_targets``, hash-chained events). The effect
-locks and resumes only the agents whose ``last_action_id`` is still that action and
-whose pause has passed, so an agent paused again later stays paused.
+is the catalog's ``resume_agent`` (:meth:`ResumeAgent.plan_expired`): it locks and resumes
+only the agents whose ``last_action_id`` is still that action and whose pause has passed,
+so an agent paused again later stays paused.
 
 The scheduler is a system actor (``system:scheduler``) and does not ask the policy
 service: a policy outage must not keep agents paused beyond what their pause allowed.
@@ -26,11 +27,9 @@ import uuid
 import asyncpg
 
 from services.actions import idempotency, lifecycle
-from services.actions.catalog import agent_result
-from services.actions.catalog._agents import agent_change, apply_status, status_state
+from services.actions.catalog.resume_agent import ACTION as RESUME
 from services.actions.db import Conn
 from services.actions.lifecycle import NewAction, Outcome
-from services.actions.model import AgentStatus
 from services.common import tracing
 from services.common.status import ServiceError
 
@@ -65,14 +64,6 @@ COUNT_ATTEMPTS = """
 SELECT count(*) FROM action_audit_log
 WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id LIKE $3"""
 
-# Re-checked under the row locks, in the fixed lock order (§5.4).
-LOCK_EXPIRED_AGENTS = """
-SELECT agent_id, department_id, status, paused_until FROM agents
-WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
-  AND paused_until <= clock_timestamp()
-ORDER BY agent_id
-FOR UPDATE"""
-
 
 async def resume_expired(pool: asyncpg.Pool, *, limit: int = BATCH) -> list[uuid.UUID]:
     """One pass: a resume action per expired pause this replica claims; their ids."""
@@ -97,7 +88,7 @@ def _new_action(pause: asyncpg.Record, attempt: int) -> NewAction:
     return NewAction(
         action_id=uuid.uuid4(),
         workspace_id=pause["workspace_id"],
-        action_type="resume_agent",
+        action_type=RESUME.name,
         scope=pause["scope"],
         target_id=pause["target_id"],
         params={},
@@ -130,17 +121,9 @@ async def _resume_one(
         new = _new_action(pause, int(attempts) + 1)
 
         async def effect(conn: Conn, _row: asyncpg.Record) -> Outcome:
-            rows = await conn.fetch(LOCK_EXPIRED_AGENTS, workspace_id, pause_id)
-            changes = [
-                agent_change(
-                    r,
-                    status_state(r["status"], r["paused_until"]),
-                    status_state(AgentStatus.ACTIVE, None),
-                )
-                for r in rows
-            ]
-            await apply_status(conn, workspace_id, changes, new.action_id)
-            return Outcome(agent_result(changes), changes=changes)
+            changes = await RESUME.plan_expired(conn, workspace_id, pause_id)
+            await RESUME.apply(conn, workspace_id, changes, new.action_id)
+            return Outcome(RESUME.summarize(changes), changes=changes)
 
         # Shielded: a shutdown that cancels the job never leaves the action half-handled.
         done = await asyncio.shield(lifecycle.run(pool, new, effect, LOCK_TIMEOUT_MS))

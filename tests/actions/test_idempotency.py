@@ -10,7 +10,8 @@ import asyncpg
 import grpc
 import pytest
 
-from services.actions.idempotency import fingerprint, lock_key
+from services.actions.action_lock import lock_key
+from services.actions.idempotency import fingerprint
 from tests.actions.helpers import STATUS, Api, counts, details
 from tests.conftest import NewWorkspace
 

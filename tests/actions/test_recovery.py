@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from services.actions.action_lock import lock_key
 from services.actions.db import init_connection
-from services.actions.idempotency import lock_key
 from services.actions.recovery import recover_orphans
 from tests.conftest import NewWorkspace
 

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2
 
+from services.actions.action_lock import INTERRUPTED, lock_key
 from services.actions.audit.verify import verify_workspace
-from services.actions.idempotency import INTERRUPTED, lock_key
 from tests.actions.helpers import Api, details
 from tests.conftest import NewWorkspace, Secrets
 from tests.events.processes import ServiceProcess, action_env, action_process

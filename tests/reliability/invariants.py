@@ -27,10 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from services.actions.action_lock import lock_key
 from services.actions.audit.documents import iso
 from services.actions.audit.verify import verify_workspace
 from services.actions.db import Conn
-from services.actions.idempotency import lock_key
 
 AgentState = dict[str, Any]
 

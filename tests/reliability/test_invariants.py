@@ -13,8 +13,8 @@ import asyncpg
 import grpc
 import pytest
 
+from services.actions.action_lock import lock_key
 from services.actions.db import init_connection
-from services.actions.idempotency import lock_key
 from services.actions.migrate import migrate
 from tests.actions.helpers import Api
 from tests.conftest import Secrets, SessionDatabase, migrated_database

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,15 @@ from services.actions.catalog._agents import (
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 from services.actions.model import AgentStatus, Scope
+
+# The agents an expired pause still holds, re-checked and locked in the fixed lock order
+# (docs/architecture.md §5.4): paused by that action, and its pause has passed.
+LOCK_EXPIRED = """
+SELECT agent_id, department_id, status, paused_until FROM agents
+WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
+  AND paused_until <= clock_timestamp()
+ORDER BY agent_id
+FOR UPDATE"""
 
 
 class ResumeAgent(AgentStatusKind):
@@ -64,6 +74,22 @@ class ResumeAgent(AgentStatusKind):
             )
             for r in rows
             if r["status"] == AgentStatus.PAUSED
+        ]
+
+    async def plan_expired(
+        self, conn: Conn, workspace_id: uuid.UUID, pause_id: uuid.UUID
+    ) -> list[Change]:
+        """The expiring-pause job's plan (locked): the agents action ``pause_id`` paused
+        whose pause has passed become active; an agent paused again since stays paused.
+        """
+        rows = await conn.fetch(LOCK_EXPIRED, workspace_id, pause_id)
+        return [
+            agent_change(
+                r,
+                status_state(r["status"], r["paused_until"]),
+                status_state(AgentStatus.ACTIVE, None),
+            )
+            for r in rows
         ]
 
 

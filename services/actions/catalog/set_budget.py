@@ -11,7 +11,7 @@ from fleetward.actions.v1 import actions_pb2
 
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
-from services.actions.model import Scope
+from services.actions.model import Scope, TargetKind
 from services.common.names import agent_path
 from services.common.status import FieldViolation
 
@@ -93,7 +93,7 @@ class SetBudget(ActionKind):
         new = None if params.clear else params.monthly_limit_cents
         key = budget_key(target.scope, target.target_id)
         before, after = {"monthly_limit_cents": current}, {"monthly_limit_cents": new}
-        return [Change("budget", key, before, after, resource)]
+        return [Change(TargetKind.BUDGET, key, before, after, resource)]
 
     async def apply(
         self,

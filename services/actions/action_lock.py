@@ -1,0 +1,57 @@
+"""The action lock: a session advisory lock per action, held by its executor from before
+the pending row commits until the row is final (docs/architecture.md §5.2, §5.7).
+
+A pending or in-progress row whose lock is free was interrupted (by §5.2 nothing of its
+effect was committed). :func:`fail_if_orphaned` is the one place such a row is failed:
+the recovery job calls it for old unfinished rows, and an idempotent repeat for its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.actions import errors
+from services.actions.audit import store as audit_store
+from services.actions.db import Conn
+
+INTERRUPTED = "interrupted before completion; no changes were applied"
+
+TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+
+def lock_key(action_id: uuid.UUID) -> int:
+    """The session advisory lock key of an action: its first 8 bytes as a signed bigint."""
+    return int.from_bytes(action_id.bytes[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """What :func:`fail_if_orphaned` found.
+
+    Attributes:
+        alive: Its executor holds the lock: nothing was done.
+        failed: The row, marked ``failed`` by this call; ``None`` when its executor is
+            alive, or finished it between the caller's read and the lock.
+    """
+
+    alive: bool
+    failed: asyncpg.Record | None = None
+
+
+async def fail_if_orphaned(conn: Conn, workspace_id: uuid.UUID, action_id: uuid.UUID) -> Orphan:
+    """Mark the unfinished action ``failed`` (interrupted) when its executor is gone."""
+    key = lock_key(action_id)
+    if not await conn.fetchval(TRY_LOCK, key):
+        return Orphan(alive=True)
+    try:
+        error = errors.execution_failed(str(action_id), INTERRUPTED)
+        failed = await audit_store.fail_action(
+            conn, workspace_id, action_id, INTERRUPTED, errors.to_json(error)
+        )
+        return Orphan(alive=False, failed=failed)
+    finally:
+        await conn.execute(UNLOCK, key)
