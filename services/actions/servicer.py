@@ -1,10 +1,14 @@
-"""ActionService servicer: proto ↔ domain translation only, with one error funnel."""
+"""ActionService servicer: proto ↔ domain translation only, with one error funnel.
+
+Every handler is decorated with :data:`rpc` (or :data:`stream`): its body is the work, and
+every failure leaves as one rich status (services/common/funnel.py).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
@@ -26,8 +30,19 @@ from services.actions.validation import (
 from services.common import funnel, tracing
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def database_error(exc: Exception) -> errors.ServiceError | None:
+    """DATABASE_UNAVAILABLE for a database failure (a watcher resumes from its last seq)."""
+    if not isinstance(exc, DATABASE_ERRORS):
+        return None
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return errors.database_unavailable(unavailable_detail(exc))
+
+
+rpc = funnel.unary_rpc(database_error)
+stream = funnel.stream_rpc(database_error)
 
 
 class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
@@ -56,120 +71,91 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         trace_id = tracing.request_trace_id(metadata) if records else None
         return Call.start(principal, context.time_remaining(), trace_id)
 
-    async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
-        return await funnel.unary(context, work, database_error, "an action service RPC")
-
+    @rpc
     async def Execute(
         self, request: actions_pb2.ExecuteRequest, context: Context
     ) -> actions_pb2.Action:
         """Run one action (or preview it with validate_only)."""
+        call = self._call(context, records=True)
+        command = validate_execute(request)
+        return convert.action(await self._executor.execute(call, command))
 
-        async def work() -> actions_pb2.Action:
-            call = self._call(context, records=True)
-            command = validate_execute(request)
-            return convert.action(await self._executor.execute(call, command))
-
-        return await self._guard(context, work)
-
+    @rpc
     async def Rollback(
         self, request: actions_pb2.RollbackRequest, context: Context
     ) -> actions_pb2.Action:
         """Undo a completed action through a new ``rollback`` action."""
+        call = self._call(context, records=True)
+        command = validate_rollback(request)
+        return convert.action(await self._rollbacks.rollback(call, command))
 
-        async def work() -> actions_pb2.Action:
-            call = self._call(context, records=True)
-            command = validate_rollback(request)
-            return convert.action(await self._rollbacks.rollback(call, command))
-
-        return await self._guard(context, work)
-
+    @rpc
     async def GetAction(
         self, request: actions_pb2.GetActionRequest, context: Context
     ) -> actions_pb2.Action:
         """One audit row."""
+        return convert.action(await self._reads.get_action(self._call(context), request))
 
-        async def work() -> actions_pb2.Action:
-            return convert.action(await self._reads.get_action(self._call(context), request))
-
-        return await self._guard(context, work)
-
+    @rpc
     async def ListActions(
         self, request: actions_pb2.ListActionsRequest, context: Context
     ) -> actions_pb2.ListActionsResponse:
         """A page of audit rows, newest first."""
+        page = await self._reads.list_actions(self._call(context), request)
+        return actions_pb2.ListActionsResponse(
+            actions=[convert.action(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+        )
 
-        async def work() -> actions_pb2.ListActionsResponse:
-            page = await self._reads.list_actions(self._call(context), request)
-            return actions_pb2.ListActionsResponse(
-                actions=[convert.action(r) for r in page.rows],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._guard(context, work)
-
+    @rpc
     async def ListActionEvents(
         self, request: actions_pb2.ListActionEventsRequest, context: Context
     ) -> actions_pb2.ListActionEventsResponse:
         """One action's events in seq order, each as WatchActions sends it."""
+        rows = await self._reads.list_action_events(self._call(context), request)
+        return actions_pb2.ListActionEventsResponse(
+            events=[to_event(r["workspace_id"], r) for r in rows]
+        )
 
-        async def work() -> actions_pb2.ListActionEventsResponse:
-            rows = await self._reads.list_action_events(self._call(context), request)
-            return actions_pb2.ListActionEventsResponse(
-                events=[to_event(r["workspace_id"], r) for r in rows]
-            )
-
-        return await self._guard(context, work)
-
+    @rpc
     async def ListActionTypes(
         self, request: actions_pb2.ListActionTypesRequest, context: Context
     ) -> actions_pb2.ListActionTypesResponse:
         """The catalog, for any authenticated caller."""
+        self._call(context)
+        kinds = sorted(catalog.registry().values(), key=lambda k: k.name)
+        return actions_pb2.ListActionTypesResponse(
+            action_types=[convert.action_type(k) for k in kinds]
+        )
 
-        async def work() -> actions_pb2.ListActionTypesResponse:
-            self._call(context)
-            kinds = sorted(catalog.registry().values(), key=lambda k: k.name)
-            return actions_pb2.ListActionTypesResponse(
-                action_types=[convert.action_type(k) for k in kinds]
-            )
-
-        return await self._guard(context, work)
-
+    @rpc
     async def GetAgent(
         self, request: actions_pb2.GetAgentRequest, context: Context
     ) -> actions_pb2.Agent:
         """One agent's control state."""
+        return convert.agent(await self._reads.get_agent(self._call(context), request))
 
-        async def work() -> actions_pb2.Agent:
-            return convert.agent(await self._reads.get_agent(self._call(context), request))
-
-        return await self._guard(context, work)
-
+    @rpc
     async def ListAgents(
         self, request: actions_pb2.ListAgentsRequest, context: Context
     ) -> actions_pb2.ListAgentsResponse:
         """A page of agents."""
+        page = await self._reads.list_agents(self._call(context), request)
+        return actions_pb2.ListAgentsResponse(
+            agents=[convert.agent(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+        )
 
-        async def work() -> actions_pb2.ListAgentsResponse:
-            page = await self._reads.list_agents(self._call(context), request)
-            return actions_pb2.ListAgentsResponse(
-                agents=[convert.agent(r) for r in page.rows],
-                next_page_token=page.next_page_token,
-            )
-
-        return await self._guard(context, work)
-
+    @rpc
     async def CheckAccess(
         self, request: actions_pb2.CheckAccessRequest, context: Context
     ) -> actions_pb2.CheckAccessResponse:
         """Which permissions the caller holds on each target; writes nothing."""
+        call = self._call(context)
+        command = validate_check_access(request)
+        return convert.access(await self._permissions.check(call, command))
 
-        async def work() -> actions_pb2.CheckAccessResponse:
-            call = self._call(context)
-            command = validate_check_access(request)
-            return convert.access(await self._permissions.check(call, command))
-
-        return await self._guard(context, work)
-
+    @stream
     async def WatchActions(  # type: ignore[override]
         self, request: actions_pb2.WatchActionsRequest, context: Context
     ) -> AsyncIterator[bytes]:
@@ -179,18 +165,6 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         Each event goes out as the bytes of its ActionEvent, serialized once per workspace
         by its feed (the registration passes bytes through unchanged).
         """
-
-        async def work() -> AsyncIterator[bytes]:
-            return await self._watcher.open(self._call(context), request)
-
-        stream = await self._guard(context, work)
-        async for event in funnel.stream(context, stream, database_error, "WatchActions"):
+        events = await self._watcher.open(self._call(context), request)
+        async for event in events:
             yield event
-
-
-def database_error(exc: Exception) -> errors.ServiceError | None:
-    """DATABASE_UNAVAILABLE for a database failure (a watcher resumes from its last seq)."""
-    if not isinstance(exc, DATABASE_ERRORS):
-        return None
-    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-    return errors.database_unavailable(unavailable_detail(exc))

@@ -12,6 +12,7 @@ first message is funnelled the same way, never grpc's "Unexpected <class …>").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,3 +90,50 @@ async def stream(
     except Exception as exc:  # every failure leaves as one status
         error = _error(exc, translate, what)
         await context.abort_with_status(error.to_status())
+
+
+S = TypeVar("S")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+UnaryHandler = Callable[[S, Req, Context], Awaitable[Resp]]
+StreamHandler = Callable[[S, Req, Context], AsyncIterator[Resp]]
+
+
+def unary_rpc(
+    translate: Translate | None = None,
+) -> Callable[[UnaryHandler[S, Req, Resp]], UnaryHandler[S, Req, Resp]]:
+    """Decorate a unary servicer method: its body is the work, run through :func:`unary`.
+
+    Every failure the body raises leaves as one rich status (``translate`` maps the
+    service's own infrastructure errors first); the log names the method.
+    """
+
+    def decorate(handler: UnaryHandler[S, Req, Resp]) -> UnaryHandler[S, Req, Resp]:
+        @functools.wraps(handler)
+        async def rpc(self: S, request: Req, context: Context) -> Resp:
+            return await unary(
+                context, lambda: handler(self, request, context), translate, handler.__name__
+            )
+
+        return rpc
+
+    return decorate
+
+
+def stream_rpc(
+    translate: Translate | None = None,
+) -> Callable[[StreamHandler[S, Req, Resp]], StreamHandler[S, Req, Resp]]:
+    """Decorate a server-streaming servicer method (an async generator) like
+    :func:`unary_rpc`: a failure before the first message or after any leaves as one status.
+    """
+
+    def decorate(handler: StreamHandler[S, Req, Resp]) -> StreamHandler[S, Req, Resp]:
+        @functools.wraps(handler)
+        async def rpc(self: S, request: Req, context: Context) -> AsyncIterator[Resp]:
+            items = handler(self, request, context)
+            async for item in stream(context, items, translate, handler.__name__):
+                yield item
+
+        return rpc
+
+    return decorate

@@ -34,6 +34,8 @@ from services.policy.queries import (
 from services.policy.reload import PolicyState
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# Every handler's body is its work; every failure leaves as one rich status.
+rpc = funnel.unary_rpc()
 # GetPolicyInfo lists at most this many warnings (a policy can have one per line).
 MAX_INFO_WARNINGS = 100
 # Batches larger than this are decided in a worker thread.
@@ -123,57 +125,48 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             matched_rule=decision.matched_rule if query.explain else "",
         )
 
+    @rpc
     async def Check(
         self, request: policy_pb2.CheckRequest, context: Context
     ) -> policy_pb2.CheckResponse:
         """Decide one request."""
+        caller = self._auth.authenticate(context)
+        snapshot = self._serving()
+        query, violations = parse_query(request)
+        if query is None:
+            raise invalid_argument(violations)
+        return self._decide(snapshot, caller, query)
 
-        async def work() -> policy_pb2.CheckResponse:
-            caller = self._auth.authenticate(context)
-            snapshot = self._serving()
-            query, violations = parse_query(request)
-            if query is None:
-                raise invalid_argument(violations)
-            return self._decide(snapshot, caller, query)
-
-        return await funnel.unary(context, work, what="Check")
-
+    @rpc
     async def BatchCheck(
         self, request: policy_pb2.BatchCheckRequest, context: Context
     ) -> policy_pb2.BatchCheckResponse:
         """Decide 1..100 requests, in order, against one snapshot."""
+        caller = self._auth.authenticate(context)
+        snapshot = self._serving()
+        queries, violations = parse_batch(request)
+        if violations:
+            raise invalid_argument(violations)
+        results = [self._decide(snapshot, caller, query) for query in queries]
+        return policy_pb2.BatchCheckResponse(results=results, policy_version=snapshot.version)
 
-        async def work() -> policy_pb2.BatchCheckResponse:
-            caller = self._auth.authenticate(context)
-            snapshot = self._serving()
-            queries, violations = parse_batch(request)
-            if violations:
-                raise invalid_argument(violations)
-            results = [self._decide(snapshot, caller, query) for query in queries]
-            return policy_pb2.BatchCheckResponse(results=results, policy_version=snapshot.version)
-
-        return await funnel.unary(context, work, what="BatchCheck")
-
+    @rpc
     async def CheckResources(
         self, request: policy_pb2.CheckResourcesRequest, context: Context
     ) -> policy_pb2.CheckResourcesResponse:
         """Decide one subject and permission over 1..20,000 resources in one snapshot."""
-
-        async def work() -> policy_pb2.CheckResourcesResponse:
-            caller = self._auth.authenticate(context)
-            snapshot = self._serving()
-            query, violations = parse_resources(request)
-            if query is None:
-                raise invalid_argument(violations)
-            if len(query.resources) > THREAD_BATCH and snapshot.decider.thread_safe:
-                # 20,000 paths take ~0.2 s of CPU: decided (and answered) in a worker
-                # thread, one batch at a time, so single Checks keep getting the event loop
-                # (and the GIL) in between; the decider is immutable, so a thread may read it.
-                async with self._batches:
-                    return await asyncio.to_thread(self._answer_resources, snapshot, caller, query)
-            return self._answer_resources(snapshot, caller, query)
-
-        return await funnel.unary(context, work, what="CheckResources")
+        caller = self._auth.authenticate(context)
+        snapshot = self._serving()
+        query, violations = parse_resources(request)
+        if query is None:
+            raise invalid_argument(violations)
+        if len(query.resources) > THREAD_BATCH and snapshot.decider.thread_safe:
+            # 20,000 paths take ~0.2 s of CPU: decided (and answered) in a worker
+            # thread, one batch at a time, so single Checks keep getting the event loop
+            # (and the GIL) in between; the decider is immutable, so a thread may read it.
+            async with self._batches:
+                return await asyncio.to_thread(self._answer_resources, snapshot, caller, query)
+        return self._answer_resources(snapshot, caller, query)
 
     def _answer_resources(
         self, snapshot: PolicySnapshot, caller: str, query: ResourcesQuery
@@ -216,25 +209,22 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             roles=answer.roles,
         )
 
+    @rpc
     async def GetPolicyInfo(
         self, request: policy_pb2.GetPolicyInfoRequest, context: Context
     ) -> policy_pb2.GetPolicyInfoResponse:
         """Describe the served policy (with its load's warnings) and the last reload (also
         before the first load).
         """
-
-        async def work() -> policy_pb2.GetPolicyInfoResponse:
-            self._auth.authenticate(context)
-            state = self._state
-            snapshot = state.snapshot
-            return policy_pb2.GetPolicyInfoResponse(
-                policy_version=snapshot.version if snapshot else "",
-                loaded_at=_timestamp(snapshot.loaded_at if snapshot else None),
-                rule_count=snapshot.rule_count if snapshot else 0,
-                role_link_count=snapshot.role_link_count if snapshot else 0,
-                last_reload_error=state.last_reload_error,
-                last_reload_at=_timestamp(state.last_reload_at),
-                warnings=_listed_warnings(snapshot.warnings if snapshot else ()),
-            )
-
-        return await funnel.unary(context, work, what="GetPolicyInfo")
+        self._auth.authenticate(context)
+        state = self._state
+        snapshot = state.snapshot
+        return policy_pb2.GetPolicyInfoResponse(
+            policy_version=snapshot.version if snapshot else "",
+            loaded_at=_timestamp(snapshot.loaded_at if snapshot else None),
+            rule_count=snapshot.rule_count if snapshot else 0,
+            role_link_count=snapshot.role_link_count if snapshot else 0,
+            last_reload_error=state.last_reload_error,
+            last_reload_at=_timestamp(state.last_reload_at),
+            warnings=_listed_warnings(snapshot.warnings if snapshot else ()),
+        )
