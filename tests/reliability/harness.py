@@ -7,8 +7,10 @@ suite scans for secrets and tokens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -189,3 +191,20 @@ async def writes(pool: asyncpg.Pool, workspaces: list[uuid.UUID]) -> Mapping[str
     row = await pool.fetchrow(WRITES, workspaces, WRITERS)
     assert row is not None
     return dict(row)
+
+
+UNFINISHED = """
+SELECT count(*) FROM action_audit_log
+WHERE workspace_id = ANY($1::uuid[]) AND status IN ('pending', 'in_progress')"""
+
+
+async def wait_until_finished(
+    pool: asyncpg.Pool, spaces: list[uuid.UUID], timeout_s: float = 20.0
+) -> None:
+    """Until no action of ``spaces`` is pending or in progress (a recovery pass fails the
+    rows of dead executors), or ``timeout_s``; the invariants checked next say which."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.2) + 1):
+        if not await pool.fetchval(UNFINISHED, spaces) or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)

@@ -27,12 +27,13 @@ from tests.events.processes import (
     policy_process,
 )
 from tests.reliability import counters
-from tests.reliability.harness import LOG_FILES, assert_invariants, create_workspace
+from tests.reliability.harness import (
+    LOG_FILES,
+    assert_invariants,
+    create_workspace,
+    wait_until_finished,
+)
 from tests.reliability.load import Load, compare_with_database
-
-UNFINISHED = """
-SELECT count(*) FROM action_audit_log
-WHERE workspace_id = ANY($1::uuid[]) AND status IN ('pending', 'in_progress')"""
 
 
 @pytest.fixture
@@ -96,10 +97,7 @@ async def crashes_under_load(
     stop.set()
     outcomes = await running
     # Rows of killed executors are failed by a replica's recovery pass (every 1 s here).
-    for _ in range(100):
-        if not await pool.fetchval(UNFINISHED, spaces):
-            break
-        await asyncio.sleep(0.2)
+    await wait_until_finished(pool, spaces)
     statuses = {
         r["status"]
         for r in await pool.fetch(

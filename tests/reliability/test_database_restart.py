@@ -30,7 +30,7 @@ from services.actions.migrate import migrate
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.reliability import counters
-from tests.reliability.harness import assert_invariants, create_workspace
+from tests.reliability.harness import assert_invariants, create_workspace, wait_until_finished
 from tests.reliability.load import Load, compare_with_database
 from tests.servers import running_action_server
 
@@ -156,8 +156,8 @@ async def restarts_under_load(
                 "alice", spaces[0], "set_budget", target="eng-code-1", monthly_limit_cents=7
             )
             assert done.action_id
-            await asyncio.sleep(2.5)  # one recovery pass for rows of dead sessions
         await pool.expire_connections()
+        await wait_until_finished(pool, spaces)  # a recovery pass fails dead sessions' rows
         problems = await compare_with_database(pool, outcomes)
         assert not problems, "\n".join(problems[:30])
         assert sum(o.final == "OK" for o in outcomes) > 50
