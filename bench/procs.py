@@ -14,16 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import psutil
 
 from services.actions.migrate import migrate
+from services.dev import scratch
 
 REPO = Path(__file__).resolve().parents[1]
 _PORT_RE = re.compile(r"listening on port (\d+)")
@@ -165,29 +163,12 @@ def otlp_sink(enabled: bool) -> Iterator[OtlpSink]:
             sink.received = json.loads(last[0])
 
 
-def _with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
-
-
 @contextlib.asynccontextmanager
 async def scratch_database(server_dsn: str) -> AsyncIterator[str]:
     """A new, migrated database on the server of ``server_dsn``; dropped afterwards."""
-    name = f"fleetward_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(server_dsn, name)
-    try:
+    async with scratch.scratch_database(server_dsn, "fleetward_bench", owner=None) as dsn:
         await migrate(dsn)
         yield dsn
-    finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def cpu_seconds(pids: list[int], include_postgres: bool = False) -> dict[str, float]:

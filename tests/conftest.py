@@ -23,7 +23,10 @@ import pytest
 from services.actions.migrate import migrate
 from services.common.tokens import mint_service_token, mint_user_token
 from services.dev import roles
+from services.dev.scratch import scratch_database
 from services.dev.secrets import database_password
+
+TEST_PREFIX = "fleetward_test"
 
 
 @pytest.fixture(scope="session")
@@ -56,23 +59,9 @@ async def role_password(server_dsn: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _scratch_database(server: str) -> AsyncIterator[str]:
-    name = f"fleetward_test_{uuid.uuid4().hex[:12]}"
-    dsn = await roles.create_database(server, name)
-    try:
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-@contextlib.asynccontextmanager
 async def migrated_database(server: str, role_password: str) -> AsyncIterator[SessionDatabase]:
     """A fresh database migrated by its owner role, dropped at the end: its three DSNs."""
-    async with _scratch_database(server) as admin:
+    async with scratch_database(server, TEST_PREFIX) as admin:
         split = roles.split(admin, role_password)
         await migrate(split.migrate_dsn)
         yield SessionDatabase(admin, split.migrate_dsn, split.runtime_dsn)
@@ -101,7 +90,7 @@ def admin_dsn(session_database: SessionDatabase) -> str:
 async def empty_database(server_dsn: str, role_password: str) -> AsyncIterator[str]:
     """A fresh, empty database (no migrations, owned by the owner role) for this test only;
     its administrator DSN."""
-    async with _scratch_database(server_dsn) as dsn:
+    async with scratch_database(server_dsn, TEST_PREFIX) as dsn:
         yield dsn
 
 

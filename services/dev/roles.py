@@ -90,13 +90,17 @@ async def ensure_roles(admin_dsn: str, password: str) -> None:
             await conn.execute(f"GRANT {RUNTIME_GROUP} TO {RUNTIME_LOGIN}")
 
 
-async def create_database(admin_dsn: str, name: str, *, exist_ok: bool = False) -> str:
-    """Create database ``name`` owned by :data:`OWNER`; its DSN as the administrator."""
+async def create_database(
+    admin_dsn: str, name: str, *, exist_ok: bool = False, owner: str | None = OWNER
+) -> str:
+    """Create database ``name`` owned by ``owner`` (None: the administrator); its DSN as
+    the administrator."""
+    owned_by = f" OWNER {owner}" if owner is not None else ""
     async with _connect(admin_dsn) as conn:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             try:
-                await conn.execute(f'CREATE DATABASE "{name}" OWNER {OWNER}')
+                await conn.execute(f'CREATE DATABASE "{name}"{owned_by}')
             except asyncpg.DuplicateDatabaseError:
                 if not exist_ok:
                     raise
