@@ -17,16 +17,14 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, authorize, idempotency, lifecycle, targets
+from services.actions import access, authorize, idempotency, targets
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
-from services.actions.lifecycle import DenialLimit, NewAction, Outcome
-from services.actions.policy_gateway import PolicyGateway
+from services.actions.lifecycle import NewAction, Outcome
+from services.actions.runner import ActionRunner
 from services.actions.validation import ExecuteCommand
-from services.common.status import ServiceError
-from services.common.tasks import TaskSet
 
 
 def fingerprint(cmd: ExecuteCommand) -> str:
@@ -56,29 +54,8 @@ def outcome_result(
     return result
 
 
-class Executor:
+class Executor(ActionRunner):
     """Runs Execute requests against the database and the policy service."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        policy: PolicyGateway,
-        tasks: TaskSet,
-        denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
-    ) -> None:
-        """Create the runner.
-
-        Args:
-            pool: The main database pool.
-            policy: The policy service.
-            tasks: Where work that must finish even if the caller leaves is shielded.
-            denial_limit: How many denials of one subject per workspace are recorded in
-                a window before further ones are answered RATE_LIMITED.
-        """
-        self._pool = pool
-        self._policy = policy
-        self._tasks = tasks
-        self._denial_limit = denial_limit
 
     async def execute(self, call: Call, cmd: ExecuteCommand) -> Row:
         """The recorded (or, with validate_only, previewed) action row."""
@@ -110,8 +87,7 @@ class Executor:
         )
         new = _new_action(cmd, call, request_fp, gate)
         if gate.denied:
-            record = gate.has_role and not cmd.validate_only
-            return await self._deny(new, record, gate.denial())
+            return await self.refuse(new, gate, gate.denial(), validate_only=cmd.validate_only)
         now = datetime.now(UTC)
         cmd.kind.precheck(target, cmd.params, now)
         grant, planned = gate, None
@@ -130,11 +106,9 @@ class Executor:
             )
             refused = grant.refusal(target.resource, planned, cmd.skip_denied)
             if refused is not None:
-                record = grant.has_role and not cmd.validate_only
-                return await self._deny(new, record, refused)
+                return await self.refuse(new, grant, refused, validate_only=cmd.validate_only)
         if cmd.validate_only:
             return await self._preview(cmd, target, new, grant, planned, now)
-        call.ensure_time_left()
 
         async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
             locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
@@ -144,12 +118,7 @@ class Executor:
             await cmd.kind.apply(conn, target.workspace_id, kept, new.action_id)
             return Outcome(outcome_result(cmd.kind, kept, skipped), changes=kept)
 
-        return await self._tasks.shielded(
-            lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())
-        )
-
-    async def _deny(self, new: NewAction, record: bool, error: ServiceError) -> Row:
-        return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
+        return await self.record(call, new, effect)
 
     async def _preview(
         self,

@@ -24,13 +24,11 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
 from services.actions.db import Conn, Row, one
-from services.actions.lifecycle import DenialLimit, NewAction, Outcome
+from services.actions.lifecycle import NewAction, Outcome
 from services.actions.model import ActionStatus, AgentStatus, Scope, TargetKind
-from services.actions.policy_gateway import PolicyGateway
+from services.actions.runner import ActionRunner
 from services.actions.validation import RollbackCommand
 from services.common.names import FLEET_PATH, agent_path, department_path
-from services.common.status import ServiceError
-from services.common.tasks import TaskSet
 
 ROLLBACK = "rollback"
 SUPERSEDED = "superseded"
@@ -169,29 +167,8 @@ def fingerprint(cmd: RollbackCommand) -> str:
     return idempotency.fingerprint(request)
 
 
-class RollbackRunner:
+class RollbackRunner(ActionRunner):
     """Runs Rollback requests."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        policy: PolicyGateway,
-        tasks: TaskSet,
-        denial_limit: DenialLimit = DenialLimit(),  # noqa: B008 - frozen
-    ) -> None:
-        """Create the runner.
-
-        Args:
-            pool: The main database pool.
-            policy: The policy service.
-            tasks: Where work that must finish even if the caller leaves is shielded.
-            denial_limit: How many denials of one subject per workspace are recorded in
-                a window before further ones are answered RATE_LIMITED.
-        """
-        self._pool = pool
-        self._policy = policy
-        self._tasks = tasks
-        self._denial_limit = denial_limit
 
     async def rollback(self, call: Call, cmd: RollbackCommand) -> Row:
         """The recorded (or previewed) rollback action row."""
@@ -219,9 +196,8 @@ class RollbackRunner:
             )
         gate = await self._gate(call, cmd, target.resource)
         new = _new_action(cmd, call, request_fp, original, gate)
-        record = gate.has_role and not cmd.validate_only
         if gate.denied:
-            return await self._deny(new, record, gate.denial())
+            return await self.refuse(new, gate, gate.denial(), validate_only=cmd.validate_only)
         kind = catalog.get(original["action_type"])
         refused = refusal(original)
         if refused is not None or kind is None or kind.undo_permission is None:
@@ -241,26 +217,20 @@ class RollbackRunner:
                 if gate.policy_version != undo.policy_version:
                     raise errors.policy_unavailable("the policy was reloaded during the check")
                 new = _new_action(cmd, call, request_fp, original, gate)
-                record = gate.has_role and not cmd.validate_only
                 if gate.denied:
-                    return await self._deny(new, record, gate.denial())
+                    return await self.refuse(
+                        new, gate, gate.denial(), validate_only=cmd.validate_only
+                    )
             new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
             refused = undo.refusal(None, planned.restore, cmd.skip_denied)
             if refused is not None:
-                record = undo.has_role and not cmd.validate_only
-                return await self._deny(new, record, refused)
+                return await self.refuse(new, undo, refused, validate_only=cmd.validate_only)
         if cmd.validate_only:
             if planned.superseded and not cmd.skip_superseded:
                 raise errors.superseded(str(cmd.action_id), planned.superseded)
             kept, skipped = _split(undo, planned)
             return new.preview(summarize(kind, kept, skipped))
-        call.ensure_time_left()
-        return await self._tasks.shielded(
-            lifecycle.run(self._pool, new, _effect(new, kind, cmd, undo), call.lock_timeout_ms())
-        )
-
-    async def _deny(self, new: NewAction, record: bool, error: ServiceError) -> Row:
-        return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
+        return await self.record(call, new, _effect(new, kind, cmd, undo))
 
     async def _gate(self, call: Call, cmd: RollbackCommand, resource: str) -> Grant:
         return await authorize.grant(
