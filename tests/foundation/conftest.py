@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from services.actions.migrate import migrate
 from services.dev import roles
+from services.dev.scratch import scratch_database
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -60,17 +60,9 @@ def free_port() -> int:
 async def isolated_dsn(server_dsn: str, role_password: str) -> AsyncIterator[str]:
     """A database for this test module only, migrated by the owner role and dropped
     afterwards; its administrator DSN."""
-    name = f"fleetward_foundation_{uuid.uuid4().hex[:12]}"
-    dsn = await roles.create_database(server_dsn, name)
-    try:
+    async with scratch_database(server_dsn, "fleetward_foundation") as dsn:
         await migrate(roles.split(dsn, role_password).migrate_dsn)
         yield dsn
-    finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @pytest.fixture(scope="module")
