@@ -22,7 +22,7 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
-from services.actions.lifecycle import NewAction, Outcome
+from services.actions.model import NewAction, Outcome
 from services.actions.runner import ActionRunner
 from services.actions.validation import ExecuteCommand
 

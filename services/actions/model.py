@@ -1,14 +1,25 @@
-"""The action service's vocabulary as types: statuses, scopes and target kinds.
+"""The action service's model: its vocabulary as types, the action to record, and what an
+effect did.
 
-Each is a :class:`~enum.StrEnum` whose values are exactly what the schema stores
-(migrations/0001 checks the same sets), so a member is the column's value, compares
-equal to it and serialises as it (JSON, asyncpg parameters, metric labels). See
-docs/architecture.md §2 for the status machine and §3 for scopes.
+Statuses, scopes and target kinds are :class:`~enum.StrEnum`s whose values are exactly
+what the schema stores (migrations/0001 checks the same sets), so a member is the
+column's value, compares equal to it and serialises as it (JSON, asyncpg parameters,
+metric labels). See docs/architecture.md §2 for the status machine and §3 for scopes.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from services.actions.audit import documents
+
+if TYPE_CHECKING:
+    from services.actions.catalog import Change
 
 
 class ActionStatus(StrEnum):
@@ -51,3 +62,91 @@ class TargetKind(StrEnum):
 
     AGENT = "agent"
     BUDGET = "budget"
+
+
+@dataclass(frozen=True)
+class NewAction:
+    """The audit row to record."""
+
+    action_id: uuid.UUID
+    workspace_id: uuid.UUID
+    action_type: str
+    scope: str
+    target_id: str
+    params: dict[str, Any]
+    reason: str
+    subject: str
+    roles: tuple[str, ...]
+    can_rollback: bool
+    request_id: str
+    fingerprint: str
+    policy_version: str
+    decision_id: str
+    rollback_of_action_id: uuid.UUID | None = None
+    # The W3C trace id of the request (32 hex digits), None when it came untraced.
+    trace_id: str | None = None
+
+    def insert_args(self) -> tuple[Any, ...]:
+        """Arguments $1..$16 of INSERT_DENIED, $2..$17 of CLAIM."""
+        return (
+            self.action_id,
+            self.workspace_id,
+            self.action_type,
+            self.scope,
+            self.target_id,
+            self.params,
+            self.reason,
+            self.subject,
+            ",".join(self.roles),
+            self.can_rollback,
+            self.rollback_of_action_id,
+            self.request_id,
+            self.fingerprint,
+            self.policy_version,
+            self.decision_id,
+            self.trace_id,
+        )
+
+    def row(self, status: str, created_at: datetime | None) -> dict[str, Any]:
+        """The audit row as recorded with ``status`` (before any later update)."""
+        return {
+            "action_id": self.action_id,
+            "workspace_id": self.workspace_id,
+            "action_type": self.action_type,
+            "scope": self.scope,
+            "target_id": self.target_id,
+            "action_params": documents.jsonb_value(self.params),
+            "reason": self.reason,
+            "actor_user_id": self.subject,
+            "actor_role": ",".join(self.roles),
+            "status": status,
+            "result": None,
+            "error_message": None,
+            "error_details": None,
+            "can_rollback": self.can_rollback,
+            "rollback_action_id": None,
+            "rollback_of_action_id": self.rollback_of_action_id,
+            "request_id": self.request_id,
+            "request_fingerprint": self.fingerprint,
+            "policy_version": self.policy_version,
+            "decision_id": self.decision_id,
+            "trace_id": self.trace_id,
+            "created_at": created_at,
+            "started_at": None,
+            "completed_at": None,
+            "rolled_back_at": None,
+        }
+
+    def preview(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The row as it would be recorded (validate_only): nothing is written."""
+        return {**self.row(ActionStatus.PENDING, None), "action_id": None, "result": result}
+
+
+@dataclass
+class Outcome:
+    """What an effect did: the ``result`` and any events of other rows it changed."""
+
+    result: dict[str, Any]
+    events: list[tuple[uuid.UUID, str, dict[str, Any]]] = field(default_factory=list)
+    # action_targets rows to write with the completed status (one statement with it).
+    changes: Sequence[Change] = ()

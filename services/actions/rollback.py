@@ -24,8 +24,7 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change
 from services.actions.db import Conn, Row, one
-from services.actions.lifecycle import NewAction, Outcome
-from services.actions.model import ActionStatus, AgentStatus, Scope, TargetKind
+from services.actions.model import ActionStatus, AgentStatus, NewAction, Outcome, Scope, TargetKind
 from services.actions.runner import ActionRunner
 from services.actions.validation import RollbackCommand
 from services.common.names import FLEET_PATH, agent_path, department_path

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.actions import lifecycle
+from services.actions import denials, lifecycle
 from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.db import Row
-from services.actions.lifecycle import DenialLimit, NewAction
+from services.actions.denials import DenialLimit
+from services.actions.model import NewAction
 from services.actions.policy_gateway import PolicyGateway
 from services.common.status import ServiceError
 from services.common.tasks import TaskSet
@@ -52,7 +53,7 @@ class ActionRunner:
         (an idempotent repeat that raced past the first look-up).
         """
         record = grant.has_role and not validate_only
-        return await lifecycle.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
+        return await denials.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
     async def record(self, call: Call, new: NewAction, effect: lifecycle.Effect) -> Row:
         """Record ``new`` and run ``effect`` to its final status, shielded from the caller's

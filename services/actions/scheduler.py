@@ -29,7 +29,7 @@ import asyncpg
 from services.actions import idempotency, lifecycle
 from services.actions.catalog.resume_agent import ACTION as RESUME
 from services.actions.db import Conn
-from services.actions.lifecycle import NewAction, Outcome
+from services.actions.model import NewAction, Outcome
 from services.common import tracing
 from services.common.status import ServiceError
 

@@ -16,10 +16,10 @@ from services.actions.auth import Authenticator
 from services.actions.checkpoints.signing import load_private_key_file
 from services.actions.checkpoints.writer import Checkpointer
 from services.actions.db import DATABASE_ERRORS, create_pool
+from services.actions.denials import DenialLimit
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.watch import StreamLimits, Watcher
 from services.actions.executor import Executor
-from services.actions.lifecycle import DenialLimit
 from services.actions.metrics import BACKGROUND_RUNS, track_pool
 from services.actions.permissions import Permissions
 from services.actions.policy_gateway import PolicyGateway

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.actions import lifecycle
 from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
-from services.actions.lifecycle import NewAction, Outcome
+from services.actions.model import NewAction, Outcome
 from services.common import tracing
 from services.common.tracing import Tracing
 from tests.actions.helpers import execute_request

@@ -1,0 +1,120 @@
+"""Recorded denials (docs/architecture.md §5.10): a policy refusal of a caller with a role
+in the workspace is an audit row (status ``denied``) and an event on the workspace's
+chain, within a per-subject limit; beyond it the caller gets RATE_LIMITED and nothing is
+recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.actions import errors, idempotency
+from services.actions.audit import documents
+from services.actions.audit import store as audit_store
+from services.actions.metrics import ACTION_OUTCOMES
+from services.actions.model import ActionStatus, NewAction
+from services.common.status import ServiceError
+from services.common.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DenialLimit:
+    """How many denials one subject may have recorded per workspace in a sliding window.
+
+    Every recorded denial is an audit row and an event on the workspace's chain (under
+    the chain head's lock, which real actions queue on too): beyond the limit a denial is
+    answered RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo) and not recorded. A
+    limit, not collapsing repeats into one row: repeats can differ in every field, and an
+    audit row never changes once final (docs/DECISIONS.md).
+    """
+
+    per_window: int = 30
+    window_s: int = 60
+
+
+# Count and insert under one lock per (workspace, subject), held to the end of the
+# transaction: concurrent denials of one subject are counted one after the other, by
+# every replica. The two-key form keeps it apart from the actions' bigint locks.
+LOCK_DENIALS = "SELECT pg_advisory_xact_lock(1684368750, hashtext($1::uuid::text || '/' || $2))"
+# The wait until the oldest of the last ``per_window`` denials leaves the window, if there
+# are that many in it (idx_action_audit_log_actor: a range scan of one subject's rows).
+DENIALS_OVER_LIMIT = """
+SELECT EXTRACT(EPOCH FROM created_at + make_interval(secs => $3) - clock_timestamp())
+FROM action_audit_log
+WHERE workspace_id = $1 AND actor_user_id = $2 AND status = 'denied'
+  AND created_at > clock_timestamp() - make_interval(secs => $3)
+ORDER BY created_at DESC
+OFFSET $4 - 1 LIMIT 1"""
+
+
+async def record_denied(
+    pool: asyncpg.Pool,
+    new: NewAction,
+    error: ServiceError,
+    limit: DenialLimit = DenialLimit(),
+) -> asyncpg.Record | None:
+    """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
+
+    A denied action changed nothing, so it is recorded with ``can_rollback = false``.
+    Raises RATE_LIMITED, recording nothing, when the subject's recent denials in the
+    workspace reach ``limit``.
+    """
+    new = dataclasses.replace(new, can_rollback=False)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(LOCK_DENIALS, new.workspace_id, new.subject)
+            wait = await conn.fetchval(
+                DENIALS_OVER_LIMIT, new.workspace_id, new.subject, limit.window_s, limit.per_window
+            )
+            if wait is not None:
+                raise _rate_limited(new, limit, float(wait))
+            row = await conn.fetchrow(
+                audit_store.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
+            )
+            if row is not None:
+                await audit_store.append_events(conn, new.workspace_id, [documents.event_for(row)])
+                ACTION_OUTCOMES.labels(new.action_type, ActionStatus.DENIED).inc()
+                return None
+        existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise errors.internal("idempotency conflict without a row")
+        return await idempotency.replay(conn, existing, new.fingerprint)
+
+
+def _rate_limited(new: NewAction, limit: DenialLimit, wait_s: float) -> ServiceError:
+    ACTION_OUTCOMES.labels(new.action_type, "rate_limited").inc()
+    log.warning(
+        "denial not recorded: %s is over %d denials in %d s",
+        new.subject,
+        limit.per_window,
+        limit.window_s,
+        extra={"workspace_id": str(new.workspace_id), "subject": new.subject},
+    )
+    return errors.rate_limited(limit.per_window, limit.window_s, max(1.0, wait_s))
+
+
+async def deny(
+    pool: asyncpg.Pool,
+    tasks: TaskSet,
+    new: NewAction,
+    record: bool,
+    error: ServiceError,
+    limit: DenialLimit = DenialLimit(),
+) -> asyncpg.Record:
+    """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
+
+    Returns instead the original outcome when the request's key was already recorded
+    (an idempotent repeat that raced past the first look-up). Raises RATE_LIMITED instead
+    of recording when the subject's recent denials reach ``limit``.
+    """
+    if record:
+        replayed = await tasks.shielded(record_denied(pool, new, error, limit))
+        if replayed is not None:
+            return replayed
+    raise error
