@@ -17,14 +17,16 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, authorize, idempotency, targets
+from services.actions import access, authorize, idempotency, lifecycle, targets
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
 from services.actions.model import NewAction, Outcome
-from services.actions.runner import ActionRunner
+from services.actions.pipeline import Changes, Intent, Pipeline, Regate
+from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import ExecuteCommand
+from services.common.status import ServiceError
 
 
 def fingerprint(cmd: ExecuteCommand) -> str:
@@ -54,61 +56,93 @@ def outcome_result(
     return result
 
 
-class Executor(ActionRunner):
-    """Runs Execute requests against the database and the policy service."""
+class ExecuteIntent(Intent):
+    """One Execute request in the pipeline."""
 
-    async def execute(self, call: Call, cmd: ExecuteCommand) -> Row:
-        """The recorded (or, with validate_only, previewed) action row."""
-        call.ensure_time_left()
-        request_fp = fingerprint(cmd)
-        # One statement for the key and the target; not held across the policy call.
-        async with self._pool.acquire() as conn:
-            if cmd.validate_only:
-                target = await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
-            else:
-                existing, target = await targets.look_up_keyed(
-                    conn, cmd.workspace_id, cmd.scope, cmd.target_id, call.subject, cmd.request_id
-                )
-                if existing is not None:
-                    return await idempotency.replay(conn, existing, request_fp)
-        if target is None:
-            raise await access.not_found_or_denied(
-                self._policy,
-                call,
-                cmd.workspace_id,
-                cmd.kind.permission,
-                cmd.scope,
-                cmd.target_id or str(cmd.workspace_id),
-            )
-        # The target's own path first: a caller without it learns nothing more and costs
-        # no plan of a whole department or fleet.
-        gate = await authorize.grant(
-            self._policy, call, cmd.workspace_id, cmd.kind.permission, [target.resource]
-        )
-        new = _new_action(cmd, call, request_fp, gate)
-        if gate.denied:
-            return await self.refuse(new, gate, gate.denial(), validate_only=cmd.validate_only)
-        now = datetime.now(UTC)
-        cmd.kind.precheck(target, cmd.params, now)
-        grant, planned = gate, None
-        if cmd.kind.reaches_beyond_target(cmd.scope):
-            async with self._pool.acquire() as conn:
-                planned = await cmd.kind.plan(conn, target, cmd.params, now, lock=False)
-            resources = authorize.question_resources(target.resource, planned)
-            grant = await authorize.grant(
-                self._policy, call, cmd.workspace_id, cmd.kind.permission, resources
-            )
-            new = dataclasses.replace(
-                new,
-                roles=grant.roles,
-                policy_version=grant.policy_version,
-                decision_id=f"{gate.decision_id},{grant.decision_id}",
-            )
-            refused = grant.refusal(target.resource, planned, cmd.skip_denied)
-            if refused is not None:
-                return await self.refuse(new, grant, refused, validate_only=cmd.validate_only)
+    def __init__(self, cmd: ExecuteCommand) -> None:
+        self.cmd = cmd
+        self.workspace_id = cmd.workspace_id
+        self.validate_only = cmd.validate_only
+        self.permission = cmd.kind.permission
+        self.now = datetime.now(UTC)
+        self.grant: Grant | None = None  # what step 5 granted (the gate when it asked nothing)
+        self.planned: list[Change] | None = None  # the unlocked plan, when step 5 made one
+
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of the command."""
+        return fingerprint(self.cmd)
+
+    async def resolve(self, conn: Conn, call: Call) -> tuple[asyncpg.Record | None, Target | None]:
+        """The key and the target in one statement (the target alone for a preview)."""
+        cmd = self.cmd
         if cmd.validate_only:
-            return await self._preview(cmd, target, new, grant, planned, now)
+            return None, await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
+        return await targets.look_up_keyed(
+            conn, cmd.workspace_id, cmd.scope, cmd.target_id, call.subject, cmd.request_id
+        )
+
+    async def not_found(self, policy: PolicyGateway, call: Call) -> ServiceError:
+        """NOT_FOUND for the target, or PERMISSION_DENIED to a caller who may not know."""
+        cmd = self.cmd
+        return await access.not_found_or_denied(
+            policy,
+            call,
+            cmd.workspace_id,
+            cmd.kind.permission,
+            cmd.scope,
+            cmd.target_id or str(cmd.workspace_id),
+        )
+
+    def new_action(self, call: Call, fingerprint: str, gate: Grant) -> NewAction:
+        """The action, as ``gate`` decided it."""
+        return _new_action(self.cmd, call, fingerprint, gate)
+
+    def precheck(self, target: Target) -> None:
+        """The kind's precheck (e.g. ALREADY_IN_STATE for the named agent)."""
+        self.now = datetime.now(UTC)
+        self.cmd.kind.precheck(target, self.cmd.params, self.now)
+
+    async def authorize_changes(
+        self,
+        pool: asyncpg.Pool,
+        policy: PolicyGateway,
+        call: Call,
+        target: Target,
+        decided: Changes,
+        regate: Regate,
+    ) -> Changes:
+        """Beyond an agent target, every agent and budget the plan changes, in one question."""
+        cmd, gate = self.cmd, decided.grant
+        self.grant = gate
+        if not cmd.kind.reaches_beyond_target(cmd.scope):
+            return decided
+        async with pool.acquire() as conn:
+            self.planned = await cmd.kind.plan(conn, target, cmd.params, self.now, lock=False)
+        resources = authorize.question_resources(target.resource, self.planned)
+        grant = await authorize.grant(
+            policy, call, cmd.workspace_id, cmd.kind.permission, resources
+        )
+        self.grant = grant
+        new = dataclasses.replace(
+            decided.new,
+            roles=grant.roles,
+            policy_version=grant.policy_version,
+            decision_id=f"{gate.decision_id},{grant.decision_id}",
+        )
+        return Changes(new, grant, grant.refusal(target.resource, self.planned, cmd.skip_denied))
+
+    async def preview(self, pool: asyncpg.Pool, target: Target, new: NewAction) -> Row:
+        """Every change the action would make, and what it would leave out and why."""
+        cmd, planned = self.cmd, self.planned
+        if planned is None:
+            async with pool.acquire() as conn:
+                planned = await cmd.kind.plan(conn, target, cmd.params, self.now, lock=False)
+        kept, skipped = self._granted().split(planned)
+        return new.preview(outcome_result(cmd.kind, kept, skipped))
+
+    def effect(self, target: Target, new: NewAction) -> lifecycle.Effect:
+        """Plan again under the row locks, keep what was granted, apply it."""
+        cmd, grant = self.cmd, self._granted()
 
         async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
             locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
@@ -118,22 +152,20 @@ class Executor(ActionRunner):
             await cmd.kind.apply(conn, target.workspace_id, kept, new.action_id)
             return Outcome(outcome_result(cmd.kind, kept, skipped), changes=kept)
 
-        return await self.record(call, new, effect)
+        return effect
 
-    async def _preview(
-        self,
-        cmd: ExecuteCommand,
-        target: Target,
-        new: NewAction,
-        grant: Grant,
-        planned: list[Change] | None,
-        now: datetime,
-    ) -> dict[str, Any]:
-        if planned is None:
-            async with self._pool.acquire() as conn:
-                planned = await cmd.kind.plan(conn, target, cmd.params, now, lock=False)
-        kept, skipped = grant.split(planned)
-        return new.preview(outcome_result(cmd.kind, kept, skipped))
+    def _granted(self) -> Grant:
+        if self.grant is None:  # pragma: no cover - the pipeline runs step 5 first
+            raise RuntimeError("the changes were not authorized")
+        return self.grant
+
+
+class Executor(Pipeline):
+    """Runs Execute requests against the database and the policy service."""
+
+    async def execute(self, call: Call, cmd: ExecuteCommand) -> Row:
+        """The recorded (or, with validate_only, previewed) action row."""
+        return await self.run(call, ExecuteIntent(cmd))
 
 
 def _new_action(cmd: ExecuteCommand, call: Call, request_fp: str, gate: Grant) -> NewAction:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -22,56 +21,21 @@ from services.actions.audit import documents
 from services.actions.audit import store as audit_store
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
-from services.actions.catalog import ActionKind, Change
+from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row, one
-from services.actions.model import ActionStatus, AgentStatus, NewAction, Outcome, Scope, TargetKind
-from services.actions.runner import ActionRunner
+from services.actions.model import ActionStatus, NewAction, Outcome
+from services.actions.pipeline import Changes, Intent, Pipeline, Regate
+from services.actions.policy_gateway import PolicyGateway
+from services.actions.rollback_plan import RollbackPlan, plan
 from services.actions.validation import RollbackCommand
-from services.common.names import FLEET_PATH, agent_path, department_path
+from services.common.status import ServiceError
 
 ROLLBACK = "rollback"
-SUPERSEDED = "superseded"
 
-# Current owners of the original's targets, in the fixed lock order: agents by agent_id,
-# budgets by (scope, target_id). An agent budget's policy path names the agent's
-# department, so those agents are read first (FOR SHARE under lock: not moved meanwhile).
-_AGENTS = """
-SELECT agent_id AS key, last_action_id, status, department_id FROM agents
-WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id"""
-_BUDGETS = """
-SELECT scope || ':' || target_id AS key, last_action_id, '' AS status, scope, target_id
-FROM budgets
-WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
-ORDER BY scope, target_id"""
-OWNERS = {
-    (TargetKind.AGENT, False): _AGENTS,
-    (TargetKind.AGENT, True): _AGENTS + " FOR UPDATE",
-    (TargetKind.BUDGET, False): _BUDGETS,
-    (TargetKind.BUDGET, True): _BUDGETS + " FOR UPDATE",
-    ("budget agents", False): _AGENTS,
-    ("budget agents", True): _AGENTS + " FOR SHARE",
-}
 # NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
 # block the foreign-key checks (KEY SHARE) of rows that reference the original (another
 # rollback's pending row, the events of either), which need not wait for this one.
 LOCK_ORIGINAL = audit_store.SELECT_ACTION + " FOR NO KEY UPDATE"
-
-
-@dataclass(frozen=True)
-class RollbackPlan:
-    """The original's changes still restorable (each with its resource's path as of now),
-    and the superseded ones (label → the later action, or ``retired``).
-    """
-
-    restore: list[Change]
-    superseded: dict[str, str]
-
-    def skips(self) -> list[Skip]:
-        """The superseded targets as skips."""
-        return [
-            Skip(label, SUPERSEDED, {"superseded_by": later})
-            for label, later in sorted(self.superseded.items())
-        ]
 
 
 def refusal(original: Row) -> errors.ServiceError | None:
@@ -99,52 +63,6 @@ def refusal(original: Row) -> errors.ServiceError | None:
     return None
 
 
-def _path(kind: str, owner: asyncpg.Record, departments: dict[str, str]) -> str:
-    """The policy path of what an owner row holds: an agent, or a budget of the fleet, a
-    department or an agent ("" when that agent is unknown: never checked, never applied).
-    """
-    if kind == TargetKind.AGENT:
-        return agent_path(owner["department_id"], owner["key"])
-    if owner["scope"] == Scope.FLEET:
-        return FLEET_PATH
-    if owner["scope"] == Scope.DEPARTMENT:
-        return department_path(owner["target_id"])
-    department = departments.get(owner["target_id"])
-    return "" if department is None else agent_path(department, owner["target_id"])
-
-
-async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
-    """Split the original's targets into restorable and superseded (locked with ``lock``)."""
-    rows = await conn.fetch(audit_store.SELECT_TARGETS, original["action_id"])
-    workspace_id = original["workspace_id"]
-    keys = {
-        kind: [r["target_key"] for r in rows if r["target_kind"] == kind] for kind in TargetKind
-    }
-    agent_budgets = [k.partition(":")[2] for k in keys[TargetKind.BUDGET] if k.startswith("agent:")]
-    departments: dict[str, str] = {}
-    if agent_budgets:
-        agents = await conn.fetch(OWNERS["budget agents", lock], workspace_id, agent_budgets)
-        departments = {a["key"]: a["department_id"] for a in agents}
-    owners: dict[str, tuple[asyncpg.Record, str]] = {}
-    for kind in TargetKind:
-        if keys[kind]:
-            for row in await conn.fetch(OWNERS[kind, lock], workspace_id, keys[kind]):
-                owners[f"{kind}/{row['key']}"] = (row, _path(kind, row, departments))
-    restore: list[Change] = []
-    superseded: dict[str, str] = {}
-    for r in rows:
-        label = f"{r['target_kind']}/{r['target_key']}"
-        owner, path = owners.get(label) or (None, "")
-        if owner is not None and owner["status"] == AgentStatus.RETIRED:
-            # Retired by the inventory (not an action): never brought back by a rollback.
-            superseded[label] = AgentStatus.RETIRED
-        elif owner is not None and owner["last_action_id"] == original["action_id"]:
-            restore.append(Change(r["target_kind"], r["target_key"], r["before"], r["after"], path))
-        else:
-            superseded[label] = str(None if owner is None else owner["last_action_id"])
-    return RollbackPlan(restore, superseded)
-
-
 def summarize(kind: ActionKind, kept: Sequence[Change], skipped: Sequence[Skip]) -> dict[str, Any]:
     """The rollback's result: what was restored (from → to) and what was skipped."""
     result = kind.summarize([c.inverted() for c in kept])
@@ -166,75 +84,122 @@ def fingerprint(cmd: RollbackCommand) -> str:
     return idempotency.fingerprint(request)
 
 
-class RollbackRunner(ActionRunner):
+class RollbackIntent(Intent):
+    """One Rollback request in the pipeline."""
+
+    def __init__(self, cmd: RollbackCommand) -> None:
+        self.cmd = cmd
+        self.workspace_id = cmd.workspace_id
+        self.validate_only = cmd.validate_only
+        self.permission = access.ROLLBACK
+        self.original: asyncpg.Record | None = None
+        self.kind: ActionKind | None = None
+        self.planned = RollbackPlan([], {})
+        self.undo: Grant | None = None  # None: nothing restorable, so nothing asked
+
+    def fingerprint(self) -> str:
+        """:func:`fingerprint` of the command."""
+        return fingerprint(self.cmd)
+
+    async def resolve(self, conn: Conn, call: Call) -> tuple[asyncpg.Record | None, Target | None]:
+        """The key (not for a preview), then the original action and its target."""
+        cmd = self.cmd
+        if not cmd.validate_only:
+            existing = await idempotency.find(conn, cmd.workspace_id, call.subject, cmd.request_id)
+            if existing is not None:
+                return existing, None
+        self.original = await conn.fetchrow(
+            audit_store.SELECT_ACTION, cmd.workspace_id, cmd.action_id
+        )
+        if self.original is None:
+            return None, None
+        target = await target_lookup.look_up(
+            conn, cmd.workspace_id, self.original["scope"], self.original["target_id"]
+        )
+        return None, target
+
+    async def not_found(self, policy: PolicyGateway, call: Call) -> ServiceError:
+        """NOT_FOUND for the action, or PERMISSION_DENIED to a caller who may not know."""
+        cmd = self.cmd
+        return await access.not_found_or_denied(
+            policy, call, cmd.workspace_id, access.ROLLBACK, "action", str(cmd.action_id)
+        )
+
+    def new_action(self, call: Call, fingerprint: str, gate: Grant) -> NewAction:
+        """The rollback action, as ``gate`` decided it."""
+        return _new_action(self.cmd, call, fingerprint, self._original(), gate)
+
+    def precheck(self, target: Target) -> None:
+        """NOT_ROLLBACKABLE / ALREADY_ROLLED_BACK / NOT_COMPLETED; an unknown kind."""
+        original = self._original()
+        self.kind = catalog.get(original["action_type"])
+        refused = refusal(original)
+        if refused is not None or self.kind is None or self.kind.undo_permission is None:
+            raise refused or errors.internal(f"unknown action type {original['action_type']}")
+
+    async def authorize_changes(
+        self,
+        pool: asyncpg.Pool,
+        policy: PolicyGateway,
+        call: Call,
+        target: Target,
+        decided: Changes,
+        regate: Regate,
+    ) -> Changes:
+        """The undo permission on everything it would restore, under the gate's version."""
+        cmd, kind = self.cmd, self._kind()
+        async with pool.acquire() as conn:
+            self.planned = await plan(conn, self._original(), lock=False)
+        if not self.planned.restore:
+            return decided
+        permission = kind.undo_permission
+        if permission is None:  # pragma: no cover - the precheck refused such a kind
+            raise errors.internal(f"{kind.name} has no undo permission")
+        resources = authorize.question_resources(None, self.planned.restore)
+        undo = await authorize.grant(policy, call, cmd.workspace_id, permission, resources)
+        self.undo = undo
+        new, gate = decided.new, decided.grant
+        if undo.policy_version != gate.policy_version:
+            # A reload landed between the two questions: ask the first one again, so
+            # that both hold under the version the action records.
+            gate = await regate()
+            if gate.policy_version != undo.policy_version:
+                raise errors.policy_unavailable("the policy was reloaded during the check")
+            new = self.new_action(call, decided.new.fingerprint, gate)
+            if gate.denied:
+                return Changes(new, gate, gate.denial())
+        new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
+        return Changes(new, undo, undo.refusal(None, self.planned.restore, cmd.skip_denied))
+
+    async def preview(self, pool: asyncpg.Pool, target: Target, new: NewAction) -> Row:
+        """What the rollback would restore and skip; SUPERSEDED unless told to skip it."""
+        cmd, planned = self.cmd, self.planned
+        if planned.superseded and not cmd.skip_superseded:
+            raise errors.superseded(str(cmd.action_id), planned.superseded)
+        kept, skipped = _split(self.undo, planned)
+        return new.preview(summarize(self._kind(), kept, skipped))
+
+    def effect(self, target: Target, new: NewAction) -> lifecycle.Effect:
+        """Lock the original, plan again under the locks, restore what was granted."""
+        return _effect(new, self._kind(), self.cmd, self.undo)
+
+    def _original(self) -> asyncpg.Record:
+        if self.original is None:  # pragma: no cover - resolve found it before
+            raise RuntimeError("the original action was not looked up")
+        return self.original
+
+    def _kind(self) -> ActionKind:
+        if self.kind is None:  # pragma: no cover - the precheck set it
+            raise RuntimeError("the original's kind was not checked")
+        return self.kind
+
+
+class RollbackRunner(Pipeline):
     """Runs Rollback requests."""
 
     async def rollback(self, call: Call, cmd: RollbackCommand) -> Row:
         """The recorded (or previewed) rollback action row."""
-        call.ensure_time_left()
-        request_fp = fingerprint(cmd)
-        if not cmd.validate_only:
-            existing = await idempotency.find(
-                self._pool, cmd.workspace_id, call.subject, cmd.request_id
-            )
-            if existing is not None:
-                async with self._pool.acquire() as conn:
-                    return await idempotency.replay(conn, existing, request_fp)
-
-        original = await self._pool.fetchrow(
-            audit_store.SELECT_ACTION, cmd.workspace_id, cmd.action_id
-        )
-        target = None
-        if original is not None:
-            target = await target_lookup.look_up(
-                self._pool, cmd.workspace_id, original["scope"], original["target_id"]
-            )
-        if original is None or target is None:
-            raise await access.not_found_or_denied(
-                self._policy, call, cmd.workspace_id, access.ROLLBACK, "action", str(cmd.action_id)
-            )
-        gate = await self._gate(call, cmd, target.resource)
-        new = _new_action(cmd, call, request_fp, original, gate)
-        if gate.denied:
-            return await self.refuse(new, gate, gate.denial(), validate_only=cmd.validate_only)
-        kind = catalog.get(original["action_type"])
-        refused = refusal(original)
-        if refused is not None or kind is None or kind.undo_permission is None:
-            raise refused or errors.internal(f"unknown action type {original['action_type']}")
-        async with self._pool.acquire() as conn:
-            planned = await plan(conn, original, lock=False)
-        undo = None
-        if planned.restore:
-            resources = authorize.question_resources(None, planned.restore)
-            undo = await authorize.grant(
-                self._policy, call, cmd.workspace_id, kind.undo_permission, resources
-            )
-            if undo.policy_version != gate.policy_version:
-                # A reload landed between the two questions: ask the first one again, so
-                # that both hold under the version the action records.
-                gate = await self._gate(call, cmd, target.resource)
-                if gate.policy_version != undo.policy_version:
-                    raise errors.policy_unavailable("the policy was reloaded during the check")
-                new = _new_action(cmd, call, request_fp, original, gate)
-                if gate.denied:
-                    return await self.refuse(
-                        new, gate, gate.denial(), validate_only=cmd.validate_only
-                    )
-            new = dataclasses.replace(new, decision_id=f"{gate.decision_id},{undo.decision_id}")
-            refused = undo.refusal(None, planned.restore, cmd.skip_denied)
-            if refused is not None:
-                return await self.refuse(new, undo, refused, validate_only=cmd.validate_only)
-        if cmd.validate_only:
-            if planned.superseded and not cmd.skip_superseded:
-                raise errors.superseded(str(cmd.action_id), planned.superseded)
-            kept, skipped = _split(undo, planned)
-            return new.preview(summarize(kind, kept, skipped))
-        return await self.record(call, new, _effect(new, kind, cmd, undo))
-
-    async def _gate(self, call: Call, cmd: RollbackCommand, resource: str) -> Grant:
-        return await authorize.grant(
-            self._policy, call, cmd.workspace_id, access.ROLLBACK, [resource]
-        )
+        return await self.run(call, RollbackIntent(cmd))
 
 
 def _split(undo: Grant | None, planned: RollbackPlan) -> tuple[list[Change], list[Skip]]:
