@@ -6,12 +6,11 @@ import uuid
 
 from services.actions import errors
 from services.actions.call import Call
-from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyDecision, PolicyGateway, Question
+from services.common.names import FLEET_PATH
 
 READ = "actions:read"
 ROLLBACK = "actions:rollback"
-FLEET = Scope.FLEET
 
 
 def question(call: Call, workspace_id: uuid.UUID, permission: str, resource: str) -> Question:
@@ -46,7 +45,7 @@ async def not_found_or_denied(
     ident: str,
 ) -> errors.ServiceError:
     """For an unknown id: NOT_FOUND to a reader of the workspace, else PERMISSION_DENIED."""
-    decision = await policy.check(question(call, workspace_id, READ, FLEET), call.remaining())
+    decision = await policy.check(question(call, workspace_id, READ, FLEET_PATH), call.remaining())
     if decision.allowed:
         return errors.not_found(kind, ident)
     return denial(required_permission, decision)

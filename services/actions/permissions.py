@@ -32,7 +32,7 @@ from services.actions.catalog import ActionKind, Target
 from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import AccessCommand
-from services.common.names import agent_path
+from services.common.names import FLEET_PATH, agent_path
 
 # One statement for every target: whether it exists, and an agent's department.
 LOOK_UP_TARGETS = """
@@ -106,7 +106,7 @@ class Permissions:
         """Which permissions the caller holds on each target (in request order)."""
         call.ensure_time_left()
         # First, and the same for every request: may the caller read this workspace at all?
-        await access.require(self._policy, call, cmd.workspace_id, access.READ, access.FLEET)
+        await access.require(self._policy, call, cmd.workspace_id, access.READ, FLEET_PATH)
         asked = list(dict.fromkeys(cmd.targets))  # each distinct target once
         targets = await self._look_up(cmd.workspace_id, asked)
         kinds = sorted(catalog.registry().values(), key=lambda k: k.name)

@@ -20,7 +20,7 @@ from services.actions.call import Call
 from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import check_id, parse_uuid
-from services.common.names import ID_PATTERN
+from services.common.names import FLEET_PATH, ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
 from services.common.tokens import subject_problem
 
@@ -164,7 +164,7 @@ class Reads:
 
     async def _require_read(self, call: Call, workspace_id: uuid.UUID) -> None:
         call.ensure_time_left()
-        await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
+        await access.require(self._policy, call, workspace_id, access.READ, FLEET_PATH)
 
     async def _require_workspace(self, workspace_id: uuid.UUID) -> None:
         """NOT_FOUND for an unknown workspace (asked only when a list came back empty)."""

@@ -144,6 +144,12 @@ def current_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+def current_trace_id() -> str | None:
+    """The current span's trace id (hex), or None (tracing off, or no span current)."""
+    ids = current_ids()
+    return None if ids is None else ids[0]
+
+
 _W3C = TraceContextTextMapPropagator()
 
 

@@ -177,12 +177,6 @@ def _line(entry: _Entry) -> str:
     return json.dumps(line, separators=(",", ":"))
 
 
-def _trace_id() -> str | None:
-    """The current span's trace id while tracing is on (``None`` off: no cost)."""
-    ids = tracing.current_ids()
-    return None if ids is None else ids[0]
-
-
 _writer: _Writer | None = None
 _lock = threading.Lock()
 
@@ -274,7 +268,7 @@ def record(
             decision.reason.value,
             policy_version,
             latency_us,
-            _trace_id(),
+            tracing.current_trace_id(),
         )
     )
 
@@ -325,7 +319,7 @@ def record_batch(
         "policy_version": policy_version,
         "latency_us": latency_us,
     }
-    trace_id = _trace_id()
+    trace_id = tracing.current_trace_id()
     if trace_id is not None:
         line["trace_id"] = trace_id
     writer.append(line)

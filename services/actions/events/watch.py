@@ -43,6 +43,7 @@ from services.actions.events.replay import ReplayBudget
 from services.actions.metrics import WATCH_STREAMS
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import parse_uuid
+from services.common.names import FLEET_PATH
 from services.common.status import FieldViolation, invalid_argument, unauthenticated
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class Watcher:
         if out:
             raise invalid_argument(out)
         call.ensure_time_left()
-        await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
+        await access.require(self._policy, call, workspace_id, access.READ, FLEET_PATH)
         return self._stream(call, workspace_id, request.after_seq, live_only=request.live_only)
 
     def _admit(self, subject: str) -> None:
@@ -304,7 +305,7 @@ class Watcher:
             raise unauthenticated("the token expired; reconnect with a fresh one and the last seq")
         if time.monotonic() < at.next_check:
             return
-        await access.require(self._policy, call, workspace_id, access.READ, access.FLEET)
+        await access.require(self._policy, call, workspace_id, access.READ, FLEET_PATH)
         at.next_check = time.monotonic() + self.reauthorize_s
 
 
