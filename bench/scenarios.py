@@ -14,7 +14,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
 from bench.policygen import PERMISSIONS, GeneratedPolicy
-from services.actions.reads import list_actions_query
+from services.actions.store.history import page_statement
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -186,7 +186,7 @@ async def list_actions_latencies_ms(
 async def list_actions_plan(dsn: str, workspace: uuid.UUID, by: str) -> str:
     """EXPLAIN (ANALYZE) of the service's ListActions statement for one filtered page."""
     filters = {"target_id": "agent-7"} if by == "target" else {"action_type": "pause_agent"}
-    sql, args = list_actions_query(workspace, filters, None, 51)
+    sql, args = page_statement(workspace, filters, None, 51)
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("EXPLAIN (ANALYZE, COSTS OFF) " + sql, *args)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.actions import errors
-from services.actions.audit import store as audit_store
+from services.actions import errors, store
 from services.actions.db import Conn
 
 INTERRUPTED = "interrupted before completion; no changes were applied"
@@ -49,7 +48,7 @@ async def fail_if_orphaned(conn: Conn, workspace_id: uuid.UUID, action_id: uuid.
         return Orphan(alive=True)
     try:
         error = errors.execution_failed(str(action_id), INTERRUPTED)
-        failed = await audit_store.fail_action(
+        failed = await store.actions.fail(
             conn, workspace_id, action_id, INTERRUPTED, errors.to_json(error)
         )
         return Orphan(alive=False, failed=failed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -40,6 +40,20 @@ def unavailable_detail(exc: BaseException) -> str:
 async def init_connection(conn: Conn) -> None:
     """Jsonb columns as Python objects."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+# A read of one consistent moment, however much is written meanwhile (the verifier's).
+SNAPSHOT: dict[str, Any] = {"isolation": "repeatable_read", "readonly": True}
+BATCH = 5000
+
+
+async def batches(conn: Conn, query: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:
+    """A server-side cursor's rows, :data:`BATCH` at a time (one await per batch, not per
+    row: on a long chain the per-row awaits cost a fifth of the time).
+    """
+    cursor = await conn.cursor(query, *args)
+    while batch := await cursor.fetch(BATCH):
+        yield batch
 
 
 def one(row: asyncpg.Record | None, what: str) -> asyncpg.Record:

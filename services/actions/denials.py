@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.actions import errors, idempotency
-from services.actions.audit import documents
-from services.actions.audit import store as audit_store
+from services.actions import errors, idempotency, store
 from services.actions.metrics import ACTION_OUTCOMES
 from services.actions.model import ActionStatus, NewAction
 from services.common.status import ServiceError
@@ -38,21 +36,6 @@ class DenialLimit:
     window_s: int = 60
 
 
-# Count and insert under one lock per (workspace, subject), held to the end of the
-# transaction: concurrent denials of one subject are counted one after the other, by
-# every replica. The two-key form keeps it apart from the actions' bigint locks.
-LOCK_DENIALS = "SELECT pg_advisory_xact_lock(1684368750, hashtext($1::uuid::text || '/' || $2))"
-# The wait until the oldest of the last ``per_window`` denials leaves the window, if there
-# are that many in it (idx_action_audit_log_actor: a range scan of one subject's rows).
-DENIALS_OVER_LIMIT = """
-SELECT EXTRACT(EPOCH FROM created_at + make_interval(secs => $3) - clock_timestamp())
-FROM action_audit_log
-WHERE workspace_id = $1 AND actor_user_id = $2 AND status = 'denied'
-  AND created_at > clock_timestamp() - make_interval(secs => $3)
-ORDER BY created_at DESC
-OFFSET $4 - 1 LIMIT 1"""
-
-
 async def record_denied(
     pool: asyncpg.Pool,
     new: NewAction,
@@ -68,20 +51,19 @@ async def record_denied(
     new = dataclasses.replace(new, can_rollback=False)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            await conn.execute(LOCK_DENIALS, new.workspace_id, new.subject)
-            wait = await conn.fetchval(
-                DENIALS_OVER_LIMIT, new.workspace_id, new.subject, limit.window_s, limit.per_window
+            await store.actions.lock_denials(conn, new.workspace_id, new.subject)
+            wait = await store.actions.denial_wait(
+                conn, new.workspace_id, new.subject, limit.window_s, limit.per_window
             )
             if wait is not None:
-                raise _rate_limited(new, limit, float(wait))
-            row = await conn.fetchrow(
-                audit_store.INSERT_DENIED, *new.insert_args(), error.message, errors.to_json(error)
-            )
+                raise _rate_limited(new, limit, wait)
+            row = await store.actions.record_denied(conn, new, error.message, errors.to_json(error))
             if row is not None:
-                await audit_store.append_events(conn, new.workspace_id, [documents.event_for(row)])
                 ACTION_OUTCOMES.labels(new.action_type, ActionStatus.DENIED).inc()
                 return None
-        existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
+        existing = await store.actions.find_by_key(
+            conn, new.workspace_id, new.subject, new.request_id
+        )
         if existing is None:  # pragma: no cover - the conflicting row cannot vanish
             raise errors.internal("idempotency conflict without a row")
         return await idempotency.replay(conn, existing, new.fingerprint)

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, authorize, idempotency, lifecycle, targets
+from services.actions import access, authorize, idempotency, lifecycle, store
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
@@ -76,8 +76,10 @@ class ExecuteIntent(Intent):
         """The key and the target in one statement (the target alone for a preview)."""
         cmd = self.cmd
         if cmd.validate_only:
-            return None, await targets.look_up(conn, cmd.workspace_id, cmd.scope, cmd.target_id)
-        return await targets.look_up_keyed(
+            return None, await store.targets.look_up(
+                conn, cmd.workspace_id, cmd.scope, cmd.target_id
+            )
+        return await store.targets.look_up_keyed(
             conn, cmd.workspace_id, cmd.scope, cmd.target_id, call.subject, cmd.request_id
         )
 

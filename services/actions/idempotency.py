@@ -14,9 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import action_lock, errors
+from services.actions import action_lock, errors, store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.db import Conn, one
 from services.actions.model import UNFINISHED, ActionStatus
 
@@ -24,16 +23,6 @@ from services.actions.model import UNFINISHED, ActionStatus
 def fingerprint(request: Mapping[str, Any]) -> str:
     """sha256 of the canonical request (without request_id and validate_only)."""
     return hashlib.sha256(documents.canonical(dict(request))).hexdigest()
-
-
-async def find(
-    conn: Conn | asyncpg.Pool, workspace_id: uuid.UUID, subject: str, request_id: str
-) -> asyncpg.Record | None:
-    """The row recorded under this idempotency key, if any."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        audit_store.SELECT_BY_KEY, workspace_id, subject, request_id
-    )
-    return row
 
 
 async def replay(conn: Conn, row: asyncpg.Record, request_fp: str) -> asyncpg.Record:
@@ -63,6 +52,4 @@ async def _recover_if_orphaned(conn: Conn, row: asyncpg.Record) -> asyncpg.Recor
     if orphan.failed is not None:
         return orphan.failed
     # Its executor finished between our read and our lock: answer its outcome.
-    return one(
-        await conn.fetchrow(audit_store.SELECT_ACTION, row["workspace_id"], action_id), "action"
-    )
+    return one(await store.actions.get(conn, row["workspace_id"], action_id), "action")

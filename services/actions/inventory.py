@@ -29,60 +29,12 @@ from pathlib import Path
 
 import asyncpg
 
+from services.actions import store
 from services.common.names import ID_PATTERN, ID_RULE
 
 MAX_DEPARTMENT_NAME = 200
 REQUIRED = ("workspace_id", "department_id", "agent_id")
 OPTIONAL = ("department_name",)
-
-_KNOWN_WORKSPACES = "SELECT id FROM workspaces WHERE id = ANY($1::uuid[])"
-# Actions lock agents ORDER BY agent_id within one workspace (docs/architecture.md §5.4); taking the
-# same order here means an import and a running action never deadlock.
-_LOCK_AGENTS = """
-SELECT 1 FROM agents WHERE workspace_id = ANY($1::uuid[])
-ORDER BY workspace_id, agent_id FOR UPDATE"""
-_INSERT_DEPARTMENTS = """
-INSERT INTO departments (workspace_id, department_id, name)
-SELECT d.workspace_id, d.department_id, coalesce(d.name, d.department_id)
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(workspace_id, department_id, name)
-ON CONFLICT (workspace_id, department_id) DO NOTHING
-RETURNING department_id"""
-_RENAME_DEPARTMENTS = """
-UPDATE departments AS t SET name = d.name
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(workspace_id, department_id, name)
-WHERE t.workspace_id = d.workspace_id AND t.department_id = d.department_id
-  AND d.name IS NOT NULL AND t.name IS DISTINCT FROM d.name"""
-# Every CTE sees the snapshot from before the INSERT, so ``old`` is each agent's prior state.
-# The counts are exclusive: a retired agent listed again counts as reactivated, moved or not.
-_UPSERT_AGENTS = """
-WITH incoming AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
-        AS i(workspace_id, agent_id, department_id)
-), old AS (
-    SELECT a.workspace_id, a.agent_id, a.department_id, a.status
-    FROM agents AS a JOIN incoming USING (workspace_id, agent_id)
-), upserted AS (
-    INSERT INTO agents (workspace_id, agent_id, department_id)
-    SELECT workspace_id, agent_id, department_id FROM incoming
-    ON CONFLICT (workspace_id, agent_id) DO UPDATE
-        SET department_id = EXCLUDED.department_id,
-            status = CASE WHEN agents.status = 'retired' THEN 'active' ELSE agents.status END,
-            updated_at = now()
-        WHERE agents.department_id IS DISTINCT FROM EXCLUDED.department_id
-           OR agents.status = 'retired'
-    RETURNING workspace_id, agent_id, department_id
-)
-SELECT count(*) FILTER (WHERE o.agent_id IS NULL) AS inserted,
-       count(*) FILTER (WHERE o.department_id IS DISTINCT FROM u.department_id
-                          AND o.status <> 'retired') AS moved,
-       count(*) FILTER (WHERE o.status = 'retired') AS reactivated
-FROM upserted AS u LEFT JOIN old AS o USING (workspace_id, agent_id)"""
-_PRUNE = """
-UPDATE agents AS a SET status = 'retired', paused_until = NULL, updated_at = now()
-WHERE a.workspace_id = ANY($1::uuid[]) AND a.status <> 'retired'
-  AND NOT EXISTS (
-      SELECT 1 FROM unnest($2::uuid[], $3::text[]) AS f(workspace_id, agent_id)
-      WHERE f.workspace_id = a.workspace_id AND f.agent_id = a.agent_id)"""
 
 
 class InventoryError(ValueError):
@@ -273,7 +225,7 @@ async def apply_inventory(
         raise InventoryError([f"{source}: lists no agents; refusing to retire every agent"])
     departments = _departments(rows)
     async with conn.transaction():
-        known = {r["id"] for r in await conn.fetch(_KNOWN_WORKSPACES, workspaces)}
+        known = await store.inventory.known_workspaces(conn, workspaces)
         missing = [
             f"{source}:{_first_line(rows, w)}: workspace {w} does not exist"
             for w in workspaces
@@ -281,29 +233,28 @@ async def apply_inventory(
         ]
         if missing:
             raise InventoryError(missing)
-        await conn.execute(_LOCK_AGENTS, workspaces)
-        created = await conn.fetch(_INSERT_DEPARTMENTS, *departments)
-        renamed = await conn.execute(_RENAME_DEPARTMENTS, *departments)
-        counts = await conn.fetchrow(
-            _UPSERT_AGENTS,
+        await store.inventory.lock_agents(conn, workspaces)
+        created = await store.inventory.create_departments(conn, departments)
+        renamed = await store.inventory.rename_departments(conn, departments)
+        counts = await store.inventory.upsert_agents(
+            conn,
             [r.workspace_id for r in rows],
             [r.agent_id for r in rows],
             [r.department_id for r in rows],
         )
-        assert counts is not None  # an aggregate always returns one row
-        retired = "UPDATE 0"
+        retired = 0
         if prune:
-            retired = await conn.execute(
-                _PRUNE, workspaces, [r.workspace_id for r in rows], [r.agent_id for r in rows]
+            retired = await store.inventory.retire_unlisted(
+                conn, workspaces, [r.workspace_id for r in rows], [r.agent_id for r in rows]
             )
     return ImportResult(
         listed=len(rows),
         inserted=counts["inserted"],
         moved=counts["moved"],
         reactivated=counts["reactivated"],
-        retired=_row_count(retired),
-        departments_created=len(created),
-        departments_renamed=_row_count(renamed),
+        retired=retired,
+        departments_created=created,
+        departments_renamed=renamed,
     )
 
 
@@ -321,10 +272,6 @@ def _departments(
 
 def _first_line(rows: Sequence[InventoryRow], workspace: uuid.UUID) -> int:
     return next((r.line for r in rows if r.workspace_id == workspace), 1)
-
-
-def _row_count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def import_agents(

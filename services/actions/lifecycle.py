@@ -1,6 +1,6 @@
 """The recorded part of an action's life: pending → effect → final (docs/architecture.md §5.2).
 
-Crash recovery relies on it too (§5.7).
+Crash recovery relies on it too (docs/architecture.md §5.7).
 
 :func:`run` holds the action's session advisory lock on a dedicated connection from
 before the pending row commits until the row is final; commits the pending row and its
@@ -21,31 +21,17 @@ from typing import TypeVar
 
 import asyncpg
 
-from services.actions import action_lock, errors, idempotency
+from services.actions import action_lock, errors, idempotency, store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
 from services.actions.model import ActionStatus, NewAction, Outcome
-from services.common import names, tracing
+from services.common import tracing
 from services.common.status import ServiceError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# migrations/0006_action_trace_id.sql (the claim, by name) and 0003 (the completion: action,
-# started/completed at, result, targets, then audit_store.append_args).
-CLAIM = """
-SELECT * FROM fleetward_claim_action_v2(
-    p_lock_key => $1, p_action_id => $2, p_workspace_id => $3, p_action_type => $4,
-    p_scope => $5, p_target_id => $6, p_params => $7, p_reason => $8, p_actor => $9,
-    p_roles => $10, p_can_rollback => $11, p_rollback_of => $12, p_request_id => $13,
-    p_fingerprint => $14, p_policy_version => $15, p_decision_id => $16, p_trace_id => $17,
-    p_created_at => $18, p_event_payload => $19, p_event_head => $20, p_doc_tail => $21,
-    p_channel => $22)"""
-COMPLETE = "SELECT * FROM fleetward_complete_action({})".format(
-    ", ".join(f"${i}" for i in range(1, 16))
-)
 # One simple-query round trip; the key is an int, formatted into the text.
 COMMIT_AND_UNLOCK = "COMMIT; SELECT pg_advisory_unlock({key})"
 
@@ -72,20 +58,11 @@ async def run_on(
     key = action_lock.lock_key(new.action_id)
     unlocked = False
     try:
-        created_at = datetime.now(UTC)
-        event = documents.event_for(new.row(ActionStatus.PENDING, created_at))
-        pending = await conn.fetchrow(
-            CLAIM,
-            key,
-            *new.insert_args(),
-            created_at,
-            event[2],
-            documents.doc_head(*event, created_at),
-            documents.doc_tail(new.workspace_id),
-            names.NOTIFY_CHANNEL,
-        )
+        pending = await store.actions.claim(conn, key, new, datetime.now(UTC))
         if pending is None:
-            existing = await idempotency.find(conn, new.workspace_id, new.subject, new.request_id)
+            existing = await store.actions.find_by_key(
+                conn, new.workspace_id, new.subject, new.request_id
+            )
             if existing is None:  # pragma: no cover - the conflicting row cannot vanish
                 raise errors.internal("idempotency conflict without a row")
             return await idempotency.replay(conn, existing, new.fingerprint)
@@ -156,17 +133,8 @@ async def _finish(
             )
             events = [documents.event_for(started), *outcome.events, done_event]
             done = one(
-                await conn.fetchrow(
-                    COMPLETE,
-                    new.action_id,
-                    started_at,
-                    completed_at,
-                    result,
-                    [c.kind for c in changes],
-                    [c.key for c in changes],
-                    [c.before for c in changes],
-                    [c.after for c in changes],
-                    *audit_store.append_args(new.workspace_id, events, completed_at),
+                await store.actions.complete(
+                    conn, new, started_at, completed_at, result, changes, events
                 ),
                 "complete",
             )
@@ -189,7 +157,9 @@ async def _finish(
         await _fail(conn, new, err.message, err)
         raise
     except DATABASE_ERRORS:
-        raise  # the row stays unfinished; recovery (§5.7) fails it once our lock is gone
+        # The row stays unfinished; recovery (docs/architecture.md §5.7) fails it once our
+        # lock is gone.
+        raise
     except Exception as exc:
         message, correlation_id = _describe(exc)
         if correlation_id:
@@ -239,9 +209,7 @@ async def _fail(conn: Conn, new: NewAction, message: str, err: ServiceError) -> 
             "event": "action.failed",
         },
     )
-    await audit_store.fail_action(
-        conn, new.workspace_id, new.action_id, message, errors.to_json(err)
-    )
+    await store.actions.fail(conn, new.workspace_id, new.action_id, message, errors.to_json(err))
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from fleetward.policy.v1 import policy_pb2
 
-from services.actions import access, authorize, catalog, errors
+from services.actions import access, authorize, catalog, errors, store
 from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Target
@@ -34,24 +34,6 @@ from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import AccessCommand
 from services.common.names import FLEET_PATH, agent_path
 
-# One statement for every target: whether it exists, and an agent's department.
-LOOK_UP_TARGETS = """
-SELECT t.scope, t.target_id,
-       CASE t.scope WHEN 'agent' THEN a.agent_id IS NOT NULL
-                    WHEN 'department' THEN d.department_id IS NOT NULL
-                    ELSE w.id IS NOT NULL END AS found,
-       CASE t.scope WHEN 'agent' THEN a.department_id ELSE d.department_id END AS department_id
-FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t (scope, target_id, n)
-LEFT JOIN workspaces AS w ON w.id = $1
-LEFT JOIN agents AS a ON t.scope = 'agent' AND a.workspace_id = $1 AND a.agent_id = t.target_id
-LEFT JOIN departments AS d
-       ON t.scope = 'department' AND d.workspace_id = $1 AND d.department_id = t.target_id
-ORDER BY t.n"""
-# The agents an action at department or fleet scope may change.
-AGENTS_IN = """
-SELECT agent_id, department_id FROM agents
-WHERE workspace_id = $1 AND status <> 'retired' AND ($2 OR department_id = ANY($3::text[]))
-ORDER BY agent_id"""
 # An answer names at most this many denied agents per permission and target (the count
 # covers them all): 500 targets of long ids stay well inside the 1 MiB message limit.
 DENIED_IDS_IN_ANSWER = 5
@@ -144,13 +126,10 @@ class Permissions:
         self, workspace_id: uuid.UUID, asked: Sequence[tuple[str, str]]
     ) -> list[Target]:
         """The targets; NOT_FOUND for the first unknown one (the caller reads the fleet)."""
-        scopes = [scope for scope, _ in asked]
-        ids = [target_id for _, target_id in asked]
-        rows = await self._pool.fetch(LOOK_UP_TARGETS, workspace_id, scopes, ids)
-        missing = next((r for r in rows if not r["found"]), None)
+        targets, missing = await store.targets.look_up_many(self._pool, workspace_id, asked)
         if missing is not None:
-            raise errors.not_found(missing["scope"], missing["target_id"] or str(workspace_id))
-        return [Target(workspace_id, r["scope"], r["target_id"], r["department_id"]) for r in rows]
+            raise errors.not_found(missing[0], missing[1] or str(workspace_id))
+        return targets
 
     async def _decide(
         self, call: Call, workspace_id: uuid.UUID, targets: list[Target], kinds: list[ActionKind]
@@ -209,7 +188,7 @@ class Permissions:
             return {}
         fleet = any(t.scope == Scope.FLEET for t in targets)
         departments = sorted({t.target_id for t in targets if t.scope == Scope.DEPARTMENT})
-        rows = await self._pool.fetch(AGENTS_IN, workspace_id, fleet, departments)
+        rows = await store.agents.within(self._pool, workspace_id, fleet, departments)
         by_department: dict[str, list[tuple[str, str]]] = {}
         for r in rows:
             path = agent_path(r["department_id"], r["agent_id"])

@@ -13,9 +13,8 @@ from typing import Any
 import asyncpg
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions import access, catalog, convert, errors, paging, targets
+from services.actions import access, catalog, convert, errors, paging, store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.call import Call
 from services.actions.model import Scope
 from services.actions.policy_gateway import PolicyGateway
@@ -23,81 +22,6 @@ from services.actions.validation import check_id, parse_uuid
 from services.common.names import FLEET_PATH, ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
 from services.common.tokens import subject_problem
-
-# ListActions' WHERE holds only the filters a request sets. With every filter written as
-# "$n IS NULL OR column = $n", PostgreSQL's generic plan (chosen after five executions of
-# the prepared statement) cannot use the index of the one filter that is set: a filter
-# matching nothing then scans the workspace's whole history. At most 2^6 statement
-# texts exist, each prepared once per connection.
-_ACTION_FILTERS = (
-    ("action_type", "action_type = ${n}"),
-    ("status", "status = ${n}"),
-    ("actor_subject", "actor_user_id = ${n}"),
-    ("target_id", "target_id = ${n}"),
-    ("created_after", "created_at >= ${n}"),
-    ("created_before", "created_at < ${n}"),
-)
-
-
-def list_actions_query(
-    workspace_id: uuid.UUID,
-    filters: Mapping[str, Any],
-    cursor: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> tuple[str, list[Any]]:
-    """The ListActions statement for the filters that are set (falsy values are unset),
-    newest first after ``cursor``; and its arguments.
-    """
-    args: list[Any] = [workspace_id]
-    where = ["workspace_id = $1"]
-    for name, clause in _ACTION_FILTERS:
-        if filters.get(name):
-            args.append(filters[name])
-            where.append(clause.format(n=len(args)))
-    if cursor is not None:
-        args.extend(cursor)
-        where.append(f"(created_at, action_id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
-    sql = (
-        "SELECT * FROM action_audit_log WHERE "
-        + " AND ".join(where)
-        + f" ORDER BY created_at DESC, action_id DESC LIMIT ${len(args)}"
-    )
-    return sql, args
-
-
-# One action's events, found by action_events_by_action (migrations/0001); an action has a
-# handful of events (at most pending, in_progress, a final one and rolled_back), sorted
-# in memory. The columns WatchActions reads, plus the workspace the event names.
-SELECT_ACTION_EVENTS = """
-SELECT workspace_id, seq, event_type, payload, created_at, hash
-FROM action_events
-WHERE action_id = $2 AND workspace_id = $1
-ORDER BY seq"""
-
-_AGENTS = """
-SELECT a.*, ab.monthly_limit_cents AS monthly_budget_cents,
-       COALESCE(ab.monthly_limit_cents, db.monthly_limit_cents, fb.monthly_limit_cents)
-           AS effective_budget_cents
-FROM agents AS a
-LEFT JOIN budgets AS ab
-    ON ab.workspace_id = a.workspace_id AND ab.scope = 'agent' AND ab.target_id = a.agent_id
-LEFT JOIN budgets AS db
-    ON db.workspace_id = a.workspace_id AND db.scope = 'department'
-   AND db.target_id = a.department_id
-LEFT JOIN budgets AS fb
-    ON fb.workspace_id = a.workspace_id AND fb.scope = 'fleet' AND fb.target_id = ''
-WHERE a.workspace_id = $1"""
-GET_AGENT = _AGENTS + " AND a.agent_id = $2"
-LIST_AGENTS = (
-    _AGENTS
-    + """
-  AND ($2::text IS NULL OR a.department_id = $2)
-  AND ($3::text IS NULL OR a.status = $3)
-  AND ($4::text IS NULL OR a.agent_id > $4)
-ORDER BY a.agent_id
-LIMIT $5"""
-)
 
 
 @dataclass(frozen=True)
@@ -168,7 +92,7 @@ class Reads:
 
     async def _require_workspace(self, workspace_id: uuid.UUID) -> None:
         """NOT_FOUND for an unknown workspace (asked only when a list came back empty)."""
-        if await targets.look_up(self._pool, workspace_id, Scope.FLEET, "") is None:
+        if await store.targets.look_up(self._pool, workspace_id, Scope.FLEET, "") is None:
             raise errors.not_found("workspace", str(workspace_id))
 
     async def _require_action(
@@ -177,7 +101,7 @@ class Reads:
         """NOT_FOUND for an unknown action (asked only when it has no events: a recorded
         action always has some, unless its chain was damaged).
         """
-        if await self._pool.fetchrow(audit_store.SELECT_ACTION, workspace_id, action_id) is None:
+        if await store.actions.get(self._pool, workspace_id, action_id) is None:
             raise errors.not_found("action", asked)
 
     async def _readable_action(
@@ -199,9 +123,7 @@ class Reads:
     async def get_action(self, call: Call, request: actions_pb2.GetActionRequest) -> asyncpg.Record:
         """One audit row."""
         workspace_id, action_id = await self._readable_action(call, request)
-        row: asyncpg.Record | None = await self._pool.fetchrow(
-            audit_store.SELECT_ACTION, workspace_id, action_id
-        )
+        row = await store.actions.get(self._pool, workspace_id, action_id)
         if row is None:
             raise errors.not_found("action", request.action_id)
         return row
@@ -213,10 +135,10 @@ class Reads:
         unknown action, for a caller who may read the workspace).
         """
         workspace_id, action_id = await self._readable_action(call, request)
-        rows = await self._pool.fetch(SELECT_ACTION_EVENTS, workspace_id, action_id)
+        rows = await store.events.of_action(self._pool, workspace_id, action_id)
         if not rows:
             await self._require_action(workspace_id, action_id, request.action_id)
-        return list(rows)
+        return rows
 
     async def list_actions(self, call: Call, request: actions_pb2.ListActionsRequest) -> Page:
         """One page of actions, newest first."""
@@ -247,7 +169,8 @@ class Reads:
         cursor = paging.decode(request.page_token, filters)
         await self._require_read(call, workspace_id)
         cursor_at, cursor_id = _action_cursor(cursor)
-        sql, args = list_actions_query(
+        rows = await store.history.page(
+            self._pool,
             workspace_id,
             {
                 "action_type": request.action_type,
@@ -260,7 +183,6 @@ class Reads:
             None if cursor_at is None or cursor_id is None else (cursor_at, cursor_id),
             size + 1,
         )
-        rows = await self._pool.fetch(sql, *args)
         if not rows:
             await self._require_workspace(workspace_id)  # an empty page, or no such workspace
         token = ""
@@ -277,9 +199,7 @@ class Reads:
         if out:
             raise invalid_argument(out)
         await self._require_read(call, workspace_id)
-        row: asyncpg.Record | None = await self._pool.fetchrow(
-            GET_AGENT, workspace_id, request.agent_id
-        )
+        row = await store.agents.get_with_budgets(self._pool, workspace_id, request.agent_id)
         if row is None:
             raise errors.not_found("agent", request.agent_id)
         return row
@@ -305,8 +225,8 @@ class Reads:
         after = None if cursor is None or not cursor else cursor[0]
         if after is not None and not ID_PATTERN.fullmatch(after):
             raise paging.malformed()
-        rows = await self._pool.fetch(
-            LIST_AGENTS, workspace_id, request.department_id or None, status, after, size + 1
+        rows = await store.agents.page_with_budgets(
+            self._pool, workspace_id, request.department_id or None, status, after, size + 1
         )
         if not rows:
             await self._require_workspace(workspace_id)  # an empty page, or no such workspace

@@ -2,37 +2,30 @@
 
 An executor holds its action's session advisory lock from before the pending row commits
 until the row is final, so a pending/in_progress row whose lock is free was interrupted;
-by §5.2 nothing of its effect was committed. Every process runs it at start and every
-``FLEETWARD_RECOVERY_INTERVAL_S`` (60 s; :class:`services.common.tasks.PeriodicJob`); a
-retry of the same request recovers its row inline (:mod:`services.actions.idempotency`);
-both through :func:`services.actions.action_lock.fail_if_orphaned`.
+nothing of its effect was committed (the effect commits with the final status). Every
+process runs it at start and every ``FLEETWARD_RECOVERY_INTERVAL_S`` (60 s;
+:class:`services.common.tasks.PeriodicJob`); a retry of the same request recovers its row
+inline (:mod:`services.actions.idempotency`); both through
+:func:`services.actions.action_lock.fail_if_orphaned`.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 
 import asyncpg
 
-from services.actions import action_lock
+from services.actions import action_lock, store
 
 log = logging.getLogger(__name__)
-
-# Rows older than this are candidates: younger ones are most likely still running.
-SELECT_UNFINISHED = """
-SELECT action_id, workspace_id FROM action_audit_log
-WHERE status IN ('pending', 'in_progress') AND created_at < clock_timestamp() - $1::interval
-ORDER BY created_at
-LIMIT 1000"""
 
 
 async def recover_orphans(pool: asyncpg.Pool, min_age_s: float = 1.0) -> list[uuid.UUID]:
     """Mark every unfinished action whose advisory lock is free ``failed``; return their ids."""
     recovered: list[uuid.UUID] = []
     async with pool.acquire() as conn:
-        rows = await conn.fetch(SELECT_UNFINISHED, timedelta(seconds=min_age_s))
+        rows = await store.history.unfinished(conn, min_age_s)
         for row in rows:
             orphan = await action_lock.fail_if_orphaned(conn, row["workspace_id"], row["action_id"])
             if orphan.failed is not None:  # not alive, and not finished meanwhile

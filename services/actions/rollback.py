@@ -15,10 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import access, authorize, catalog, errors, idempotency, lifecycle
-from services.actions import targets as target_lookup
+from services.actions import access, authorize, catalog, errors, idempotency, lifecycle, store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
@@ -31,11 +29,6 @@ from services.actions.validation import RollbackCommand
 from services.common.status import ServiceError
 
 ROLLBACK = "rollback"
-
-# NO KEY UPDATE, not UPDATE: it still serialises rollbacks of one action, but does not
-# block the foreign-key checks (KEY SHARE) of rows that reference the original (another
-# rollback's pending row, the events of either), which need not wait for this one.
-LOCK_ORIGINAL = audit_store.SELECT_ACTION + " FOR NO KEY UPDATE"
 
 
 def refusal(original: Row) -> errors.ServiceError | None:
@@ -105,15 +98,15 @@ class RollbackIntent(Intent):
         """The key (not for a preview), then the original action and its target."""
         cmd = self.cmd
         if not cmd.validate_only:
-            existing = await idempotency.find(conn, cmd.workspace_id, call.subject, cmd.request_id)
+            existing = await store.actions.find_by_key(
+                conn, cmd.workspace_id, call.subject, cmd.request_id
+            )
             if existing is not None:
                 return existing, None
-        self.original = await conn.fetchrow(
-            audit_store.SELECT_ACTION, cmd.workspace_id, cmd.action_id
-        )
+        self.original = await store.actions.get(conn, cmd.workspace_id, cmd.action_id)
         if self.original is None:
             return None, None
-        target = await target_lookup.look_up(
+        target = await store.targets.look_up(
             conn, cmd.workspace_id, self.original["scope"], self.original["target_id"]
         )
         return None, target
@@ -248,7 +241,7 @@ def _effect(
     async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
         # Locking the original first serialises concurrent rollbacks: one wins.
         original = one(
-            await conn.fetchrow(LOCK_ORIGINAL, cmd.workspace_id, cmd.action_id),
+            await store.actions.lock_for_rollback(conn, cmd.workspace_id, cmd.action_id),
             "original action",
         )
         refused = refusal(original)
@@ -263,7 +256,7 @@ def _effect(
         authorize.require_checked(new.action_id, skipped)
         await kind.rollback(conn, cmd.workspace_id, kept, new.action_id)
         rolled = one(
-            await conn.fetchrow(audit_store.MARK_ROLLED_BACK, cmd.action_id, new.action_id),
+            await store.actions.mark_rolled_back(conn, cmd.action_id, new.action_id),
             "rolled back",
         )
         return Outcome(

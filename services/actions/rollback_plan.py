@@ -5,11 +5,12 @@ changed since (superseded) or retired, each with its policy path as of now
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
-from services.actions.audit import store as audit_store
+from services.actions import store
 from services.actions.authorize import Skip
 from services.actions.catalog import Change
 from services.actions.db import Conn, Row
@@ -17,26 +18,6 @@ from services.actions.model import AgentStatus, Scope, TargetKind
 from services.common.names import FLEET_PATH, agent_path, department_path
 
 SUPERSEDED = "superseded"
-
-# Current owners of the original's targets, in the fixed lock order: agents by agent_id,
-# budgets by (scope, target_id). An agent budget's policy path names the agent's
-# department, so those agents are read first (FOR SHARE under lock: not moved meanwhile).
-_AGENTS = """
-SELECT agent_id AS key, last_action_id, status, department_id FROM agents
-WHERE workspace_id = $1 AND agent_id = ANY($2::text[]) ORDER BY agent_id"""
-_BUDGETS = """
-SELECT scope || ':' || target_id AS key, last_action_id, '' AS status, scope, target_id
-FROM budgets
-WHERE workspace_id = $1 AND scope || ':' || target_id = ANY($2::text[])
-ORDER BY scope, target_id"""
-OWNERS = {
-    (TargetKind.AGENT, False): _AGENTS,
-    (TargetKind.AGENT, True): _AGENTS + " FOR UPDATE",
-    (TargetKind.BUDGET, False): _BUDGETS,
-    (TargetKind.BUDGET, True): _BUDGETS + " FOR UPDATE",
-    ("budget agents", False): _AGENTS,
-    ("budget agents", True): _AGENTS + " FOR SHARE",
-}
 
 
 @dataclass(frozen=True)
@@ -70,22 +51,37 @@ def _path(kind: str, owner: asyncpg.Record, departments: dict[str, str]) -> str:
     return "" if department is None else agent_path(department, owner["target_id"])
 
 
+async def _owners(
+    conn: Conn, kind: str, workspace_id: uuid.UUID, keys: list[str], lock: bool
+) -> list[asyncpg.Record]:
+    """The current owner rows of the original's targets of one kind, in the fixed lock
+    order (agents by agent_id, budgets by scope and target id; locked with ``lock``).
+    """
+    if kind == TargetKind.AGENT:
+        return await store.agents.owners(conn, workspace_id, keys, lock="update" if lock else None)
+    return await store.budgets.owners(conn, workspace_id, keys, lock=lock)
+
+
 async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
     """Split the original's targets into restorable and superseded (locked with ``lock``)."""
-    rows = await conn.fetch(audit_store.SELECT_TARGETS, original["action_id"])
+    rows = await store.actions.targets(conn, original["action_id"])
     workspace_id = original["workspace_id"]
     keys = {
         kind: [r["target_key"] for r in rows if r["target_kind"] == kind] for kind in TargetKind
     }
     agent_budgets = [k.partition(":")[2] for k in keys[TargetKind.BUDGET] if k.startswith("agent:")]
+    # An agent budget's policy path names the agent's department, so those agents are read
+    # first (FOR SHARE under lock: not moved meanwhile).
     departments: dict[str, str] = {}
     if agent_budgets:
-        agents = await conn.fetch(OWNERS["budget agents", lock], workspace_id, agent_budgets)
+        agents = await store.agents.owners(
+            conn, workspace_id, agent_budgets, lock="share" if lock else None
+        )
         departments = {a["key"]: a["department_id"] for a in agents}
     owners: dict[str, tuple[asyncpg.Record, str]] = {}
     for kind in TargetKind:
         if keys[kind]:
-            for row in await conn.fetch(OWNERS[kind, lock], workspace_id, keys[kind]):
+            for row in await _owners(conn, kind, workspace_id, keys[kind], lock):
                 owners[f"{kind}/{row['key']}"] = (row, _path(kind, row, departments))
     restore: list[Change] = []
     superseded: dict[str, str] = {}

@@ -26,7 +26,7 @@ import uuid
 
 import asyncpg
 
-from services.actions import idempotency, lifecycle
+from services.actions import idempotency, lifecycle, store
 from services.actions.catalog.resume_agent import ACTION as RESUME
 from services.actions.db import Conn
 from services.actions.model import NewAction, Outcome
@@ -41,34 +41,11 @@ REQUEST_PREFIX = "pause-expired"
 BATCH = 100
 LOCK_TIMEOUT_MS = 5000
 
-# Uses the partial index agents_pause_expiry (paused_until <= x implies NOT NULL).
-FIND_EXPIRED = """
-SELECT DISTINCT workspace_id, last_action_id AS action_id FROM agents
-WHERE status = 'paused' AND paused_until <= clock_timestamp() AND last_action_id IS NOT NULL
-LIMIT $1"""
-
-CLAIM = """
-SELECT action_id, workspace_id, scope, target_id FROM action_audit_log
-WHERE workspace_id = $1 AND action_id = $2
-FOR NO KEY UPDATE SKIP LOCKED"""
-
-# A fresh statement after the claim: sees what a replica that held it before committed.
-STILL_EXPIRED = """
-SELECT EXISTS (
-    SELECT 1 FROM agents
-    WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
-      AND paused_until <= clock_timestamp())"""
-
-# Earlier scheduler attempts for this action (a failed one must not block a retry).
-COUNT_ATTEMPTS = """
-SELECT count(*) FROM action_audit_log
-WHERE workspace_id = $1 AND actor_user_id = $2 AND request_id LIKE $3"""
-
 
 async def resume_expired(pool: asyncpg.Pool, *, limit: int = BATCH) -> list[uuid.UUID]:
     """One pass: a resume action per expired pause this replica claims; their ids."""
     recorded: list[uuid.UUID] = []
-    for candidate in await pool.fetch(FIND_EXPIRED, limit):
+    for candidate in await store.agents.expired_pauses(pool, limit):
         try:
             action_id = await _resume_one(pool, candidate["workspace_id"], candidate["action_id"])
         except ServiceError as err:
@@ -110,15 +87,17 @@ async def _resume_one(
     pool: asyncpg.Pool, workspace_id: uuid.UUID, pause_id: uuid.UUID
 ) -> uuid.UUID | None:
     async with pool.acquire() as claim, claim.transaction():
-        pause = await claim.fetchrow(CLAIM, workspace_id, pause_id)
+        pause = await store.history.claim_pause(claim, workspace_id, pause_id)
         if pause is None:
             return None  # another replica is on it
-        if not await claim.fetchval(STILL_EXPIRED, workspace_id, pause_id):
+        # A fresh statement after the claim: sees what a replica that held it committed.
+        if not await store.agents.still_expired(claim, workspace_id, pause_id):
             return None  # done meanwhile, or paused again by a later action
-        attempts = await claim.fetchval(
-            COUNT_ATTEMPTS, workspace_id, SUBJECT, f"{REQUEST_PREFIX}:{pause_id}:%"
+        # Earlier attempts for this pause (a failed one must not block a retry).
+        attempts = await store.history.count_requests(
+            claim, workspace_id, SUBJECT, f"{REQUEST_PREFIX}:{pause_id}:"
         )
-        new = _new_action(pause, int(attempts) + 1)
+        new = _new_action(pause, attempts + 1)
 
         async def effect(conn: Conn, _row: asyncpg.Record) -> Outcome:
             changes = await RESUME.plan_expired(conn, workspace_id, pause_id)

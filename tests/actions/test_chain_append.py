@@ -17,8 +17,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.actions import store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
 from tests.actions.helpers import Api
@@ -107,16 +107,17 @@ async def test_database_hashes_equal_python_hashes(
     try:
         tx = conn.transaction()  # rolled back: the workspace keeps only its real events
         await tx.start()
-        before = await conn.fetchrow(audit_store.SELECT_HEAD, ws.id)
+        before = await conn.fetchrow(store.events.HEAD, ws.id)
         assert before is not None
         # Several appends of several events each, as the service makes them.
         for start in range(0, len(payloads), 7):
             batch = payloads[start : start + 7]
-            await audit_store.append_events(
+            await store.events.append(
                 conn, ws.id, [(action_id, EVENT_TYPES[i % 4], p) for i, p in enumerate(batch)]
             )
         rows = await conn.fetch(
-            audit_store.SELECT_EVENTS.replace("ORDER BY seq", "AND seq > $2 ORDER BY seq"),
+            "SELECT seq, action_id, event_type, payload, created_at, prev_hash, hash"
+            " FROM action_events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq",
             ws.id,
             before["last_seq"],
         )

@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2
 
 from bench import seed
 from services.actions import catalog, paging
-from services.actions.reads import list_actions_query
+from services.actions.store.history import page_statement
 from services.common.metrics import RPC_REQUESTS
 from tests.actions.helpers import STATUS, Api, details
 from tests.conftest import NewWorkspace
@@ -522,7 +522,7 @@ async def test_a_list_filter_matching_nothing_uses_its_index_in_200000_rows(
             {"status": "failed"},
         )
         for n, filters in enumerate(every_filter):
-            sql, args = list_actions_query(ws, filters, None, 51)
+            sql, args = page_statement(ws, filters, None, 51)
             # EXPLAIN EXECUTE of a prepared statement shows its cached plan: forced generic,
             # it is the plan every call gets once PostgreSQL stops re-planning.
             await conn.execute(f"PREPARE generic_{n} AS {sql}")

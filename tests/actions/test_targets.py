@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.actions import targets
+from services.actions.store import targets
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from services.actions import store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 
 EVENTS_PER_ACTION = 3
 _ROW_COLUMNS = (
@@ -93,7 +93,7 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
     summary = documents.targets_summary([target])
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
-        head = await conn.fetchrow(audit_store.LOCK_CHAIN_HEAD, workspace)
+        head = await conn.fetchrow(store.events.LOCK_HEAD, workspace)
         assert head is not None
         seq, prev = int(head["last_seq"]), str(head["last_hash"])
         rows, targets, events = [], [], []

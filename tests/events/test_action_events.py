@@ -8,7 +8,7 @@ from collections import defaultdict
 import asyncpg
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.reads import SELECT_ACTION_EVENTS
+from services.actions.store.events import OF_ACTION
 from tests.actions.helpers import Api
 from tests.conftest import NewWorkspace
 from tests.events.bighistory import append_synthetic_actions
@@ -52,7 +52,7 @@ async def test_the_events_of_one_action_are_read_by_its_index_in_a_long_history(
     )
     async with isolated_db.pool.acquire() as conn:
         await conn.execute("ANALYZE action_events")
-        await conn.execute(f"PREPARE action_events_generic AS {SELECT_ACTION_EVENTS}")
+        await conn.execute(f"PREPARE action_events_generic AS {OF_ACTION}")
         async with conn.transaction():
             await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             rows = await conn.fetch(

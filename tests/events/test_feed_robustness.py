@@ -19,7 +19,7 @@ import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions.audit import store as audit_store
+from services.actions import store
 from services.actions.db import init_connection
 from services.actions.events.feed import Feed, FeedHub
 from services.actions.events.notifier import EventNotifier
@@ -184,7 +184,7 @@ async def test_an_event_the_feed_cannot_read_ends_its_streams_with_a_status(
             )
             bad = {**payload, "created_at": "not a time"}
             async with conn.transaction():
-                await audit_store.append_events(
+                await store.events.append(
                     conn, ws.id, [(uuid.UUID(first.action_id), "action.completed", bad)]
                 )
         finally:

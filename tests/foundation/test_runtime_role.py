@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from services.actions import store
 from services.actions.audit import documents
-from services.actions.audit import store as audit_store
 from services.actions.db import init_connection
 from services.common import names
 from tests.foundation.test_smoke import TABLES as SCHEMA_TABLES
@@ -68,9 +68,9 @@ async def _action(pool: asyncpg.Pool, workspace: uuid.UUID, status: str) -> uuid
 
 
 async def _append(conn: asyncpg.Connection, workspace: uuid.UUID, action_id: uuid.UUID) -> None:
-    row = await conn.fetchrow(audit_store.SELECT_ACTION, workspace, action_id)
+    row = await conn.fetchrow(store.actions.GET, workspace, action_id)
     assert row is not None
-    await audit_store.append_events(conn, workspace, [documents.event_for(row)])
+    await store.events.append(conn, workspace, [documents.event_for(row)])
 
 
 async def test_the_runtime_role_is_not_the_owner_of_anything(
@@ -110,7 +110,7 @@ async def test_the_chain_cannot_be_forged_rewound_or_bypassed(
 ) -> None:
     action_id = await _action(pool, ws, "completed")
     await _append(runtime, ws, action_id)  # the legitimate way works
-    head = await pool.fetchrow(audit_store.SELECT_HEAD, ws)
+    head = await pool.fetchrow(store.events.HEAD, ws)
     assert head is not None
     assert head["last_seq"] == 1
 
@@ -144,7 +144,7 @@ async def test_the_chain_cannot_be_forged_rewound_or_bypassed(
     ):
         with pytest.raises(DENIED):
             await runtime.execute(statement, *args)
-    assert await pool.fetchrow(audit_store.SELECT_HEAD, ws) == head
+    assert await pool.fetchrow(store.events.HEAD, ws) == head
     assert (
         await pool.fetchval("SELECT count(*) FROM action_events WHERE workspace_id = $1", ws) == 1
     )
@@ -162,7 +162,7 @@ async def test_a_temporary_table_cannot_stand_in_for_the_chain_head(
     action_id = await _action(pool, ws, "completed")
     await _append(runtime, ws, action_id)
 
-    head = await pool.fetchrow(audit_store.SELECT_HEAD, ws)
+    head = await pool.fetchrow(store.events.HEAD, ws)
     event = await pool.fetchrow(
         "SELECT seq, prev_hash, hash FROM action_events WHERE workspace_id = $1", ws
     )
@@ -177,7 +177,7 @@ async def test_a_completed_row_cannot_be_rewritten_on_its_way_to_rolled_back(
 ) -> None:
     action_id = await _action(pool, ws, "completed")
     undo = await _action(pool, ws, "pending")
-    before = await pool.fetchrow(audit_store.SELECT_ACTION, ws, action_id)
+    before = await pool.fetchrow(store.actions.GET, ws, action_id)
 
     # Attack 3: the one transition out of a final status, used to change the result.
     with pytest.raises(REFUSED):
@@ -194,7 +194,7 @@ async def test_a_completed_row_cannot_be_rewritten_on_its_way_to_rolled_back(
                 f"UPDATE action_audit_log SET {column} = {column} WHERE action_id = $1",
                 action_id,
             )
-    assert await pool.fetchrow(audit_store.SELECT_ACTION, ws, action_id) == before
+    assert await pool.fetchrow(store.actions.GET, ws, action_id) == before
 
 
 async def test_targets_cannot_be_destroyed_or_added_by_hand(
@@ -236,7 +236,7 @@ async def test_an_append_cannot_store_one_payload_under_the_hash_of_another(
     ):
         with pytest.raises(asyncpg.PostgresError):
             await runtime.execute(
-                audit_store.APPEND_EVENTS,
+                store.events.APPEND,
                 ws,
                 [action_id],
                 ["action.completed"],
@@ -264,7 +264,7 @@ async def test_stored_values_stay_readable(
     now = datetime.now(UTC)
     with pytest.raises(asyncpg.CheckViolationError):
         await runtime.execute(
-            audit_store.APPEND_EVENTS,
+            store.events.APPEND,
             ws,
             [action_id],
             ["action.completed"],
@@ -304,7 +304,7 @@ async def test_an_append_takes_plain_arrays_and_the_present_time_only(
     later = now + timedelta(hours=1)
     with pytest.raises(asyncpg.InvalidParameterValueError, match="is not now"):
         await runtime.execute(
-            audit_store.APPEND_EVENTS,
+            store.events.APPEND,
             ws,
             [action_id],
             ["action.completed"],

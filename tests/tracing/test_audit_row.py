@@ -16,7 +16,7 @@ import pytest
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from services.actions import lifecycle
+from services.actions import lifecycle, store
 from services.actions.audit.verify import verify_workspace
 from services.actions.db import init_connection
 from services.actions.model import NewAction, Outcome
@@ -289,7 +289,7 @@ async def test_a_replica_of_the_previous_version_still_records_without_a_trace_i
     async def effect(_conn: Any, _row: Any) -> Outcome:
         return Outcome({"count": 0})
 
-    monkeypatch.setattr(lifecycle, "CLAIM", PREVIOUS_CLAIM)
+    monkeypatch.setattr(store.actions, "CLAIM", PREVIOUS_CLAIM)
     monkeypatch.setattr(NewAction, "insert_args", without_trace)
     runtime = await asyncpg.create_pool(database_dsn, min_size=1, max_size=1, init=init_connection)
     assert runtime is not None

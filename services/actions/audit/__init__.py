@@ -1,5 +1,6 @@
-"""The audit trail: its canonical form (:mod:`.documents`), its tables (:mod:`.store`) and
-``audit verify`` (:mod:`.chain`, :mod:`.crosscheck`, :mod:`.verify`, :mod:`.cli`).
+"""The audit trail: its canonical form (:mod:`.documents`) and ``audit verify``
+(:mod:`.chain`, :mod:`.crosscheck`, :mod:`.verify`, :mod:`.cli`); its tables are read and
+written through :mod:`services.actions.store`.
 
 See docs/architecture.md §6 ("Audit integrity"). For every workspace, in one REPEATABLE
 READ snapshot (so the chain head, the rows and the events belong to one moment, however

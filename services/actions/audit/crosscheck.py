@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from services.actions import store
 from services.actions.audit import documents
 from services.actions.audit.chain import (
     Break,
@@ -25,32 +26,8 @@ from services.actions.audit.chain import (
     reason_of,
     unreadable,
 )
-from services.actions.audit.store import SNAPSHOT, batches
-from services.actions.db import Conn
+from services.actions.db import SNAPSHOT, Conn
 
-# The columns of documents.snapshot, nothing else.
-_ROW_COLUMNS = """
-action_id, workspace_id, action_type, scope, target_id, action_params::text AS action_params,
-reason, status, result::text AS result, error_message, actor_user_id, actor_role,
-can_rollback, rollback_action_id, rollback_of_action_id, policy_version, decision_id,
-trace_id, request_id, created_at, started_at, completed_at, rolled_back_at"""
-SELECT_ROWS = f"SELECT {_ROW_COLUMNS} FROM action_audit_log WHERE workspace_id = $1"
-SELECT_WORKSPACE_TARGETS = """
-SELECT t.action_id, t.target_kind, t.target_key, t.before::text AS before,
-       t.after::text AS after
-FROM action_targets AS t JOIN action_audit_log AS a USING (action_id)
-WHERE a.workspace_id = $1 ORDER BY t.action_id"""
-# Failure paths only.
-SELECT_ROW = (
-    f"SELECT {_ROW_COLUMNS} FROM action_audit_log WHERE workspace_id = $1 AND action_id = $2"
-)
-SELECT_TARGETS_OF = """
-SELECT target_kind, target_key, before::text AS before, after::text AS after
-FROM action_targets WHERE action_id = $1"""
-NEWEST_EVENT = """
-SELECT seq, payload::text AS payload FROM action_events
-WHERE workspace_id = $1 AND action_id = $2
-ORDER BY seq DESC LIMIT 1"""
 _SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f]+-[0-9A-Fa-f]+-[0-9]+$")
 
 
@@ -73,7 +50,7 @@ async def read_tables(
     jsonb arrives as text and is parsed by ``loads``.
     """
     side = TableSide()
-    async for batch in batches(conn, SELECT_ROWS, workspace_id):
+    async for batch in store.history.snapshot_rows(conn, workspace_id):
         for record in batch:
             try:
                 row = _parsed(record, loads, "action_params", "result")
@@ -90,7 +67,7 @@ async def read_tables(
             except (ValueError, RecursionError) as exc:
                 side.unreadable[current] = f"its action_targets ({reason_of(exc)})"
 
-    async for batch in batches(conn, SELECT_WORKSPACE_TARGETS, workspace_id):
+    async for batch in store.history.workspace_targets(conn, workspace_id):
         for record in batch:
             if record["action_id"] != current:
                 summarise()
@@ -138,7 +115,7 @@ async def compare(
         seen = actions.get(action_id)
         if seen is not None and digest == seen.fingerprint:
             continue
-        record = await conn.fetchrow(SELECT_ROW, workspace_id, action_id)
+        record = await store.history.snapshot_row(conn, workspace_id, action_id)
         if record is None:  # pragma: no cover - read in the same snapshot
             continue
         row = _parsed(record, json.loads, "action_params", "result")
@@ -204,7 +181,7 @@ async def _targets_break(
             (t["target_kind"], t["target_key"], t["before"], t["after"])
             for t in (
                 _parsed(r, json.loads, "before", "after")
-                for r in await conn.fetch(SELECT_TARGETS_OF, action_id)
+                for r in await store.history.targets_text(conn, action_id)
             )
         ]
         actual = documents.targets_summary(rows)
@@ -234,7 +211,7 @@ async def _row_break(
         return Break(
             workspace_id, None, "row_rewritten", f"action {action_id}: no event records it"
         )
-    newest = await conn.fetchrow(NEWEST_EVENT, workspace_id, action_id)
+    newest = await store.events.newest_of_action(conn, workspace_id, action_id)
     try:
         payload = {} if newest is None else json.loads(newest["payload"])
     except (ValueError, RecursionError):

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from services.actions.audit import documents, store
+from services.actions import store
+from services.actions.audit import documents
 from services.actions.audit.chain import MAX_CHAIN_BREAKS, Break, ChainCheck, unreadable
 from services.actions.audit.crosscheck import (
     TableSide,
@@ -27,22 +28,10 @@ from services.actions.audit.crosscheck import (
     read_tables,
     read_tables_elsewhere,
 )
-from services.actions.audit.store import SNAPSHOT, batches
 from services.actions.checkpoints import reader
 from services.actions.checkpoints.signing import Checkpoint
-from services.actions.db import DATABASE_ERRORS, Conn, init_connection
+from services.actions.db import DATABASE_ERRORS, SNAPSHOT, Conn, init_connection
 
-SELECT_WORKSPACES = """
-SELECT id FROM workspaces UNION SELECT workspace_id FROM audit_chain_heads ORDER BY 1"""
-SELECT_WORKSPACE = """
-SELECT id FROM workspaces WHERE id = $1
-UNION SELECT workspace_id FROM audit_chain_heads WHERE workspace_id = $1"""
-# The payload as jsonb's text: parsed here, by orjson first and by the standard library
-# (the writer's reader) whenever the fast result does not reproduce the stored hash.
-SELECT_CHAIN = """
-SELECT seq, action_id, event_type, payload::text AS payload, created_at, prev_hash, hash
-FROM action_events WHERE workspace_id = $1 ORDER BY seq"""
-FIND_BY_HASH = "SELECT seq FROM action_events WHERE workspace_id = $1 AND hash = $2 LIMIT 1"
 # Findings printed per kind and workspace before the rest are only counted.
 MAX_PRINTED = 20
 
@@ -64,7 +53,7 @@ async def _classify(conn: Conn, found: Break, row_prev_hash: str) -> Break:
     """Tell a reordered event (it links to a later one) from a rewritten predecessor."""
     if found.kind != "relinked" or found.seq is None:
         return found
-    other = await conn.fetchval(FIND_BY_HASH, found.workspace_id, row_prev_hash)
+    other = await store.events.seq_of_hash(conn, found.workspace_id, row_prev_hash)
     if other is not None and int(other) > found.seq:
         return Break(
             found.workspace_id,
@@ -104,7 +93,7 @@ async def verify_workspace(
     # One snapshot; inside a caller's transaction (a test's), that transaction's.
     nested = conn.is_in_transaction()
     async with conn.transaction(**({} if nested else SNAPSHOT)):
-        head = await conn.fetchrow(store.SELECT_HEAD, workspace_id)
+        head = await store.events.head(conn, workspace_id)
         tables: asyncio.Future[TableSide] | None = None
         if (
             parallel is not None
@@ -118,7 +107,7 @@ async def verify_workspace(
             )
         breaks: list[Break] = []
         try:
-            async for batch in batches(conn, SELECT_CHAIN, workspace_id):
+            async for batch in store.events.chain(conn, workspace_id):
                 for row in batch:
                     for found in check.feed(row):
                         if len(breaks) < MAX_CHAIN_BREAKS:
@@ -200,12 +189,11 @@ async def verify(
         if await conn.fetchval(SCHEMA_PRESENT) is not True:
             raise NoSchema("no Fleetward schema here (run migrate?)")
         await init_connection(conn)
+        ids = await store.events.chained_workspaces(conn, workspace)
         if workspace is None:
-            ids = [r["id"] for r in await conn.fetch(SELECT_WORKSPACES)]
             if checkpoints is not None:  # a workspace gone from the database entirely
                 ids = sorted(set(ids) | set(checkpoints.by_workspace))
         else:
-            ids = [r["id"] for r in await conn.fetch(SELECT_WORKSPACE, workspace)]
             if checkpoints is not None and workspace in checkpoints.by_workspace:
                 ids = [workspace]
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Set-based SQL shared by the agent actions: select (and lock) a target's agents, write them."""
+"""What the agent actions share: select (and lock) a target's agents, and write their status."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from services.actions import store
 from services.actions.audit.documents import iso
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
@@ -25,37 +26,14 @@ __all__ = [
     "status_state",
 ]
 
-# Retired agents are never touched. ORDER BY agent_id is the fixed lock order (§5.4).
-_SELECT = """
-SELECT agent_id, department_id, status, paused_until, generation, restart_requested_at
-FROM agents
-WHERE workspace_id = $1 AND status <> 'retired'
-  AND ($2::text IS NULL OR department_id = $2)
-  AND ($3::text IS NULL OR agent_id = $3)
-ORDER BY agent_id"""
-SELECT_AGENTS = _SELECT
-SELECT_AGENTS_FOR_UPDATE = _SELECT + " FOR UPDATE"
-
-APPLY_STATUS = """
-UPDATE agents AS a
-SET status = u.status, paused_until = u.paused_until, updated_at = now(), last_action_id = $2
-FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS u(agent_id, status, paused_until)
-WHERE a.workspace_id = $1 AND a.agent_id = u.agent_id"""
-
-APPLY_RESTART = """
-UPDATE agents AS a
-SET generation = u.generation, restart_requested_at = u.requested_at, updated_at = now(),
-    last_action_id = $2
-FROM unnest($3::text[], $4::bigint[], $5::timestamptz[]) AS u(agent_id, generation, requested_at)
-WHERE a.workspace_id = $1 AND a.agent_id = u.agent_id"""
-
 
 async def select_agents(conn: Conn, target: Target, *, lock: bool) -> list[asyncpg.Record]:
-    """The non-retired agents of the target, by agent_id; locked ``FOR UPDATE`` with ``lock``."""
+    """The non-retired agents of the target, by agent_id; locked ``FOR UPDATE`` with ``lock``
+    (retired agents are never touched; agent_id is the fixed lock order).
+    """
     department = target.target_id if target.scope == Scope.DEPARTMENT else None
     agent = target.target_id if target.scope == Scope.AGENT else None
-    sql = SELECT_AGENTS_FOR_UPDATE if lock else SELECT_AGENTS
-    return list(await conn.fetch(sql, target.workspace_id, department, agent))
+    return await store.agents.of_target(conn, target.workspace_id, department, agent, lock=lock)
 
 
 def agent_change(row: asyncpg.Record, before: dict[str, Any], after: dict[str, Any]) -> Change:
@@ -88,8 +66,8 @@ async def apply_status(
     agents = [c for c in changes if c.kind == TargetKind.AGENT]
     if not agents:
         return
-    await conn.execute(
-        APPLY_STATUS,
+    await store.agents.set_status(
+        conn,
         workspace_id,
         action_id,
         [c.key for c in agents],

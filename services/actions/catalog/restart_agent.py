@@ -12,9 +12,8 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions import errors
+from services.actions import errors, store
 from services.actions.catalog._agents import (
-    APPLY_RESTART,
     agent_change,
     iso,
     parse_iso,
@@ -78,8 +77,8 @@ class RestartAgent(ActionKind):
         action_id: uuid.UUID,
     ) -> None:
         """One UPDATE."""
-        await conn.execute(
-            APPLY_RESTART,
+        await store.agents.set_restart(
+            conn,
             workspace_id,
             action_id,
             [c.key for c in changes],

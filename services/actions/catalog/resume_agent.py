@@ -8,7 +8,7 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
-from services.actions import errors
+from services.actions import errors, store
 from services.actions.catalog._agents import (
     AgentStatusKind,
     agent_change,
@@ -18,15 +18,6 @@ from services.actions.catalog._agents import (
 from services.actions.catalog._base import Change, Target
 from services.actions.db import Conn
 from services.actions.model import AgentStatus, Scope
-
-# The agents an expired pause still holds, re-checked and locked in the fixed lock order
-# (docs/architecture.md §5.4): paused by that action, and its pause has passed.
-LOCK_EXPIRED = """
-SELECT agent_id, department_id, status, paused_until FROM agents
-WHERE workspace_id = $1 AND last_action_id = $2 AND status = 'paused'
-  AND paused_until <= clock_timestamp()
-ORDER BY agent_id
-FOR UPDATE"""
 
 
 class ResumeAgent(AgentStatusKind):
@@ -79,10 +70,11 @@ class ResumeAgent(AgentStatusKind):
     async def plan_expired(
         self, conn: Conn, workspace_id: uuid.UUID, pause_id: uuid.UUID
     ) -> list[Change]:
-        """The expiring-pause job's plan (locked): the agents action ``pause_id`` paused
-        whose pause has passed become active; an agent paused again since stays paused.
+        """The expiring-pause job's plan (locked in the fixed order): the agents action
+        ``pause_id`` paused whose pause has passed become active; an agent paused again
+        since stays paused.
         """
-        rows = await conn.fetch(LOCK_EXPIRED, workspace_id, pause_id)
+        rows = await store.agents.lock_expired(conn, workspace_id, pause_id)
         return [
             agent_change(
                 r,

@@ -9,6 +9,7 @@ from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 
+from services.actions import store
 from services.actions.catalog._base import ActionKind, Change, Target
 from services.actions.db import Conn
 from services.actions.model import Scope, TargetKind
@@ -16,23 +17,6 @@ from services.common.names import agent_path
 from services.common.status import FieldViolation
 
 MAX_CENTS = 10**12
-
-_SELECT = """
-SELECT monthly_limit_cents FROM budgets
-WHERE workspace_id = $1 AND scope = $2 AND target_id = $3"""
-SELECT_BUDGET = {False: _SELECT, True: _SELECT + " FOR UPDATE"}
-# An agent budget's policy path names the agent's department as of the lock: FOR SHARE
-# keeps the inventory from moving the agent until the budget is written. Agents are
-# locked before budgets everywhere (rollback too), so the two never deadlock.
-_DEPARTMENT = "SELECT department_id FROM agents WHERE workspace_id = $1 AND agent_id = $2"
-AGENT_DEPARTMENT = {False: _DEPARTMENT, True: _DEPARTMENT + " FOR SHARE"}
-# A cleared budget keeps its row (NULL limit) so last_action_id still names its last change.
-UPSERT_BUDGET = """
-INSERT INTO budgets (workspace_id, scope, target_id, monthly_limit_cents, last_action_id)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (workspace_id, scope, target_id) DO UPDATE
-SET monthly_limit_cents = EXCLUDED.monthly_limit_cents,
-    last_action_id = EXCLUDED.last_action_id, updated_at = now()"""
 
 
 def budget_key(scope: str, target_id: str) -> str:
@@ -83,12 +67,14 @@ class SetBudget(ActionKind):
         """The target's budget, from its current limit (or none) to the new one."""
         resource = target.resource
         if target.scope == Scope.AGENT:
-            department = await conn.fetchval(
-                AGENT_DEPARTMENT[lock], target.workspace_id, target.target_id
+            # The path names the agent's department as of the lock: held (FOR SHARE) so
+            # the inventory cannot move the agent until the budget is written.
+            department = await store.agents.department_of(
+                conn, target.workspace_id, target.target_id, hold=lock
             )
             resource = "" if department is None else agent_path(department, target.target_id)
-        current = await conn.fetchval(
-            SELECT_BUDGET[lock], target.workspace_id, target.scope, target.target_id
+        current = await store.budgets.limit_of(
+            conn, target.workspace_id, target.scope, target.target_id, lock=lock
         )
         new = None if params.clear else params.monthly_limit_cents
         key = budget_key(target.scope, target.target_id)
@@ -105,13 +91,8 @@ class SetBudget(ActionKind):
         """Upsert the budget row."""
         for change in changes:  # exactly one budget per action
             scope, _, target_id = change.key.partition(":")
-            await conn.execute(
-                UPSERT_BUDGET,
-                workspace_id,
-                scope,
-                target_id,
-                change.after["monthly_limit_cents"],
-                action_id,
+            await store.budgets.upsert(
+                conn, workspace_id, scope, target_id, change.after["monthly_limit_cents"], action_id
             )
 
     def summarize(self, changes: Sequence[Change]) -> dict[str, Any]:

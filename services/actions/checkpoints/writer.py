@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from services.actions import store
 from services.actions.audit.documents import iso
 from services.actions.checkpoints import files
 from services.actions.checkpoints.signing import (
@@ -36,10 +37,7 @@ log = logging.getLogger(__name__)
 # pg_try_advisory_xact_lock(class, hashtext(workspace)): the two-key form keeps it apart
 # from the actions' bigint locks and from the denial lock's class.
 LOCK_CLASS = 1667788611
-HEADS = "SELECT workspace_id, last_seq FROM audit_chain_heads WHERE last_seq > 0"
 LOCK = "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))"
-HEAD = "SELECT last_seq, last_hash FROM audit_chain_heads WHERE workspace_id = $1"
-EVENT_HASH = "SELECT hash FROM action_events WHERE workspace_id = $1 AND seq = $2"
 
 CHECKPOINT_OUTCOMES = Counter(
     "fleetward_checkpoints_total",
@@ -78,7 +76,7 @@ class Checkpointer:
         ours, a chain that no longer extends its last checkpoint) is logged and counted,
         and the pass goes on with the others.
         """
-        heads = await self._pool.fetch(HEADS)
+        heads = await store.events.moved_heads(self._pool)
         written = 0
         for row in heads:
             workspace_id, seq = row["workspace_id"], int(row["last_seq"])
@@ -120,14 +118,14 @@ class Checkpointer:
                     extra={"workspace_id": str(workspace_id), "event": "checkpoint_skipped"},
                 )
                 return "locked"
-            head = await conn.fetchrow(HEAD, workspace_id)
+            head = await store.events.head(conn, workspace_id)
             last = await asyncio.to_thread(self._last_on_file, path)
             on_file = 0 if last is None else last.seq
             if head is None or int(head["last_seq"]) <= on_file:
                 self._written[workspace_id] = on_file
                 return "current"
             if last is not None:
-                stored = await conn.fetchval(EVENT_HASH, workspace_id, last.seq)
+                stored = await store.events.hash_at(conn, workspace_id, last.seq)
                 if stored != last.hash:
                     # Never sign a head that does not extend the last signed one: that would
                     # vouch for a rewritten history.

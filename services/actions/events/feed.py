@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from services.actions import errors
+from services.actions import errors, store
 from services.actions.db import DATABASE_ERRORS, unavailable_detail
 from services.actions.events.notifier import EventNotifier, Subscription
 from services.common.funnel import unexpected
@@ -46,14 +46,6 @@ Item = tuple[int, bytes]  # (seq, the serialized ActionEvent)
 # A feed re-reads at least this often even without a wake-up (the notifier already wakes
 # every subscription after a reconnect and every poll interval).
 IDLE_RECHECK_S = 30.0
-
-SELECT_HEAD_SEQ = "SELECT last_seq FROM audit_chain_heads WHERE workspace_id = $1"
-SELECT_PAGE = """
-SELECT seq, event_type, payload, created_at, hash
-FROM action_events
-WHERE workspace_id = $1 AND seq > $2
-ORDER BY seq
-LIMIT $3"""
 
 
 @dataclass(eq=False)
@@ -179,7 +171,7 @@ class Feed:
             self._subscription = await self._stack.enter_async_context(
                 self._notifier.subscribe(str(self.workspace_id))
             )
-            head = await self._pool.fetchval(SELECT_HEAD_SEQ, self.workspace_id)
+            head = await store.events.last_seq(self._pool, self.workspace_id)
             if head is None:
                 raise errors.not_found("workspace", str(self.workspace_id))
             self._position = int(head)
@@ -249,8 +241,8 @@ class Feed:
         # The flag as well as the cancellation: the loop must end even if a wait swallowed it.
         while not self._stopped:
             try:
-                rows = await self._pool.fetch(
-                    SELECT_PAGE, self.workspace_id, self._position, self._page_size
+                rows = await store.events.page(
+                    self._pool, self.workspace_id, self._position, None, self._page_size
                 )
             except DATABASE_ERRORS as exc:
                 log.warning(

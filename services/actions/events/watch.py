@@ -35,7 +35,7 @@ import asyncpg
 from fleetward.actions.v1 import actions_pb2
 from google.protobuf import timestamp_pb2
 
-from services.actions import access, convert, errors
+from services.actions import access, convert, errors, store
 from services.actions.call import Call
 from services.actions.events.feed import FeedHub, Tail
 from services.actions.events.notifier import EventNotifier
@@ -54,15 +54,6 @@ IDLE_RECHECK_S = 30.0
 REAUTHORIZE_S = 60.0
 # Events a stream may fall behind its workspace's feed before it reads the table itself.
 TAIL_BUFFER = 2000
-
-SELECT_HEAD_SEQ = "SELECT last_seq FROM audit_chain_heads WHERE workspace_id = $1"
-# The part of a stream's history before the feed took over: (after, until].
-SELECT_RANGE = """
-SELECT seq, event_type, payload, created_at, hash
-FROM action_events
-WHERE workspace_id = $1 AND seq > $2 AND seq <= $3
-ORDER BY seq
-LIMIT $4"""
 
 
 @dataclass(frozen=True)
@@ -226,7 +217,7 @@ class Watcher:
                 after_seq = tail.start
             try:
                 if after_seq > tail.start:
-                    head = await self._pool.fetchval(SELECT_HEAD_SEQ, workspace_id)
+                    head = await store.events.last_seq(self._pool, workspace_id)
                     if after_seq > (head or 0):
                         # A cursor from another database (or a restored backup): resuming
                         # from it would silently skip events, so say so instead.
@@ -278,8 +269,8 @@ class Watcher:
         """The events in ``(at.last, until]`` from the table, a page at a time."""
         while at.last < until and not self._closing:
             await self._still_allowed(call, workspace_id, at)
-            rows = await self._pool.fetch(
-                SELECT_RANGE, workspace_id, at.last, until, self._page_size
+            rows = await store.events.page(
+                self._pool, workspace_id, at.last, until, self._page_size
             )
             if not rows:
                 # The chain head is ahead of the events (rows deleted, a partial restore:
