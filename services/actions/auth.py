@@ -6,13 +6,8 @@ import grpc
 
 from services.actions.settings import ActionSettings
 from services.common.status import unauthenticated
-from services.common.tokens import (
-    Principal,
-    UserTokenVerifier,
-    VerifiedTokens,
-    bearer_token,
-    subject_problem,
-)
+from services.common.subjects import subject_problem
+from services.common.tokens import Principal, UserTokenVerifier, VerifiedTokens, bearer_token
 
 # The refusal of a service token (or any token that looks like one and no key verifies).
 WRONG_KIND_HINT = (

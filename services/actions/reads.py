@@ -21,7 +21,7 @@ from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import check_id, parse_uuid
 from services.common.names import FLEET_PATH, ID_PATTERN
 from services.common.status import FieldViolation, invalid_argument
-from services.common.tokens import subject_problem
+from services.common.subjects import subject_problem
 
 
 @dataclass(frozen=True)

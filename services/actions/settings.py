@@ -17,7 +17,7 @@ from services.common.settings import (
     tls_from_env,
 )
 from services.common.tokens import DEFAULT_MAX_TTL_S
-from services.common.tracing import TracingSettings
+from services.common.tracing_settings import TracingSettings
 
 SERVICE_NAME = "fleetward-actions"  # OTEL_SERVICE_NAME's default
 

@@ -3,131 +3,35 @@
 User tokens: HS256 with ``FLEETWARD_JWT_SECRET``, or RS256/ES256 with keys from a JWKS
 file (chosen by ``kid``). Service tokens (``sub = svc:<name>``, audience
 ``fleetward-policy``) are HS256 with the separate ``FLEETWARD_SERVICE_JWT_SECRET``, so the
-user-token key can never mint a service identity. A token that no key verifies and whose
-unverified claims look like the other kind is refused with a hint that says which kind the
-service takes and how to make one (``apparent_kind`` only words the refusal).
+user-token key can never mint a service identity. Who a token may name is
+:mod:`services.common.subjects`; a refusal's words (and the hint for a token of the other
+kind) are :mod:`services.common.token_claims`.
 """
 
 from __future__ import annotations
 
-import functools
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jwt
-from confusable_homoglyphs import confusables
 
-from services.common.names import MAX_SUBJECT
 from services.common.status import ServiceError, unauthenticated
+from services.common.subjects import SERVICE_PREFIX, is_reserved
+from services.common.token_claims import (
+    SERVICE_AUDIENCE,
+    require_numeric_dates,
+    token_problem,
+    wrong_kind_refusal,
+)
 
-SERVICE_AUDIENCE = "fleetward-policy"
-SERVICE_PREFIX = "svc:"
-RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
 # A token may live at most this long (``FLEETWARD_JWT_MAX_TTL``): a leaked one expires soon.
 DEFAULT_MAX_TTL_S = 24 * 3600
 
-
-def is_reserved(subject: str) -> bool:
-    """Whether ``subject`` names a service or a system actor, or looks as if it did.
-
-    Compared after NFKC normalisation and case folding (``SVC:x``, a full-width colon),
-    then character by character against Unicode's confusables (TR39): ``svc:actions``
-    spelled with a Cyrillic dze for the ``s``, ``system:x`` with a modifier-letter colon
-    (U+A789), or ``systern:x`` is reserved too. No user token can carry a subject that a
-    person reading the audit log would take for one of ours.
-    """
-    folded = unicodedata.normalize("NFKC", subject).casefold()
-    return any(_resembles(folded, 0, prefix) for prefix in RESERVED_PREFIXES)
-
-
-def _resembles(text: str, at: int, prefix: str) -> bool:
-    """Whether ``text[at:]`` starts with something that looks like ``prefix``."""
-    if not prefix:
-        return True
-    return any(
-        text.startswith(glyph, at) and _resembles(text, at + len(glyph), prefix[1:])
-        for glyph in _look_alikes(prefix[0])
-    )
-
-
-@functools.cache
-def _look_alikes(char: str) -> tuple[str, ...]:
-    """``char`` and everything Unicode lists as confusable with it, normalised like a
-    subject (some are two characters: ``rn`` for ``m``).
-    """
-    glyphs = {char}
-    for key in {char, char.upper()}:
-        for entry in confusables.confusables_data.get(key, ()):
-            glyph = entry["c"].strip("\u200e\u200f")  # direction marks around RTL glyphs
-            glyphs.add(unicodedata.normalize("NFKC", glyph).casefold())
-    return tuple(sorted(glyphs - {""}))
-
-
-def subject_problem(subject: str) -> str | None:
-    """Why ``subject`` cannot be a policy subject, or None.
-
-    One rule for both services: the action service refuses such a token as
-    UNAUTHENTICATED, so the policy service (which refuses it as INVALID_ARGUMENT) never
-    sees one, and the audit log never stores a subject that prints as another.
-    """
-    if not subject:
-        return "required"
-    if len(subject) > MAX_SUBJECT:
-        return f"at most {MAX_SUBJECT} characters"
-    if subject != subject.strip() or not subject.isprintable():
-        return "must be printable, without control characters or surrounding whitespace"
-    return None
-
-
 _ASYMMETRIC = ["RS256", "ES256"]
-
-TokenKind = Literal["user", "service"]
-
-
-def unverified_claims(token: str) -> dict[str, Any] | None:
-    """A token's claims read WITHOUT checking its signature, or None when they cannot be
-    read: only to word a message or label a page, never to allow anything.
-    """
-    try:
-        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    except Exception:  # whatever a hostile token provokes, it just has no readable claims
-        return None
-    return claims
-
-
-def apparent_kind(token: str) -> TokenKind | None:
-    """What a token's unverified claims say it is, only to word its refusal (§8).
-
-    ``service`` when the audience is ``fleetward-policy`` or the subject starts with
-    ``svc:``; ``user`` for any other subject; None when the token has no readable claims.
-    Nothing here is trusted: a token is accepted only by its verifier, whatever this says.
-    """
-    claims = unverified_claims(token)
-    if claims is None:
-        return None
-    audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    subject = claims.get("sub")
-    if SERVICE_AUDIENCE in audiences or (
-        isinstance(subject, str) and subject.startswith(SERVICE_PREFIX)
-    ):
-        return "service"
-    return "user" if isinstance(subject, str) and subject else None
-
-
-def _refusal(message: str, token: str, other: TokenKind, hint: str | None) -> ServiceError:
-    """UNAUTHENTICATED for a token whose key did not verify it: ``hint`` (which says what
-    this service takes and how to make one) when the token looks like the ``other`` kind,
-    else ``message``.
-    """
-    if hint is not None and apparent_kind(token) == other:
-        return unauthenticated(hint)
-    return unauthenticated(message)
 
 
 @dataclass(frozen=True)
@@ -278,7 +182,7 @@ class UserTokenVerifier:
 
     def _refused(self, message: str, token: str) -> ServiceError:
         """No key of ours verified ``token``: the hint if it looks like a service token."""
-        return _refusal(message, token, "service", self._hint)
+        return wrong_kind_refusal(message, token, "service", self._hint)
 
     def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
         """UNAUTHENTICATED for a token that lives longer than the maximum, counted from
@@ -291,41 +195,6 @@ class UserTokenVerifier:
                 f"token lives longer than the {self._max_ttl_s} s this service accepts; "
                 "ask the identity provider for a shorter-lived one"
             )
-
-
-def token_problem(exc: jwt.PyJWTError) -> str:
-    """What was wrong with a token, in our words: PyJWT's own messages can carry the
-    token's text back, or Python's (``Exceeds the limit (4300 digits)…``), which names
-    the interpreter and library to whoever sent it.
-    """
-    if isinstance(exc, jwt.MissingRequiredClaimError):
-        return f"the {exc.claim!r} claim is required"  # one of the names we require
-    if isinstance(exc, jwt.InvalidAudienceError):
-        return "wrong audience"
-    if isinstance(exc, jwt.InvalidIssuerError):
-        return "wrong issuer"
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return "not valid yet"
-    if isinstance(exc, jwt.InvalidSignatureError):
-        return "bad signature"
-    if isinstance(exc, jwt.InvalidAlgorithmError):
-        return "algorithm not accepted"
-    if isinstance(exc, jwt.DecodeError):
-        return "not a well-formed JWT"
-    return "rejected"
-
-
-def require_numeric_dates(claims: Mapping[str, Any]) -> None:
-    """UNAUTHENTICATED unless ``exp``, ``iat`` and ``nbf`` (when present) are JSON numbers.
-
-    PyJWT also accepts a string such as ``"2111564956"`` (it calls ``int()``); RFC 7519
-    says NumericDate is a number, and every later check here (the longest lifetime, a
-    stream ending when its token expires) reads the number.
-    """
-    for name in ("exp", "iat", "nbf"):
-        value = claims.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise unauthenticated(f"token claim {name!r} must be a number of seconds")
 
 
 class ServiceTokenVerifier:
@@ -361,7 +230,7 @@ class ServiceTokenVerifier:
             raise unauthenticated("service token expired") from exc
         except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError) as exc:
             message = f"invalid service token: {token_problem(exc)}"
-            raise _refusal(message, token, "user", self._hint) from exc
+            raise wrong_kind_refusal(message, token, "user", self._hint) from exc
         except jwt.PyJWTError as exc:
             raise unauthenticated(f"invalid service token: {token_problem(exc)}") from exc
         require_numeric_dates(claims)

@@ -7,19 +7,19 @@ instrumentations are not even imported, :func:`span` is a shared null context an
 carry no ids. A ``traceparent`` a caller sends then only names the trace the audit row
 records (:func:`request_trace_id`).
 
-On, :func:`start` builds a TracerProvider from the standard ``OTEL_*`` variables and
-:class:`Tracing` hands that provider explicitly to every instrumentation: the grpc.aio server
-interceptor (extracts W3C ``traceparent``), the client interceptors of the action service's
-channel to the policy service (injects it), asyncpg (a span per database round trip), the
-explicit spans of this module and the ``trace_id``/``span_id`` of JSON log lines. The
-process's global OpenTelemetry provider is left alone. See docs/architecture.md §9.
+On, :func:`start` builds a TracerProvider from the standard ``OTEL_*`` variables (read and
+checked by :mod:`services.common.tracing_settings`) and :class:`Tracing` hands that provider
+explicitly to every instrumentation: the grpc.aio server interceptor (extracts W3C
+``traceparent``), the client interceptors of the action service's channel to the policy
+service (injects it), asyncpg (a span per database round trip), the explicit spans of this
+module and the ``trace_id``/``span_id`` of JSON log lines. The process's global
+OpenTelemetry provider is left alone. See docs/architecture.md §9.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
@@ -28,22 +28,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.common.accesslog import QUIET_PREFIXES
 from services.common.observe import Context, Observer, status_code
-from services.common.settings import SettingsError, env_str
+from services.common.tracing_settings import TracingSettings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
 
-EXPORTERS = ("otlp", "console")
-SAMPLERS = (
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-    "always_on",
-    "always_off",
-    "traceidratio",
-)
 # A server span is an error only for codes that are the server's fault (OTel's gRPC
 # conventions): a refusal such as PERMISSION_DENIED is a correct answer.
 SERVER_ERRORS = frozenset(
@@ -56,65 +47,6 @@ SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-
-
-@dataclass(frozen=True)
-class TracingSettings:
-    """What the ``OTEL_*`` variables ask for (every variable: docs/configuration.md)."""
-
-    exporters: tuple[str, ...] = ()  # empty: tracing is off
-    service_name: str = ""
-    sampler: str = "parentbased_always_on"
-    sampler_ratio: float = 1.0
-    otlp_endpoint: str | None = None  # None: the exporter's default (localhost:4317)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether anything is traced at all."""
-        return bool(self.exporters)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], default_service_name: str) -> TracingSettings:
-        """Read and check the variables; raise SettingsError naming what is wrong."""
-        service_name = env_str(env, "OTEL_SERVICE_NAME", default_service_name)
-        if env_str(env, "OTEL_SDK_DISABLED").strip().lower() == "true":
-            return cls(service_name=service_name)
-        raw = env_str(env, "OTEL_TRACES_EXPORTER", "none")
-        names = tuple(dict.fromkeys(n.strip().lower() for n in raw.split(",") if n.strip()))
-        if names == ("none",):
-            return cls(service_name=service_name)
-        if not names or any(name not in EXPORTERS for name in names):
-            raise SettingsError(
-                f"OTEL_TRACES_EXPORTER must be none, otlp, console or otlp,console; got {raw!r}"
-            )
-        for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-            protocol = env_str(env, name, "grpc").strip().lower()
-            if protocol != "grpc":
-                raise SettingsError(f"{name} must be grpc (the only OTLP exporter installed)")
-        sampler = env_str(env, "OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
-        if sampler not in SAMPLERS:
-            raise SettingsError(f"OTEL_TRACES_SAMPLER must be one of {', '.join(SAMPLERS)}")
-        return cls(
-            exporters=names,
-            service_name=service_name,
-            sampler=sampler,
-            sampler_ratio=_ratio(env) if sampler.endswith("traceidratio") else 1.0,
-            otlp_endpoint=env_str(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or env_str(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
-            or None,
-        )
-
-
-def _ratio(env: Mapping[str, str]) -> float:
-    raw = env_str(env, "OTEL_TRACES_SAMPLER_ARG", "1.0")
-    try:
-        ratio = float(raw)
-    except ValueError:
-        ratio = -1.0
-    if not 0.0 <= ratio <= 1.0:
-        raise SettingsError(f"OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, got {raw!r}")
-    return ratio
-
 
 # The tracer of the installed Tracing (explicit spans, log ids); None while tracing is off.
 _tracer: trace.Tracer | None = None

@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.console import api, pages
+from services.console import api, entry, pages
 from services.console.context import HERE, Console
 from services.console.guard import TimedH11Protocol, Unforeseen
 from services.console.security import PageSecurity
@@ -46,12 +46,12 @@ def build_app(settings: ConsoleSettings) -> Starlette:
             await console.backend.close()
 
     routes = [
-        Route("/", pages.home),
+        Route("/", entry.home),
         Route("/healthz", healthz),
         Route("/favicon.ico", no_icon),
-        Route("/signin", pages.signin_page, methods=["GET"]),
-        Route("/signin", pages.signin_submit, methods=["POST"]),
-        Route("/signout", pages.signout, methods=["POST"]),
+        Route("/signin", entry.signin_page, methods=["GET"]),
+        Route("/signin", entry.signin_submit, methods=["POST"]),
+        Route("/signout", entry.signout, methods=["POST"]),
         Route(f"{WORKSPACE}/fleet", pages.fleet),
         Route(f"{WORKSPACE}/activity", pages.activity),
         Route(f"{WORKSPACE}/actions/{{action_id}}", pages.action_detail),

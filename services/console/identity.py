@@ -14,7 +14,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from services.common.status import ServiceError
-from services.common.tokens import UserTokenVerifier, mint_user_token, unverified_claims
+from services.common.token_claims import unverified_claims
+from services.common.tokens import UserTokenVerifier, mint_user_token
 from services.console.settings import AuthMode, ConsoleSettings, DevSignIn
 
 COOKIE = "fleetward_session"

@@ -1,4 +1,5 @@
-"""The HTML pages: sign-in, fleet, activity and an action's detail.
+"""The workspace pages: fleet, activity and an action's detail (sign-in and the home page
+are :mod:`services.console.entry`).
 
 Each page is rendered on the server from the caller's own reads; ``?fragment=1`` renders
 only the part that live refresh swaps in.
@@ -7,24 +8,23 @@ only the part that live refresh swaps in.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fleetward.actions.v1 import actions_pb2
 from fleetward.client import AsyncActionsClient, FleetwardError, Scope
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
-from services.console.bodies import BodyTooLarge, read_limited
-from services.console.context import PageCall, caller, console_of, page_call, workspace_param
-from services.console.identity import COOKIE, sign_in, sign_out, verified
+from services.console.context import PageCall, page_call
 from services.console.views import (
     LABELS,
     SCOPES,
     AgentRow,
     Button,
+    DepartmentGroup,
     action_summary,
     agent_row,
     buttons_for,
@@ -39,99 +39,6 @@ ACCESS_BATCH = 500
 AGENT_STATUSES = ("active", "paused", "retired")
 T = TypeVar("T")
 ACTION_STATUSES = ("pending", "in_progress", "completed", "failed", "rolled_back", "denied")
-
-
-def _safe_next(value: str | None) -> str:
-    """Only a path on this console (``/w/...``), never another site."""
-    if value and value.startswith("/w/") and "//" not in value and "\\" not in value:
-        return value
-    return "/"
-
-
-async def home(request: Request) -> Response:
-    """``/``: the configured workspace's fleet, or a form asking for a workspace id."""
-    console = console_of(request)
-    wanted = request.query_params.get("workspace", "").strip()
-    if wanted:
-        request.path_params["workspace_id"] = wanted
-        workspace = workspace_param(request)
-        if workspace:
-            return RedirectResponse(f"/w/{workspace}/fleet", status_code=303)
-        return console.render(
-            request, "home.html", status_code=400, message="That is not a workspace id (a UUID)."
-        )
-    if console.settings.workspace_id:
-        return RedirectResponse(f"/w/{console.settings.workspace_id}/fleet", status_code=303)
-    return console.render(request, "home.html", caller=caller(request), message="")
-
-
-async def _small_form(request: Request) -> dict[str, str]:
-    """A small url-encoded form (the sign-in's two fields); anything else reads as empty."""
-    try:
-        raw = await read_limited(request, 4096)
-    except BodyTooLarge:
-        return {}
-    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-
-
-async def signin_page(request: Request) -> Response:
-    """Dev sign-in: pick a demo user (404 unless the dev secrets are in use)."""
-    console = console_of(request)
-    if console.settings.dev is None:
-        return console.render(
-            request,
-            "error.html",
-            status_code=404,
-            title="Not found",
-            message="Sign-in happens at your company's auth proxy.",
-            code="",
-        )
-    expired = request.query_params.get("expired") == "1"
-    return console.render(
-        request,
-        "signin.html",
-        title="Sign in",
-        users=console.settings.dev.users,
-        next=_safe_next(request.query_params.get("next")),
-        message="Your session has expired; sign in again." if expired else "",
-    )
-
-
-async def signin_submit(request: Request) -> Response:
-    """Dev sign-in: mint a short-lived token for the chosen demo user into the cookie."""
-    console = console_of(request)
-    dev = console.settings.dev
-    if dev is None:
-        return Response(status_code=404)
-    form = await _small_form(request)
-    subject = form.get("subject", "")
-    if subject not in dev.users:
-        return console.render(
-            request,
-            "signin.html",
-            status_code=400,
-            title="Sign in",
-            users=dev.users,
-            next="/",
-            message="Pick one of the listed users.",
-        )
-    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    sign_in(response, dev, subject, secure=request.url.scheme == "https")
-    return response
-
-
-async def signout(request: Request) -> Response:
-    """Drop the dev session cookie and end that user's live pages (their other tabs go
-    back to sign-in too: the cookie they shared is gone).
-    """
-    console = console_of(request)
-    response = RedirectResponse("/signin", status_code=303)
-    if COOKIE in request.cookies:
-        sign_out(response, secure=request.url.scheme == "https")
-        token, dev = request.cookies[COOKIE], console.settings.dev
-        if dev is not None and verified(token, dev):  # a forged cookie ends nobody's pages
-            console.hub.sign_out(token)
-    return response
 
 
 async def _check_access(
@@ -180,23 +87,7 @@ async def fleet(request: Request) -> Response:
         access, roles = await _check_access(client, workspace, targets)
     except FleetwardError as exc:
         return console.error_page(request, exc, workspace)
-    rows: list[tuple[str, AgentRow]] = [
-        (
-            a.department_id,
-            agent_row(
-                a, buttons_for("agent", a.agent_id, catalog, access.get(("agent", a.agent_id)))
-            ),
-        )
-        for a in shown
-    ]
-    groups = group_by_department(rows)
-    for group in groups:
-        group.buttons = buttons_for(
-            "department",
-            group.department_id,
-            catalog,
-            access.get(("department", group.department_id)),
-        )
+    groups = _department_groups(shown, catalog, access)
     fleet_buttons: tuple[Button, ...] = buttons_for("fleet", "", catalog, access.get(("fleet", "")))
     values: dict[str, Any] = {
         "caller": who,
@@ -215,6 +106,34 @@ async def fleet(request: Request) -> Response:
     }
     name = "_fleet.html" if request.query_params.get("fragment") == "1" else "fleet.html"
     return console.render(request, name, **values)
+
+
+def _department_groups(
+    agents: Sequence[actions_pb2.Agent],
+    catalog: Sequence[actions_pb2.ActionType],
+    access: Mapping[tuple[str, str], actions_pb2.TargetAccess],
+) -> list[DepartmentGroup]:
+    """The fleet page's agents grouped by department, each agent and department with the
+    buttons ``access`` enables.
+    """
+    rows: list[tuple[str, AgentRow]] = [
+        (
+            a.department_id,
+            agent_row(
+                a, buttons_for("agent", a.agent_id, catalog, access.get(("agent", a.agent_id)))
+            ),
+        )
+        for a in agents
+    ]
+    groups = group_by_department(rows)
+    for group in groups:
+        group.buttons = buttons_for(
+            "department",
+            group.department_id,
+            catalog,
+            access.get(("department", group.department_id)),
+        )
+    return groups
 
 
 async def _take(source: AsyncIterator[T], limit: int) -> AsyncGenerator[T, None]:

@@ -113,22 +113,39 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _pause_body(ws: str, request_id: str) -> str:
+    """The Execute request that pauses eng-code-1 for 30 minutes, as grpcurl's ``-d``."""
+    return (
+        f'{{"workspace_id":"{ws}","scope":"SCOPE_AGENT","target_id":"eng-code-1",'
+        f'"reason":"investigating cost spike","request_id":"{request_id}",'
+        f'"pause_agent":{{"duration_minutes":30}}}}'
+    )
+
+
+def _check_body(ws: str, subject: str) -> str:
+    """The policy Check of ``subject`` pausing eng-code-1 (explained), as grpcurl's ``-d``."""
+    agent = "fleet/departments/engineering/agents/eng-code-1"
+    return (
+        f'{{"subject":"{subject}","workspace_id":"{ws}","action":"actions:pause_agent",'
+        f'"resource":"{agent}","explain":true}}'
+    )
+
+
+def _audit_verify_line(env: MutableMapping[str, str]) -> str:
+    """The command that verifies the audit trail (and the checkpoints, when configured)."""
+    checkpoints = env.get("FLEETWARD_CHECKPOINT_DIR")
+    return f"DATABASE_URL='{env['DATABASE_URL']}' {_PY} -m services.actions audit verify" + (
+        f" --checkpoints {checkpoints}" if checkpoints else ""
+    )
+
+
 def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> str:
     grpcurl = os.path.join(os.path.dirname(_PY), "grpcurl")
     bob, carol = dev_user_token(env, "bob"), dev_user_token(env, "carol")
     svc = mint_service_token(env["FLEETWARD_SERVICE_JWT_SECRET"], "debug", ttl_s=DEV_TOKEN_TTL_S)
     ws = DEMO_WORKSPACE_ID
-    agent = "fleet/departments/engineering/agents/eng-code-1"
-    pause = (
-        f'{{"workspace_id":"{ws}","scope":"SCOPE_AGENT","target_id":"eng-code-1",'
-        f'"reason":"investigating cost spike","request_id":"demo-1",'
-        f'"pause_agent":{{"duration_minutes":30}}}}'
-    )
-    check_bob = (
-        f'{{"subject":"bob","workspace_id":"{ws}","action":"actions:pause_agent",'
-        f'"resource":"{agent}","explain":true}}'
-    )
-    check_carol = check_bob.replace('"bob"', '"carol"')
+    pause_bob, pause_carol = _pause_body(ws, "demo-1"), _pause_body(ws, "demo-2")
+    check_bob, check_carol = _check_body(ws, "bob"), _check_body(ws, "carol")
     can_i = (
         f'{{"workspace_id":"{ws}","targets":[{{"scope":"SCOPE_DEPARTMENT",'
         f'"target_id":"engineering"}}]}}'
@@ -149,10 +166,10 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
             f"export SVC='{svc}'",
             "",
             f"{grpcurl} -plaintext {actions} list",
-            f"{grpcurl} -plaintext -H \"authorization: Bearer $BOB\" -d '{pause}' "
+            f"{grpcurl} -plaintext -H \"authorization: Bearer $BOB\" -d '{pause_bob}' "
             f"{actions} fleetward.actions.v1.ActionService/Execute",
             f'{grpcurl} -plaintext -format-error -H "authorization: Bearer $CAROL" '
-            f"-d '{pause.replace('demo-1', 'demo-2')}' "
+            f"-d '{pause_carol}' "
             f"{actions} fleetward.actions.v1.ActionService/Execute",
             f'{grpcurl} -plaintext -H "authorization: Bearer $BOB" '
             f'-d \'{{"workspace_id":"{ws}"}}\' '
@@ -167,12 +184,7 @@ def _grpcurl_lines(env: MutableMapping[str, str], actions: str, policy: str) -> 
             f"{policy} fleetward.policy.v1.PolicyService/Check",
             "",
             "# the audit trail: every chain, every row and target, every signed checkpoint",
-            f"DATABASE_URL='{env['DATABASE_URL']}' {_PY} -m services.actions audit verify"
-            + (
-                f" --checkpoints {env['FLEETWARD_CHECKPOINT_DIR']}"
-                if env.get("FLEETWARD_CHECKPOINT_DIR")
-                else ""
-            ),
+            _audit_verify_line(env),
         ]
     )
 

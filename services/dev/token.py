@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from services.common.tokens import SERVICE_PREFIX, mint_service_token, mint_user_token
+from services.common.subjects import SERVICE_PREFIX
+from services.common.tokens import mint_service_token, mint_user_token
 from services.dev.secrets import apply_to_env
 
 # Dev tokens live an hour: a pasted one that leaks is soon worthless; make token mints more.

@@ -10,7 +10,7 @@ from fleetward.policy.v1 import policy_pb2
 
 from services.common import names
 from services.common.status import FieldViolation
-from services.common.tokens import subject_problem
+from services.common.subjects import subject_problem
 
 MAX_BATCH = 100
 MAX_RESOURCES = 20_000

@@ -16,8 +16,8 @@ from services.common.settings import (
     process_env,
     tls_from_env,
 )
-from services.common.tokens import SERVICE_PREFIX
-from services.common.tracing import TracingSettings
+from services.common.subjects import SERVICE_PREFIX
+from services.common.tracing_settings import TracingSettings
 
 # The action service's own subject; ``*`` lets any valid service token ask (dev, tests).
 DEFAULT_CALLER = "svc:actions"

@@ -12,11 +12,10 @@ from pathlib import Path
 import jwt
 import pytest
 
+from services.common.token_claims import SERVICE_AUDIENCE, apparent_kind
 from services.common.tokens import (
-    SERVICE_AUDIENCE,
     ServiceTokenVerifier,
     UserTokenVerifier,
-    apparent_kind,
     mint_service_token,
     mint_user_token,
 )

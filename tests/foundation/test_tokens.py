@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from services.common.status import ServiceError
+from services.common.token_claims import SERVICE_AUDIENCE
 from services.common.tokens import (
-    SERVICE_AUDIENCE,
     ServiceTokenVerifier,
     UserTokenVerifier,
     bearer_token,

@@ -12,7 +12,7 @@ import pytest
 from fleetward.policy.v1 import policy_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.tokens import SERVICE_AUDIENCE
+from services.common.token_claims import SERVICE_AUDIENCE
 from tests.conftest import Secrets
 from tests.policy.conftest import AGENT, DEMO_WS, REPO_ROOT, RunningPolicy, bearer
 from tests.policy.test_invalid_requests import decode

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.common.tokens import SERVICE_AUDIENCE
+from services.common.token_claims import SERVICE_AUDIENCE
 from services.policy.server import build_server
 from services.policy.settings import PolicySettings
 from tests.actions.helpers import details

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from services.actions.settings import ActionSettings
 from services.common import tracing
 from services.common.settings import SettingsError
-from services.common.tracing import TracingSettings
+from services.common.tracing_settings import TracingSettings
 from services.policy.settings import PolicySettings
 from tests.tracing.conftest import asyncpg_instrumented
 
