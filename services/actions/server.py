@@ -60,7 +60,9 @@ class ActionServer:
     checkpointer: Checkpointer | None = None
 
     async def start(self) -> None:
-        """Start serving, the event listener, crash recovery (§5.7) and the scheduler (§5.8)."""
+        """Start serving, the event listener, crash recovery (docs/architecture.md §5.7) and
+        the scheduler (docs/architecture.md §5.8).
+        """
         await self.notifier.start(wait=False)
         await self.server.start()
         for job in self.jobs:
@@ -68,7 +70,7 @@ class ActionServer:
         await common.set_serving(self.health, [SERVICE_NAME], True)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
-        """Graceful shutdown (§9).
+        """Graceful shutdown (docs/architecture.md §9).
 
         NOT_SERVING; end watch streams (status OK: clients resume from their last seq);
         stop accepting RPCs and give in-flight ones ``grace`` seconds; let background
@@ -109,17 +111,7 @@ async def build_server(
     ``traced`` (installed, :func:`services.common.tracing.start`) adds its interceptors to
     the server and to the policy channel; off, there are none.
     """
-    pool = await create_pool(
-        settings.database_url,
-        max_size=settings.pool_size,
-        acquire_timeout_s=settings.pool_acquire_timeout_s,
-    )
-    # Watchers read the event table through their own few connections.
-    watch_pool = await create_pool(
-        settings.database_url,
-        max_size=settings.watch_pool_size,
-        acquire_timeout_s=settings.pool_acquire_timeout_s,
-    )
+    pool, watch_pool = await _pools(settings)
     policy = PolicyGateway(
         settings.policy_target,
         settings.service_jwt_secret,
@@ -131,22 +123,8 @@ async def build_server(
     track_pool(watch_pool, "watch")
     tasks = TaskSet()
     notifier = EventNotifier(settings.database_url, poll_interval_s=settings.watch_poll_interval_s)
-    limits = StreamLimits(
-        settings.watch_max_streams,
-        settings.watch_max_streams_per_subject,
-        settings.watch_replay_rate,
-        settings.watch_replays_per_subject,
-    )
-    watcher = Watcher(watch_pool, policy, notifier, limits=limits)
-    denials = DenialLimit(per_window=settings.denials_per_minute, window_s=60)
-    servicer = ActionServicer(
-        Authenticator.from_settings(settings),
-        Executor(pool, policy, tasks, denials),
-        RollbackRunner(pool, policy, tasks, denials),
-        Reads(pool, policy),
-        watcher,
-        Permissions(pool, policy),
-    )
+    watcher = Watcher(watch_pool, policy, notifier, limits=_stream_limits(settings))
+    servicer = _servicer(settings, pool, policy, tasks, watcher)
     server = common.new_server(
         max_concurrent_streams=settings.max_concurrent_streams,
         interceptors=traced.server_interceptors(),
@@ -155,13 +133,7 @@ async def build_server(
     add_servicer(server, servicer, SERVICE, observers)
     health_servicer = common.add_health_and_reflection(server, [SERVICE_NAME], observers)
     port = common.bind(server, settings.listen_addr, settings.tls)
-    jobs = [
-        _job("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
-        _job("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
-    ]
     checkpointer = _checkpointer(settings, pool)
-    if checkpointer is not None:
-        jobs.append(_job("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s))
     return ActionServer(
         server,
         health_servicer,
@@ -172,9 +144,66 @@ async def build_server(
         tasks,
         notifier,
         watcher,
-        jobs,
+        _jobs(settings, pool, checkpointer),
         checkpointer,
     )
+
+
+async def _pools(settings: ActionSettings) -> tuple[asyncpg.Pool, asyncpg.Pool]:
+    """The main pool, and the watchers' own few connections to read the event table."""
+    pool = await create_pool(
+        settings.database_url,
+        max_size=settings.pool_size,
+        acquire_timeout_s=settings.pool_acquire_timeout_s,
+    )
+    watch_pool = await create_pool(
+        settings.database_url,
+        max_size=settings.watch_pool_size,
+        acquire_timeout_s=settings.pool_acquire_timeout_s,
+    )
+    return pool, watch_pool
+
+
+def _stream_limits(settings: ActionSettings) -> StreamLimits:
+    """How many WatchActions streams may be open and read history at once."""
+    return StreamLimits(
+        settings.watch_max_streams,
+        settings.watch_max_streams_per_subject,
+        settings.watch_replay_rate,
+        settings.watch_replays_per_subject,
+    )
+
+
+def _servicer(
+    settings: ActionSettings,
+    pool: asyncpg.Pool,
+    policy: PolicyGateway,
+    tasks: TaskSet,
+    watcher: Watcher,
+) -> ActionServicer:
+    """The ActionService's handlers: auth, Execute, Rollback, reads, watch, permissions."""
+    denials = DenialLimit(per_window=settings.denials_per_minute, window_s=60)
+    return ActionServicer(
+        Authenticator.from_settings(settings),
+        Executor(pool, policy, tasks, denials),
+        RollbackRunner(pool, policy, tasks, denials),
+        Reads(pool, policy),
+        watcher,
+        Permissions(pool, policy),
+    )
+
+
+def _jobs(
+    settings: ActionSettings, pool: asyncpg.Pool, checkpointer: Checkpointer | None
+) -> list[PeriodicJob]:
+    """Crash recovery, expiring pauses and, when configured, the audit checkpoints."""
+    jobs = [
+        _job("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
+        _job("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
+    ]
+    if checkpointer is not None:
+        jobs.append(_job("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s))
+    return jobs
 
 
 def _job(name: str, work: Callable[[], Awaitable[Any]], interval_s: float) -> PeriodicJob:

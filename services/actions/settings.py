@@ -44,7 +44,7 @@ class ActionSettings:
     metrics_port: int = 9464
     metrics_addr: str = "127.0.0.1"
     log_level: str = "INFO"
-    # Background jobs (§5.7, §5.8) and graceful shutdown (§9).
+    # Background jobs and graceful shutdown (docs/architecture.md §5.7, §5.8, §9).
     scheduler_interval_s: float = 5.0
     recovery_interval_s: float = 60.0
     shutdown_grace_s: float = 10.0
@@ -76,28 +76,9 @@ class ActionSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ActionSettings:
         """Read and check the environment; raise SettingsError naming what is wrong."""
         env = process_env() if env is None else env
-        database_url = env_str(env, "DATABASE_URL")
-        if not database_url:
-            raise SettingsError("DATABASE_URL is unset (make run starts an embedded server)")
-        if bool(env_str(env, "FLEETWARD_POLICY_TLS_CERT")) != bool(
-            env_str(env, "FLEETWARD_POLICY_TLS_KEY")
-        ):
-            raise SettingsError("set both FLEETWARD_POLICY_TLS_CERT and FLEETWARD_POLICY_TLS_KEY")
-        check_secrets(
-            env_str(env, "FLEETWARD_JWT_SECRET"), env_str(env, "FLEETWARD_SERVICE_JWT_SECRET")
-        )
-        max_ttl = env_int(env, "FLEETWARD_JWT_MAX_TTL", DEFAULT_MAX_TTL_S)
-        denials = env_int(env, "FLEETWARD_DENIALS_PER_MINUTE", 30)
-        if denials < 1:
-            raise SettingsError(f"FLEETWARD_DENIALS_PER_MINUTE must be at least 1, got {denials}")
-        if max_ttl <= 0:
-            raise SettingsError(f"FLEETWARD_JWT_MAX_TTL must be positive seconds, got {max_ttl}")
-        checkpoint_dir = env_path(env, "FLEETWARD_CHECKPOINT_DIR")
-        checkpoint_key = env_path(env, "FLEETWARD_CHECKPOINT_KEY_FILE")
-        if (checkpoint_dir is None) != (checkpoint_key is None):
-            raise SettingsError(
-                "set both FLEETWARD_CHECKPOINT_DIR and FLEETWARD_CHECKPOINT_KEY_FILE (or neither)"
-            )
+        database_url = _required(env)
+        max_ttl, denials = _token_limits(env)
+        checkpoint_dir, checkpoint_key = _checkpoint_paths(env)
         return cls(
             database_url=database_url,
             listen_addr=env_str(env, "FLEETWARD_ACTIONS_ADDR", "127.0.0.1:50051"),
@@ -136,6 +117,43 @@ class ActionSettings:
             checkpoint_interval_s=_env_seconds(env, "FLEETWARD_CHECKPOINT_INTERVAL_S", 60.0),
             tracing=TracingSettings.from_env(env, SERVICE_NAME),
         )
+
+
+def _required(env: Mapping[str, str]) -> str:
+    """DATABASE_URL, once the variables that must be set together or apart are checked."""
+    database_url = env_str(env, "DATABASE_URL")
+    if not database_url:
+        raise SettingsError("DATABASE_URL is unset (make run starts an embedded server)")
+    if bool(env_str(env, "FLEETWARD_POLICY_TLS_CERT")) != bool(
+        env_str(env, "FLEETWARD_POLICY_TLS_KEY")
+    ):
+        raise SettingsError("set both FLEETWARD_POLICY_TLS_CERT and FLEETWARD_POLICY_TLS_KEY")
+    check_secrets(
+        env_str(env, "FLEETWARD_JWT_SECRET"), env_str(env, "FLEETWARD_SERVICE_JWT_SECRET")
+    )
+    return database_url
+
+
+def _token_limits(env: Mapping[str, str]) -> tuple[int, int]:
+    """The longest token lifetime (seconds) and the recorded denials per minute."""
+    max_ttl = env_int(env, "FLEETWARD_JWT_MAX_TTL", DEFAULT_MAX_TTL_S)
+    denials = env_int(env, "FLEETWARD_DENIALS_PER_MINUTE", 30)
+    if denials < 1:
+        raise SettingsError(f"FLEETWARD_DENIALS_PER_MINUTE must be at least 1, got {denials}")
+    if max_ttl <= 0:
+        raise SettingsError(f"FLEETWARD_JWT_MAX_TTL must be positive seconds, got {max_ttl}")
+    return max_ttl, denials
+
+
+def _checkpoint_paths(env: Mapping[str, str]) -> tuple[Path | None, Path | None]:
+    """The checkpoint directory and signing key file: both set, or neither."""
+    checkpoint_dir = env_path(env, "FLEETWARD_CHECKPOINT_DIR")
+    checkpoint_key = env_path(env, "FLEETWARD_CHECKPOINT_KEY_FILE")
+    if (checkpoint_dir is None) != (checkpoint_key is None):
+        raise SettingsError(
+            "set both FLEETWARD_CHECKPOINT_DIR and FLEETWARD_CHECKPOINT_KEY_FILE (or neither)"
+        )
+    return checkpoint_dir, checkpoint_key
 
 
 def _env_positive(env: Mapping[str, str], name: str, default: int) -> int:
