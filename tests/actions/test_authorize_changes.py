@@ -1,5 +1,5 @@
-"""A deny on an agent holds at every scope and through rollback (docs/architecture.md
-§5.10), end to end through the real client and servers.
+"""A deny on an agent holds at every scope and through rollback
+(docs/architecture.md §5.10), end to end through the real client and servers.
 
 Each attack here succeeded before the rule existed: bob (operator, denied pausing the
 ``eng-review-*`` agents) paused them by pausing their department, re-paused one by rolling

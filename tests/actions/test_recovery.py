@@ -1,4 +1,6 @@
-"""Crash recovery (§5.7): only unfinished actions whose advisory lock is free are failed."""
+"""Crash recovery (docs/architecture.md §5.7): only unfinished actions whose advisory lock
+is free are failed.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Server reflection as grpc.reflection.v1 and v1alpha, on both real services (§9).
+"""Server reflection as grpc.reflection.v1 and v1alpha, on both real services
+(docs/architecture.md §9).
 
 Newer grpcurl and ``buf curl`` ask for v1 first. This test's v1 client is built from its
 own copy of the official ``grpc/reflection/v1/reflection.proto`` messages (the fields it

@@ -1,4 +1,6 @@
-"""Process-level crash recovery (§5.7) and graceful shutdown (§9) of the action service."""
+"""Process-level crash recovery (docs/architecture.md §5.7) and graceful shutdown
+(docs/architecture.md §9) of the action service.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Two action-service processes on one database (§10), and both services' metrics endpoints."""
+"""Two action-service processes on one database (docs/architecture.md §10), and both
+services' metrics endpoints.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Expiring pauses (§5.8): one audited resume per expired pause, by system:scheduler, once."""
+"""Expiring pauses (docs/architecture.md §5.8): one audited resume per expired pause, by
+system:scheduler, once.
+"""
 
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ For each workspace checked:
 * **replay** — every agent's ``status``, ``paused_until``, ``generation``,
   ``restart_requested_at`` and ``last_action_id``, and every budget, equal what applying
   the ``after`` of each committed action's ``action_targets`` in commit order says
-  (commit order = the ``seq`` of its ``action.completed`` event, §6). Agents retired by
-  the inventory are outside the actions' control and are skipped.
-* **orphan** — no ``pending``/``in_progress`` action whose advisory lock (§5.7) is free,
-  i.e. none without a live executor.
+  (commit order = the ``seq`` of its ``action.completed`` event,
+  docs/architecture.md §6). Agents retired by the inventory are outside the actions'
+  control and are skipped.
+* **orphan** — no ``pending``/``in_progress`` action whose advisory lock
+  (docs/architecture.md §5.7) is free, i.e. none without a live executor.
 * **events** — each action's events are exactly those of its status history
   (``pending`` → ``in_progress`` → ``completed`` [→ ``rolled_back``], ``pending`` →
   ``failed``, ``denied``), in order, each snapshot carrying its event's status.

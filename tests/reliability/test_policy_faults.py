@@ -1,4 +1,5 @@
-"""The policy service stalled (SIGSTOP) or killed (SIGKILL) under the action service (§4, §5.9).
+"""The policy service stalled (SIGSTOP) or killed (SIGKILL) under the action service
+(docs/architecture.md §4, §5.9).
 
 Execute must answer UNAVAILABLE ``POLICY_UNAVAILABLE`` within its deadline, execute
 nothing and leave nothing pending; once the policy service is back, Execute works again

@@ -1,4 +1,4 @@
-"""A policy file replaced by a broken one mid-load decides nothing (§7).
+"""A policy file replaced by a broken one mid-load decides nothing (docs/architecture.md §7).
 
 The policy service watches its directory. While bob (an operator) pauses and resumes
 agents non-stop, policy.csv is overwritten with broken content (a truncated line, a

@@ -1,10 +1,12 @@
-"""Hypothesis strategies for hostile requests to every RPC, each with the status §4 requires.
+"""Hypothesis strategies for hostile requests to every RPC, each with the status
+docs/architecture.md §4 requires.
 
 A :class:`Case` is one call: the RPC, the request, who makes it and the codes the
 contract allows. Writes are impossible by construction: Execute and Rollback are sent by
-``mallory`` (no role anywhere: a valid request is PERMISSION_DENIED and, §5.1, not
-recorded), reads by ``bob`` (a viewer everywhere) or ``mallory``. The oracles restate the
-contract (§2, §4) independently of services/actions/validation.py.
+``mallory`` (no role anywhere: a valid request is PERMISSION_DENIED and, by
+docs/architecture.md §5.1, not recorded), reads by ``bob`` (a viewer everywhere) or
+``mallory``. The oracles restate the contract (docs/architecture.md §2, §4) independently
+of services/actions/validation.py.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def reason_ok(value: str) -> bool:
 
 
 def execute_valid(r: actions_pb2.ExecuteRequest) -> bool:
-    """Whether ``r`` passes every rule of the ExecuteRequest contract (§2)."""
+    """Whether ``r`` passes every rule of the ExecuteRequest contract (docs/architecture.md §2)."""
     scope = {1: "fleet", 2: "department", 3: "agent"}.get(int(r.scope))
     which = r.WhichOneof("params")
     ok = uuid_ok(r.workspace_id) and reason_ok(r.reason) and scope is not None

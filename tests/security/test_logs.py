@@ -1,4 +1,5 @@
-"""Secrets and tokens never reach a log (§9): in-process servers and a service process.
+"""Secrets and tokens never reach a log (docs/architecture.md §9): in-process servers and a
+service process.
 
 Besides these tests, the reliability conftest scans every log line of the whole run at
 its end (in-process at DEBUG and every service process's log file) and fails the run on

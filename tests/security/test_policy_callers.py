@@ -1,4 +1,4 @@
-"""Only service callers may use the policy service (§3, §8)."""
+"""Only service callers may use the policy service (docs/architecture.md §3, §8)."""
 
 from __future__ import annotations
 

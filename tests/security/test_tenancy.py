@@ -1,4 +1,5 @@
-"""A user of workspace A can do nothing in workspace B, nor learn whether its ids exist (§4, §5.1).
+"""A user of workspace A can do nothing in workspace B, nor learn whether its ids exist
+(docs/architecture.md §4, §5.1).
 
 frank is an admin of HOME_A only. Every RPC against workspace B must answer
 PERMISSION_DENIED with the same status (message, ErrorInfo, metadata, details) whether

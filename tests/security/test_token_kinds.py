@@ -1,4 +1,5 @@
-"""The wrong kind of token is told what to send, on both real services (§8).
+"""The wrong kind of token is told what to send, on both real services
+(docs/architecture.md §8).
 
 A user token at the policy service and a service token at the action service used to
 fail with a bare "bad signature". The refusal now names the kind of token the service

@@ -1,4 +1,5 @@
-"""Forged tokens are UNAUTHENTICATED on every ActionService RPC and write nothing (§8).
+"""Forged tokens are UNAUTHENTICATED on every ActionService RPC and write nothing
+(docs/architecture.md §8).
 
 The action service here accepts HS256 user tokens AND RS256 tokens from a JWKS file,
 with an audience: the setup where algorithm confusion and audience mistakes matter.
