@@ -55,6 +55,78 @@ async def started(
         await proc.stop()
 
 
+async def _sigkill_while_pending(
+    proc: ServiceProcess, pool: asyncpg.Pool, secrets: Secrets, ws: uuid.UUID, request_id: str
+) -> None:
+    """SIGKILL ``proc`` while its Execute has committed its pending row; the call fails."""
+    async with (
+        grpc.aio.insecure_channel(proc.target) as channel,
+        pool.acquire() as blocker,
+    ):
+        api = Api(channel, secrets)
+        # Hold the agent's row lock: the executor commits its pending row, then blocks.
+        txn = blocker.transaction()
+        await txn.start()
+        await blocker.fetch(LOCK_AGENTS, ws, ["eng-code-1"])
+        call = asyncio.create_task(
+            api.execute(
+                "bob", ws, "pause_agent", target="eng-code-1", request_id=request_id, deadline=30
+            )
+        )
+
+        async def pending() -> bool:
+            return (await statuses(pool, ws)).get(request_id) == "pending"
+
+        await wait_for("the pending row", pending)
+        proc.signal(signal.SIGKILL)
+        assert await proc.wait() == -signal.SIGKILL
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        await txn.rollback()
+
+
+async def _wait_for_advisory_lock_free(pool: asyncpg.Pool, action_id: uuid.UUID) -> None:
+    """The dead process's database session ends once it finds its client gone; until then
+    its advisory lock marks the action as running, and nobody may touch it.
+    """
+
+    async def lock_free() -> bool:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(action_id)):
+                await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(action_id))
+                return True
+        return False
+
+    await wait_for("the dead session's advisory lock", lock_free)
+
+
+async def _assert_failed_with_no_effect(
+    pool: asyncpg.Pool, ws: uuid.UUID, action_id: uuid.UUID
+) -> None:
+    """The action is failed as interrupted, changed nothing and its chain is intact."""
+    row = await pool.fetchrow("SELECT * FROM action_audit_log WHERE action_id = $1", action_id)
+    assert row is not None
+    assert row["error_message"] == INTERRUPTED
+    agent = await pool.fetchrow(
+        "SELECT status, last_action_id FROM agents WHERE workspace_id = $1 AND agent_id = $2",
+        ws,
+        "eng-code-1",
+    )
+    assert agent is not None
+    assert (agent["status"], agent["last_action_id"]) == ("active", None)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_targets WHERE action_id = $1", action_id)
+        == 0
+    )
+    events = await pool.fetch(
+        "SELECT event_type FROM action_events WHERE action_id = $1 ORDER BY seq", action_id
+    )
+    assert [e["event_type"] for e in events] == ["action.pending", "action.failed"]
+    async with pool.acquire() as conn:
+        assert (await verify_workspace(conn, ws)).breaks == []
+
+
 async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_effect(
     database_dsn: str,
     events_policy_target: str,
@@ -69,48 +141,13 @@ async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_e
     started.append(first)
     await first.start(action_env(first, database_dsn, events_policy_target, dev_secrets))
     request_id = uuid.uuid4().hex
-    async with (
-        grpc.aio.insecure_channel(first.target) as channel,
-        pool.acquire() as blocker,
-    ):
-        api = Api(channel, dev_secrets)
-        # Hold the agent's row lock: the executor commits its pending row, then blocks.
-        txn = blocker.transaction()
-        await txn.start()
-        await blocker.fetch(LOCK_AGENTS, ws.id, ["eng-code-1"])
-        call = asyncio.create_task(
-            api.execute(
-                "bob", ws.id, "pause_agent", target="eng-code-1", request_id=request_id, deadline=30
-            )
-        )
-
-        async def pending() -> bool:
-            return (await statuses(pool, ws.id)).get(request_id) == "pending"
-
-        await wait_for("the pending row", pending)
-        first.signal(signal.SIGKILL)
-        assert await first.wait() == -signal.SIGKILL
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        await txn.rollback()
-
+    await _sigkill_while_pending(first, pool, dev_secrets, ws.id, request_id)
     action_id = await pool.fetchval(
         "SELECT action_id FROM action_audit_log WHERE workspace_id = $1 AND request_id = $2",
         ws.id,
         request_id,
     )
-
-    # The dead process's database session ends once it finds its client gone; until then
-    # its advisory lock marks the action as running, and nobody may touch it.
-    async def lock_free() -> bool:
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(action_id)):
-                await conn.execute("SELECT pg_advisory_unlock($1)", lock_key(action_id))
-                return True
-        return False
-
-    await wait_for("the dead session's advisory lock", lock_free)
+    await _wait_for_advisory_lock_free(pool, action_id)
     assert (await statuses(pool, ws.id))[request_id] == "pending"
 
     second = action_process(tmp_path, "second")
@@ -129,26 +166,7 @@ async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_e
         return (await statuses(pool, ws.id))[request_id] == "failed"
 
     await wait_for("recovery by the next start", failed)
-    row = await pool.fetchrow("SELECT * FROM action_audit_log WHERE action_id = $1", action_id)
-    assert row is not None
-    assert row["error_message"] == INTERRUPTED
-    agent = await pool.fetchrow(
-        "SELECT status, last_action_id FROM agents WHERE workspace_id = $1 AND agent_id = $2",
-        ws.id,
-        "eng-code-1",
-    )
-    assert agent is not None
-    assert (agent["status"], agent["last_action_id"]) == ("active", None)
-    assert (
-        await pool.fetchval("SELECT count(*) FROM action_targets WHERE action_id = $1", action_id)
-        == 0
-    )
-    events = await pool.fetch(
-        "SELECT event_type FROM action_events WHERE action_id = $1 ORDER BY seq", action_id
-    )
-    assert [e["event_type"] for e in events] == ["action.pending", "action.failed"]
-    async with pool.acquire() as conn:
-        assert (await verify_workspace(conn, ws.id)).breaks == []
+    await _assert_failed_with_no_effect(pool, ws.id, action_id)
     # A retry of the same request gets the recorded outcome, not REQUEST_IN_PROGRESS.
     async with grpc.aio.insecure_channel(second.target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as retry:
@@ -156,6 +174,29 @@ async def test_sigkill_mid_execution_leaves_a_row_the_next_start_fails_with_no_e
                 "bob", ws.id, "pause_agent", target="eng-code-1", request_id=request_id
             )
     assert details(retry.value).reason == "ACTION_EXECUTION_FAILED"
+
+
+async def _new_calls_refused(api: Api) -> grpc.StatusCode:
+    """Wait until a new call is refused while in-flight ones are still being finished; its code.
+
+    gRPC refuses them with CANCELLED on an open connection, UNAVAILABLE on a new one; a
+    call that raced the start of the shutdown is held unserved until its deadline:
+    DEADLINE_EXCEEDED. Served, it would return OK and the wait fails.
+    """
+
+    async def refusing() -> bool:
+        try:
+            await api.stub.ListActionTypes(
+                actions_pb2.ListActionTypesRequest(), metadata=api.auth("carol"), timeout=2
+            )
+        except grpc.aio.AioRpcError as exc:
+            refused.append(exc.code())
+            return True
+        return False
+
+    refused: list[grpc.StatusCode] = []
+    await wait_for("new calls refused", refusing, limit_s=4)
+    return refused[0]
 
 
 async def test_sigterm_during_load_completes_in_flight_calls(
@@ -195,23 +236,7 @@ async def test_sigterm_during_load_completes_in_flight_calls(
         await wait_for("ten in-flight actions", all_pending)
         proc.signal(signal.SIGTERM)
 
-        async def refusing() -> bool:
-            # New calls are refused while in-flight ones are still being finished.
-            # (gRPC refuses them with CANCELLED on an open connection, UNAVAILABLE on a new
-            # one; a call that raced the start of the shutdown is held unserved until its
-            # deadline: DEADLINE_EXCEEDED. Served, it would return OK and the wait fails.)
-            try:
-                await api.stub.ListActionTypes(
-                    actions_pb2.ListActionTypesRequest(), metadata=api.auth("carol"), timeout=2
-                )
-            except grpc.aio.AioRpcError as exc:
-                refused.append(exc.code())
-                return True
-            return False
-
-        refused: list[grpc.StatusCode] = []
-        await wait_for("new calls refused", refusing, limit_s=4)
-        assert refused[0] in (
+        assert await _new_calls_refused(api) in (
             grpc.StatusCode.CANCELLED,
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.DEADLINE_EXCEEDED,
