@@ -32,9 +32,10 @@ from bench import floors, policygen, procs, scenarios, seed
 from bench.load import percentile, run_load
 from bench.report import render
 from services.common.tokens import mint_service_token, mint_user_token
+from services.dev.processes import REPO
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-EQUIVALENCE_TESTS = procs.REPO / "tests" / "policy" / "test_equivalence.py"
+EQUIVALENCE_TESTS = REPO / "tests" / "policy" / "test_equivalence.py"
 USER = "bench-user"
 WORKSPACES, AGENTS = 16, 64
 
@@ -214,7 +215,7 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             out["execute_p50_ms"] = percentile(times, 50)
             out["execute_p99_ms"] = percentile(times, 99)
             spread = [(str(w), f"agent-{a}") for w in load_ws for a in range(AGENTS)]
-            pids = [actions.process.pid, policy50.process.pid]
+            pids = [actions.pid, policy50.pid]
             cpu_before = procs.cpu_seconds(pids, include_postgres=True)
             load = run_load(
                 "execute",
@@ -315,7 +316,7 @@ def _slow_equivalence(flat: dict[str, Any]) -> bool:
     _log("equivalence: 10,000 random requests per policy against plain enforce (~10 min)")
     begun = time.perf_counter()
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow"]
-    done = subprocess.run([*command, str(EQUIVALENCE_TESTS)], cwd=procs.REPO, check=False)
+    done = subprocess.run([*command, str(EQUIVALENCE_TESTS)], cwd=REPO, check=False)
     flat["equivalence_slow_passed"] = done.returncode == 0
     flat["equivalence_slow_seconds"] = round(time.perf_counter() - begun, 1)
     passed = done.returncode == 0

@@ -1,7 +1,9 @@
 """Processes for the bench: both services, an echo server, a scratch database.
 
 Every server listens on port 0; the bench reads the bound port from the service's log
-(``… listening on port N``) or, for the echo server, from its first stdout line.
+(``… listening on port N``) or, for the echo server, from its first stdout line. The
+services are started, watched and stopped by services/dev/processes.py, which the tests
+use too; what only the bench needs (peak memory, CPU time) is here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,78 +23,31 @@ import psutil
 
 from services.actions.migrate import migrate
 from services.dev import scratch
-
-REPO = Path(__file__).resolve().parents[1]
-_PORT_RE = re.compile(r"listening on port (\d+)")
+from services.dev.processes import REPO, RunningService
 
 
-@dataclass
-class Service:
-    """A started service process and the ``host:port`` it serves on."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    target: str
-    log_path: Path
+class Service(RunningService):
+    """A service process of the bench (services/dev/processes.py), and its peak memory."""
 
     def peak_rss_mb(self) -> float:
         """The process's peak resident set size so far (VmHWM), in MiB."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        status = Path(f"/proc/{self.pid}/status").read_text()
         match = re.search(r"VmHWM:\s+(\d+) kB", status)
         return int(match.group(1)) / 1024 if match else float("nan")
-
-    def stop(self) -> None:
-        """SIGTERM, then wait (SIGKILL after 15 s)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path, name: str) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited ({process.returncode}); see {log_path}")
-        match = _PORT_RE.search(log_path.read_text(errors="replace"))
-        if match:
-            return int(match.group(1))
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} did not report its port within 60 s; see {log_path}")
-
-
-# ``python -m MODULE serve`` on uvloop's event loop (``--uvloop``; uvloop is not a dependency).
-_UVLOOP = (
-    "import asyncio, runpy, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "sys.argv = [sys.argv[1], 'serve']; runpy.run_module(sys.argv[0], run_name='__main__')"
-)
 
 
 @contextlib.contextmanager
 def service(
     name: str, module: str, env: Mapping[str, str], log_dir: Path, *, uvloop: bool = False
 ) -> Iterator[Service]:
-    """Run ``python -m MODULE serve`` with ``env`` added; yield it once it listens."""
-    log_path = log_dir / f"{name}.log"
-    command = [sys.executable, "-c", _UVLOOP, module] if uvloop else [sys.executable, "-m", module]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*command, "serve"] if not uvloop else command,
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        started = Service(name, process, "", log_path)
-        try:
-            port = _wait_for_port(process, log_path, name)
-            started.target = f"127.0.0.1:{port}"
-            yield started
-        finally:
-            started.stop()
+    """Run ``python -m MODULE serve`` with ``env`` on a clean environment; yield it once
+    its log says which port it listens on (SIGTERM at the end, SIGKILL after 15 s)."""
+    started = Service.start(module, env, log_dir / f"{name}.log", name=name, uvloop=uvloop)
+    try:
+        started.wait_for_port(60)
+        yield started
+    finally:
+        started.stop(grace_s=15)
 
 
 @contextlib.contextmanager

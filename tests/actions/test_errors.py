@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -12,17 +11,10 @@ import grpc
 import pytest
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 
+from services.dev.processes import free_port
 from tests.actions.helpers import Api, agent_states, counts, details, execute_request
 from tests.conftest import NewWorkspace, Secrets
 from tests.servers import running_action_server, running_policy_server, write_test_policy
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 INVALID = [
     ({"workspace": "not-a-uuid"}, "workspace_id"),
@@ -192,7 +184,7 @@ async def test_policy_service_down_is_unavailable_and_writes_nothing(
 ) -> None:
     ws = await new_workspace()
     async with (
-        running_action_server(database_dsn, f"127.0.0.1:{_free_port()}", dev_secrets) as target,
+        running_action_server(database_dsn, f"127.0.0.1:{free_port()}", dev_secrets) as target,
         grpc.aio.insecure_channel(target) as channel,
     ):
         api = Api(channel, dev_secrets)
@@ -229,7 +221,7 @@ async def test_policy_service_not_serving_is_unavailable(
 async def test_database_unreachable_is_unavailable(
     policy_target: str, dev_secrets: Secrets
 ) -> None:
-    dsn = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     async with (
         running_action_server(dsn, policy_target, dev_secrets) as target,
         grpc.aio.insecure_channel(target) as channel,

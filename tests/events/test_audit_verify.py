@@ -164,7 +164,7 @@ def test_unreachable_database_is_reported_not_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from services.actions.audit.cli import run_verify
-    from tests.events.processes import free_port
+    from services.dev.processes import free_port
 
     assert run_verify(f"postgresql://postgres@127.0.0.1:{free_port()}/x", None) == 2
     assert "cannot reach the database" in capsys.readouterr().err

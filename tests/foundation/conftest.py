@@ -8,10 +8,8 @@ see them.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -19,41 +17,15 @@ import pytest
 
 from services.actions.migrate import migrate
 from services.dev import roles
+from services.dev.processes import clean_env as clean_env
+from services.dev.processes import free_port as free_port
 from services.dev.scratch import scratch_database
 
+# ``clean_env`` and ``free_port`` are the shared subprocess helpers (the bench's too):
+# ``clean_env`` drops every FLEETWARD_* variable, DATABASE_URL and PYTHONPATH a test's
+# subprocess could inherit from the developer's shell or from make.
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-# Variables a test's subprocess must not inherit from the developer's shell or from make.
-FLEETWARD_VARS = (
-    "DATABASE_URL",
-    "FLEETWARD_MIGRATE_DATABASE_URL",
-    "FLEETWARD_JWT_SECRET",
-    "FLEETWARD_JWT_JWKS_FILE",
-    "FLEETWARD_JWT_AUDIENCE",
-    "FLEETWARD_SERVICE_JWT_SECRET",
-    "FLEETWARD_TLS_CERT",
-    "FLEETWARD_TLS_KEY",
-    "FLEETWARD_TLS_CLIENT_CA",
-    "FLEETWARD_CHECKPOINT_DIR",
-    "FLEETWARD_CHECKPOINT_KEY_FILE",
-    "FLEETWARD_DEV_DATABASE_PASSWORD",
-)
-
-
-def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The process environment without FLEETWARD settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in FLEETWARD_VARS}
-    env.pop("PYTHONPATH", None)
-    env.update(extra or {})
-    return env
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for servers started as subprocesses)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.dev.processes import RunningService
 from tests.conftest import Secrets
-from tests.foundation.conftest import PYTHON, REPO, clean_env, free_port
+from tests.foundation.conftest import PYTHON, REPO, free_port
 
 GRPCURL = str(Path(PYTHON).parent / "grpcurl")
 ACTIONS = "fleetward.actions.v1.ActionService"
@@ -41,33 +38,6 @@ class Services:
     policy: str
 
 
-def _wait_serving(target: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_DEADLINE_S
-    with grpc.insecure_channel(target) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"{target} exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    pytest.fail(f"{target} was not SERVING within {START_DEADLINE_S:.0f}s:\n{log.read_text()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def services(
     database_dsn: str, dev_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
@@ -75,38 +45,28 @@ def services(
     """The policy and the action service as subprocesses, SERVING."""
     logs = tmp_path_factory.mktemp("service-logs")
     actions, policy = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = clean_env(
-        {
-            "DATABASE_URL": database_dsn,
-            "FLEETWARD_ACTIONS_ADDR": actions,
-            "FLEETWARD_POLICY_ADDR": policy,
-            "FLEETWARD_POLICY_TARGET": policy,
-            "FLEETWARD_POLICY_DIR": str(REPO / "policies"),
-            "FLEETWARD_POLICY_WATCH": "0",
-            "FLEETWARD_JWT_SECRET": dev_secrets.jwt_secret,
-            "FLEETWARD_SERVICE_JWT_SECRET": dev_secrets.service_jwt_secret,
-            "FLEETWARD_METRICS_PORT": "0",
-            "FLEETWARD_LOG_LEVEL": "WARNING",
-        }
-    )
-    procs: list[subprocess.Popen[bytes]] = []
+    env = {  # on top of a clean environment (no inherited FLEETWARD_*)
+        "DATABASE_URL": database_dsn,
+        "FLEETWARD_ACTIONS_ADDR": actions,
+        "FLEETWARD_POLICY_ADDR": policy,
+        "FLEETWARD_POLICY_TARGET": policy,
+        "FLEETWARD_POLICY_DIR": str(REPO / "policies"),
+        "FLEETWARD_POLICY_WATCH": "0",
+        "FLEETWARD_JWT_SECRET": dev_secrets.jwt_secret,
+        "FLEETWARD_SERVICE_JWT_SECRET": dev_secrets.service_jwt_secret,
+        "FLEETWARD_METRICS_PORT": "0",
+        "FLEETWARD_LOG_LEVEL": "WARNING",
+    }
+    procs: list[RunningService] = []
     try:
         for name, target in (("policy", policy), ("actions", actions)):
             log = logs / f"{name}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [PYTHON, "-m", f"services.{name}", "serve"],
-                    cwd=REPO,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            procs.append(proc)
-            _wait_serving(target, proc, log)
+            procs.append(RunningService.start(f"services.{name}", env, log, target=target))
+            procs[-1].wait_serving(START_DEADLINE_S)
         yield Services(actions=actions, policy=policy)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            proc.stop(grace_s=20)
 
 
 def grpcurl(*args: str) -> str:

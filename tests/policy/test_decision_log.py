@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -22,8 +19,8 @@ from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 from services.policy import decision_log
 from services.policy.engine import Decision, Reason
 from tests.conftest import Secrets
-from tests.policy.conftest import AGENT, DEMO_WS, REPO_ROOT, RunningPolicy, StartPolicy, bearer
-from tests.policy.test_serve import _port_from_log
+from tests.policy.conftest import AGENT, DEMO_WS, RunningPolicy, StartPolicy, bearer
+from tests.policy.test_serve import start_policy
 
 FIELDS = {
     "decision_id",
@@ -232,30 +229,12 @@ async def test_sigterm_writes_every_line_before_exiting(
     policy_copy: Path, dev_secrets: Secrets, tmp_path: Path
 ) -> None:
     sink = tmp_path / "decisions.jsonl"
-    env = {
-        **os.environ,
-        "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
-        "FLEETWARD_POLICY_DIR": str(policy_copy),
-        "FLEETWARD_SERVICE_JWT_SECRET": dev_secrets.service_jwt_secret,
-        "FLEETWARD_METRICS_PORT": "0",
-        "FLEETWARD_POLICY_WATCH": "0",
-        "FLEETWARD_POLICY_DECISION_LOG": str(sink),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.policy",
-        "serve",
-        cwd=REPO_ROOT,
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
+    proc = start_policy(
+        policy_copy, dev_secrets, tmp_path / "policy.log", FLEETWARD_POLICY_DECISION_LOG=str(sink)
     )
-    seen: list[str] = []
     try:
-        assert proc.stderr is not None
-        port = await asyncio.wait_for(_port_from_log(proc.stderr, seen), timeout=60)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await proc.wait_for_port_async(60)
+        async with grpc.aio.insecure_channel(proc.target) as channel:
             stub: Any = policy_pb2_grpc.PolicyServiceStub(channel)
             metadata = bearer(dev_secrets.service_token())
             request = policy_pb2.CheckRequest(
@@ -263,9 +242,7 @@ async def test_sigterm_writes_every_line_before_exiting(
             )
             ids = [(await stub.Check(request, metadata=metadata)).decision_id for _ in range(30)]
         proc.send_signal(signal.SIGTERM)  # right away: lines may still be buffered
-        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+        assert await proc.wait_async(30) == 0
         assert [line["decision_id"] for line in read_lines(sink)] == ids
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await proc.stop_async()
