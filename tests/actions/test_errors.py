@@ -137,6 +137,8 @@ async def test_expired_deadline_starts_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.execute("bob", ws.id, "pause_agent", target="eng-code-1", deadline=0.000001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The absence is the point, and there is no event to wait on (the call may never have
+    # reached the server): a bounded wait, long enough for a started action's pending row.
     await asyncio.sleep(0.2)
     assert (await counts(pool, ws.id))["actions"] == 0
 

@@ -228,6 +228,8 @@ async def test_a_chain_head_ahead_of_its_events_does_not_spin(
         history = [(await stream.read()).seq for _ in range(3)]
         assert history == sorted(history)
         reads = gated.fetches
+        # A rate over a fixed window: no tight re-read loop is the point, and an absence
+        # gives no event to wait on.
         await asyncio.sleep(1)
         assert gated.fetches - reads < 5, "the stream re-reads an empty range without pause"
         done = await api.execute("bob", ws.id, "resume_agent", target="eng-code-1")

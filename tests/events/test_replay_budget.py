@@ -74,7 +74,12 @@ async def test_a_subject_replays_only_so_many_streams_at_once() -> None:
         asyncio.ensure_future(replay_as("carol", "carol-2")),
         asyncio.ensure_future(replay_as("bob", "bob-1")),
     ]
-    await asyncio.sleep(0.05)
+    # Until every task has reached its slot (carol's counts two users): carol-2 then waits
+    # for the one permit carol-1 holds until the release, so what entered is final.
+    for _ in range(100):
+        if "carol" in budget._slots and budget._slots["carol"][1] == 2 and "bob-1" in entered:
+            break
+        await asyncio.sleep(0)
     assert entered == ["carol-1", "bob-1"]  # carol's second stream waits its turn
     release.set()
     await asyncio.gather(*tasks)
