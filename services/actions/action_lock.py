@@ -11,10 +11,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from services.actions import errors, store
 from services.actions.db import Conn
+from services.actions.model import ActionRecord
 
 INTERRUPTED = "interrupted before completion; no changes were applied"
 
@@ -38,7 +37,7 @@ class Orphan:
     """
 
     alive: bool
-    failed: asyncpg.Record | None = None
+    failed: ActionRecord | None = None
 
 
 async def fail_if_orphaned(conn: Conn, workspace_id: uuid.UUID, action_id: uuid.UUID) -> Orphan:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from fleetward.actions.v1 import actions_pb2
 from google.protobuf import timestamp_pb2
 
+from services.actions.audit import documents
 from services.actions.catalog import ActionKind
 from services.actions.db import Row
 from services.actions.model import ActionStatus, AgentStatus
@@ -77,6 +80,25 @@ def action(row: Row) -> actions_pb2.Action:
     return msg
 
 
+def to_event(workspace_id: uuid.UUID, row: Row) -> actions_pb2.ActionEvent:
+    """One ``action_events`` row as an ActionEvent."""
+    created = timestamp_pb2.Timestamp()
+    created.FromDatetime(row["created_at"])
+    return actions_pb2.ActionEvent(
+        workspace_id=str(workspace_id),
+        seq=row["seq"],
+        event_type=row["event_type"],
+        action=action(documents.payload_row(row["payload"])),
+        created_at=created,
+        hash=row["hash"],
+    )
+
+
+def event_bytes(workspace_id: uuid.UUID, row: Row) -> bytes:
+    """One ``action_events`` row as the bytes of its ActionEvent (what a stream sends)."""
+    return to_event(workspace_id, row).SerializeToString()
+
+
 def agent(row: Row) -> actions_pb2.Agent:
     """An agents row (joined with its budgets) as an Agent."""
     msg = actions_pb2.Agent(
@@ -97,7 +119,7 @@ def agent(row: Row) -> actions_pb2.Agent:
     return msg
 
 
-def action_type(kind: ActionKind) -> actions_pb2.ActionType:
+def action_type(kind: ActionKind[Any]) -> actions_pb2.ActionType:
     """A catalog entry."""
     return actions_pb2.ActionType(
         name=kind.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.pool import Pool, PoolAcquireContext, PoolConnectionProxy
@@ -13,6 +13,8 @@ from asyncpg.pool import Pool, PoolAcquireContext, PoolConnectionProxy
 Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 # An audit or agent row: a Record from the database or a dict (validate_only previews).
 Row: TypeAlias = "asyncpg.Record | Mapping[str, Any]"
+
+T = TypeVar("T")
 
 # Failures to reach PostgreSQL, as asyncpg and the OS report them.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
@@ -56,7 +58,7 @@ async def batches(conn: Conn, query: str, *args: Any) -> AsyncIterator[list[asyn
         yield batch
 
 
-def one(row: asyncpg.Record | None, what: str) -> asyncpg.Record:
+def one(row: T | None, what: str) -> T:
     """The row a statement must return (a missing one is a bug, reported as INTERNAL)."""
     if row is None:
         raise RuntimeError(f"{what}: no row returned")

@@ -14,7 +14,7 @@ import asyncpg
 
 from services.actions import errors, idempotency, store
 from services.actions.metrics import ACTION_OUTCOMES
-from services.actions.model import ActionStatus, NewAction
+from services.actions.model import ActionRecord, ActionStatus, NewAction
 from services.common.status import ServiceError
 from services.common.tasks import TaskSet
 
@@ -41,7 +41,7 @@ async def record_denied(
     new: NewAction,
     error: ServiceError,
     limit: DenialLimit = DenialLimit(),
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Record a policy denial (status ``denied``) with its event, or replay an earlier claim.
 
     A denied action changed nothing, so it is recorded with ``can_rollback = false``.
@@ -88,7 +88,7 @@ async def deny(
     record: bool,
     error: ServiceError,
     limit: DenialLimit = DenialLimit(),
-) -> asyncpg.Record:
+) -> ActionRecord:
     """Raise ``error``, first recording ``new`` as ``denied`` when ``record``.
 
     Returns instead the original outcome when the request's key was already recorded

@@ -1,10 +1,10 @@
-"""Domain errors of the action service → one gRPC status each, in one place.
+"""Domain errors of the action service, named by our own reasons, and the one table that
+gives each reason its gRPC status code (:data:`CODES`; docs/architecture.md §4).
 
-The table of codes and reasons is docs/architecture.md §4.
-
-Every constructor returns a :class:`ServiceError`; the servicer aborts with its status.
-Failed and denied actions store their error as JSON (``error_details``) so that an
-idempotent repeat gets the original error back (:func:`to_json` / :func:`from_json`).
+Every constructor returns a :class:`ServiceError`; the RPC boundary aborts with its
+status. Failed and denied actions store their error as JSON (``error_details``) in our
+vocabulary (reason, message, metadata, violations: no gRPC code), so that an idempotent
+repeat gets the original error back (:func:`to_json` / :func:`from_json`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import grpc
 from services.common.status import PreconditionViolation, ServiceError
 
 __all__ = [
+    "CODES",
     "ServiceError",
     "already_in_state",
     "database_unavailable",
     "deadline_exceeded",
+    "error",
     "execution_failed",
     "from_json",
     "idempotency_key_reused",
@@ -36,6 +38,36 @@ __all__ = [
     "to_json",
     "too_many_streams",
 ]
+
+
+# Each reason's gRPC status code: the only place the domain meets gRPC's vocabulary.
+CODES: Mapping[str, grpc.StatusCode] = {
+    "INSUFFICIENT_PERMISSIONS": grpc.StatusCode.PERMISSION_DENIED,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "IDEMPOTENCY_KEY_REUSED": grpc.StatusCode.ALREADY_EXISTS,
+    "REQUEST_IN_PROGRESS": grpc.StatusCode.ABORTED,
+    "TARGETS_CHANGED": grpc.StatusCode.ABORTED,
+    "ALREADY_IN_STATE": grpc.StatusCode.FAILED_PRECONDITION,
+    "NOT_ROLLBACKABLE": grpc.StatusCode.FAILED_PRECONDITION,
+    "ALREADY_ROLLED_BACK": grpc.StatusCode.FAILED_PRECONDITION,
+    "NOT_COMPLETED": grpc.StatusCode.FAILED_PRECONDITION,
+    "SUPERSEDED": grpc.StatusCode.FAILED_PRECONDITION,
+    "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "TOO_MANY_STREAMS": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "POLICY_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "DATABASE_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "ACTION_EXECUTION_FAILED": grpc.StatusCode.INTERNAL,
+    "INTERNAL": grpc.StatusCode.INTERNAL,
+    # Raised by the shared RPC boundary (services/common/status.py), never stored.
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+def error(reason: str, message: str, **details: Any) -> ServiceError:
+    """The :class:`ServiceError` of ``reason`` (its code from :data:`CODES`)."""
+    return ServiceError(CODES[reason], reason, message, **details)
 
 
 # A denial names at most this many denied agents (denied_count has them all).
@@ -84,15 +116,12 @@ def permission_denied(
     if denied_agents:
         metadata["denied_count"] = str(len(denied_agents))
         metadata["denied_agent_ids"] = ",".join(denied_agents[:DENIED_IDS_LISTED])
-    return ServiceError(
-        grpc.StatusCode.PERMISSION_DENIED, "INSUFFICIENT_PERMISSIONS", text, metadata=metadata
-    )
+    return error("INSUFFICIENT_PERMISSIONS", text, metadata=metadata)
 
 
 def not_found(kind: str, ident: str) -> ServiceError:
     """NOT_FOUND for an unknown agent, department, workspace or action."""
-    return ServiceError(
-        grpc.StatusCode.NOT_FOUND,
+    return error(
         "NOT_FOUND",
         f"{kind} {ident!r} not found",
         metadata={"kind": kind, "id": ident},
@@ -101,8 +130,7 @@ def not_found(kind: str, ident: str) -> ServiceError:
 
 def idempotency_key_reused(request_id: str, action_id: str) -> ServiceError:
     """ALREADY_EXISTS: the request_id was used for a different request."""
-    return ServiceError(
-        grpc.StatusCode.ALREADY_EXISTS,
+    return error(
         "IDEMPOTENCY_KEY_REUSED",
         f"request_id {request_id!r} was already used for a different request",
         metadata={"request_id": request_id, "action_id": action_id},
@@ -111,8 +139,7 @@ def idempotency_key_reused(request_id: str, action_id: str) -> ServiceError:
 
 def request_in_progress(request_id: str, action_id: str) -> ServiceError:
     """ABORTED: the first request with this request_id is still executing."""
-    return ServiceError(
-        grpc.StatusCode.ABORTED,
+    return error(
         "REQUEST_IN_PROGRESS",
         f"request {request_id!r} is still executing; retry later",
         metadata={"request_id": request_id, "action_id": action_id},
@@ -127,8 +154,7 @@ def already_in_state(agent_id: str, status: str, detail: str = "") -> ServiceErr
         status: The state it already is in.
         detail: Replaces "is already <status>" in the message.
     """
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
+    return error(
         "ALREADY_IN_STATE",
         f"agent {agent_id!r} {detail or f'is already {status}'}",
         metadata={"agent_id": agent_id, "status": status},
@@ -137,8 +163,7 @@ def already_in_state(agent_id: str, status: str, detail: str = "") -> ServiceErr
 
 def rollback_refused(reason: str, action_id: str, message: str) -> ServiceError:
     """FAILED_PRECONDITION ``NOT_ROLLBACKABLE`` / ``ALREADY_ROLLED_BACK`` / ``NOT_COMPLETED``."""
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
+    return error(
         reason,
         message,
         metadata={"action_id": action_id},
@@ -149,8 +174,7 @@ def rollback_refused(reason: str, action_id: str, message: str) -> ServiceError:
 def superseded(action_id: str, later: Mapping[str, str]) -> ServiceError:
     """FAILED_PRECONDITION ``SUPERSEDED``; ``later`` maps each target key to the later action."""
     later_ids = sorted(set(later.values()))
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
+    return error(
         "SUPERSEDED",
         f"action {action_id} was superseded by {', '.join(later_ids)} on "
         f"{', '.join(sorted(later))}; use skip_superseded to roll back the rest",
@@ -168,8 +192,7 @@ def targets_changed(action_id: str, targets: Sequence[str]) -> ServiceError:
     is checked against where things are now.
     """
     listed = ", ".join(targets[:DENIED_IDS_LISTED])
-    return ServiceError(
-        grpc.StatusCode.ABORTED,
+    return error(
         "TARGETS_CHANGED",
         f"action {action_id} failed: {listed} moved while the action was being authorized; "
         "nothing was changed; retry with a new request_id",
@@ -179,8 +202,7 @@ def targets_changed(action_id: str, targets: Sequence[str]) -> ServiceError:
 
 def rate_limited(limit: int, window_s: int, retry_after_s: float) -> ServiceError:
     """RESOURCE_EXHAUSTED ``RATE_LIMITED`` (with RetryInfo): too many recorded denials."""
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    return error(
         "RATE_LIMITED",
         f"more than {limit} denied requests in {window_s} s; not recorded, nothing was "
         f"executed; try again in {retry_after_s:.0f} s",
@@ -191,8 +213,7 @@ def rate_limited(limit: int, window_s: int, retry_after_s: float) -> ServiceErro
 
 def too_many_streams(scope: str, limit: int) -> ServiceError:
     """RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``: the ``scope`` (subject, process) is at its cap."""
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    return error(
         "TOO_MANY_STREAMS",
         f"too many open WatchActions streams for this {scope} (at most {limit}); "
         "close one, or watch through a shared consumer",
@@ -202,8 +223,7 @@ def too_many_streams(scope: str, limit: int) -> ServiceError:
 
 def policy_unavailable(detail: str) -> ServiceError:
     """UNAVAILABLE ``POLICY_UNAVAILABLE``: nothing was executed."""
-    return ServiceError(
-        grpc.StatusCode.UNAVAILABLE,
+    return error(
         "POLICY_UNAVAILABLE",
         f"policy service unavailable ({detail}); nothing was executed",
     )
@@ -211,15 +231,12 @@ def policy_unavailable(detail: str) -> ServiceError:
 
 def database_unavailable(detail: str) -> ServiceError:
     """UNAVAILABLE ``DATABASE_UNAVAILABLE``."""
-    return ServiceError(
-        grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", f"database unavailable ({detail})"
-    )
+    return error("DATABASE_UNAVAILABLE", f"database unavailable ({detail})")
 
 
 def deadline_exceeded() -> ServiceError:
     """DEADLINE_EXCEEDED before anything was started."""
-    return ServiceError(
-        grpc.StatusCode.DEADLINE_EXCEEDED,
+    return error(
         "DEADLINE_EXCEEDED",
         "the request deadline passed before it could start; nothing was executed",
     )
@@ -236,8 +253,7 @@ def execution_failed(action_id: str, message: str, correlation_id: str = "") -> 
     metadata = {"action_id": action_id}
     if correlation_id:
         metadata["correlation_id"] = correlation_id
-    return ServiceError(
-        grpc.StatusCode.INTERNAL,
+    return error(
         "ACTION_EXECUTION_FAILED",
         f"action {action_id} failed: {message}",
         metadata=metadata,
@@ -246,29 +262,36 @@ def execution_failed(action_id: str, message: str, correlation_id: str = "") -> 
 
 def internal(message: str = "internal error") -> ServiceError:
     """INTERNAL for an unexpected exception (logged with its traceback by the servicer)."""
-    return ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", message)
+    return error("INTERNAL", message)
 
 
-def to_json(error: ServiceError) -> dict[str, Any]:
-    """The error as stored in ``action_audit_log.error_details``."""
+def to_json(err: ServiceError) -> dict[str, Any]:
+    """The error as stored in ``action_audit_log.error_details``: our reason, not a code."""
     return {
-        "code": error.code.name,
-        "reason": error.reason,
-        "message": error.message,
-        "metadata": dict(error.metadata),
+        "reason": err.reason,
+        "message": err.message,
+        "metadata": dict(err.metadata),
         "precondition_violations": [
             {"type": v.type, "subject": v.subject, "description": v.description}
-            for v in error.precondition_violations
+            for v in err.precondition_violations
         ],
     }
 
 
 def from_json(data: Mapping[str, Any]) -> ServiceError:
-    """Rebuild a stored error (the original outcome of a failed or denied request)."""
+    """Rebuild a stored error (the original outcome of a failed or denied request).
+
+    The code comes from :data:`CODES`; rows written before errors were stored without one
+    also carry ``code``, the same code, read only for a reason this version does not know.
+    """
     violations: Iterable[Mapping[str, str]] = data.get("precondition_violations") or ()
+    reason = str(data["reason"])
+    code = CODES.get(reason)
+    if code is None:
+        code = grpc.StatusCode.__members__.get(str(data.get("code")), grpc.StatusCode.INTERNAL)
     return ServiceError(
-        grpc.StatusCode[str(data["code"])],
-        str(data["reason"]),
+        code,
+        reason,
         str(data["message"]),
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
         precondition_violations=[

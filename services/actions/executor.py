@@ -22,7 +22,7 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row
-from services.actions.model import NewAction, Outcome
+from services.actions.model import ActionRecord, NewAction, Outcome
 from services.actions.pipeline import Changes, Intent, Pipeline, Regate
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.validation import ExecuteCommand
@@ -47,7 +47,7 @@ def fingerprint(cmd: ExecuteCommand) -> str:
 
 
 def outcome_result(
-    kind: ActionKind, kept: Sequence[Change], skipped: Sequence[Skip]
+    kind: ActionKind[Any], kept: Sequence[Change], skipped: Sequence[Skip]
 ) -> dict[str, Any]:
     """The ``result`` of what was changed, plus what was skipped (when anything was)."""
     result = kind.summarize(kept)
@@ -72,7 +72,7 @@ class ExecuteIntent(Intent):
         """:func:`fingerprint` of the command."""
         return fingerprint(self.cmd)
 
-    async def resolve(self, conn: Conn, call: Call) -> tuple[asyncpg.Record | None, Target | None]:
+    async def resolve(self, conn: Conn, call: Call) -> tuple[ActionRecord | None, Target | None]:
         """The key and the target in one statement (the target alone for a preview)."""
         cmd = self.cmd
         if cmd.validate_only:
@@ -146,7 +146,7 @@ class ExecuteIntent(Intent):
         """Plan again under the row locks, keep what was granted, apply it."""
         cmd, grant = self.cmd, self._granted()
 
-        async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
+        async def effect(conn: Conn, row: ActionRecord) -> Outcome:
             locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
             kept, skipped = grant.split(locked)
             if not cmd.kind.reaches_beyond_target(cmd.scope):

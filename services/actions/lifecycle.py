@@ -25,7 +25,7 @@ from services.actions import action_lock, errors, idempotency, store
 from services.actions.audit import documents
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.metrics import ACTION_OUTCOMES
-from services.actions.model import ActionStatus, NewAction, Outcome
+from services.actions.model import ActionRecord, ActionStatus, NewAction, Outcome
 from services.common import tracing
 from services.common.status import ServiceError
 
@@ -36,12 +36,12 @@ T = TypeVar("T")
 COMMIT_AND_UNLOCK = "COMMIT; SELECT pg_advisory_unlock({key})"
 
 
-Effect = Callable[[Conn, asyncpg.Record], Awaitable[Outcome]]
+Effect = Callable[[Conn, ActionRecord], Awaitable[Outcome]]
 
 
 async def run(
     pool: asyncpg.Pool, new: NewAction, effect: Effect, lock_timeout_ms: int
-) -> asyncpg.Record:
+) -> ActionRecord:
     """Record ``new`` as pending, run ``effect`` and finish the row; return the final row.
 
     Raises the original outcome's error on an idempotent repeat, the effect's
@@ -51,9 +51,7 @@ async def run(
         return await run_on(conn, new, effect, lock_timeout_ms)
 
 
-async def run_on(
-    conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int
-) -> asyncpg.Record:
+async def run_on(conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: int) -> ActionRecord:
     """:func:`run` on a connection the caller holds for the whole action."""
     key = action_lock.lock_key(new.action_id)
     unlocked = False
@@ -108,36 +106,15 @@ async def _transaction(conn: Conn, lock_timeout_ms: int) -> AsyncIterator[None]:
 async def _finish(
     conn: Conn,
     new: NewAction,
-    pending: asyncpg.Record,
+    pending: ActionRecord,
     effect: Effect,
     lock_timeout_ms: int,
     key: int,
-) -> asyncpg.Record:
+) -> ActionRecord:
     """Run the effect, complete the row, commit and release the lock; the final row."""
     try:
         async with _transaction(conn, lock_timeout_ms):
-            started_at = datetime.now(UTC)
-            outcome = await _traced_effect(new, effect, conn, pending)
-            completed_at = datetime.now(UTC)
-            result = documents.jsonb_value(outcome.result)
-            started = {
-                **dict(pending),
-                "status": ActionStatus.IN_PROGRESS,
-                "started_at": started_at,
-            }
-            final = {**started, "status": ActionStatus.COMPLETED, "result": result}
-            final["completed_at"] = completed_at
-            changes = outcome.changes
-            done_event = documents.completed_event(
-                final, ((c.kind, c.key, c.before, c.after) for c in changes)
-            )
-            events = [documents.event_for(started), *outcome.events, done_event]
-            done = one(
-                await store.actions.complete(
-                    conn, new, started_at, completed_at, result, changes, events
-                ),
-                "complete",
-            )
+            done = await _complete(conn, new, pending, effect)
             await conn.execute(COMMIT_AND_UNLOCK.format(key=int(key)))
         ACTION_OUTCOMES.labels(new.action_type, ActionStatus.COMPLETED).inc()
         log.info(
@@ -175,8 +152,32 @@ async def _finish(
         raise failure from exc
 
 
+async def _complete(
+    conn: Conn, new: NewAction, pending: ActionRecord, effect: Effect
+) -> ActionRecord:
+    """The effect, then in_progress → completed with its targets and events (in the
+    caller's transaction); the final row.
+    """
+    started_at = datetime.now(UTC)
+    outcome = await _traced_effect(new, effect, conn, pending)
+    completed_at = datetime.now(UTC)
+    result = documents.jsonb_value(outcome.result)
+    started = {**dict(pending), "status": ActionStatus.IN_PROGRESS, "started_at": started_at}
+    final = {**started, "status": ActionStatus.COMPLETED, "result": result}
+    final["completed_at"] = completed_at
+    changes = outcome.changes
+    done_event = documents.completed_event(
+        final, ((c.kind, c.key, c.before, c.after) for c in changes)
+    )
+    events = [documents.event_for(started), *outcome.events, done_event]
+    return one(
+        await store.actions.complete(conn, new, started_at, completed_at, result, changes, events),
+        "complete",
+    )
+
+
 async def _traced_effect(
-    new: NewAction, effect: Effect, conn: Conn, pending: asyncpg.Record
+    new: NewAction, effect: Effect, conn: Conn, pending: ActionRecord
 ) -> Outcome:
     """``effect(conn, pending)``, inside an ``action.effect`` span while tracing is on."""
     with tracing.span("action.effect") as span:

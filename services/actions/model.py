@@ -10,13 +10,14 @@ metric labels). See docs/architecture.md §2 for the status machine and §3 for 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from services.actions.audit import documents
+from services.actions.db import Row
 
 if TYPE_CHECKING:
     from services.actions.catalog import Change
@@ -62,6 +63,71 @@ class TargetKind(StrEnum):
 
     AGENT = "agent"
     BUDGET = "budget"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord(Mapping[str, Any]):
+    """One audit row (``action_audit_log``) as recorded: what the store returns for every
+    statement about actions, typed and immutable.
+
+    It also reads as a mapping of its column names, so the canonical-document code
+    (:mod:`services.actions.audit.documents`) reads a record, a preview and an event
+    payload's row alike; domain code uses the attributes.
+    """
+
+    action_id: uuid.UUID
+    workspace_id: uuid.UUID
+    action_type: str
+    scope: str
+    target_id: str
+    action_params: Any
+    reason: str
+    actor_user_id: str
+    actor_role: str
+    status: ActionStatus
+    result: Any
+    error_message: str | None
+    error_details: Any
+    can_rollback: bool
+    rollback_action_id: uuid.UUID | None
+    rollback_of_action_id: uuid.UUID | None
+    request_id: str
+    request_fingerprint: str
+    policy_version: str | None
+    decision_id: str | None
+    trace_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    rolled_back_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> ActionRecord:
+        """The record of a row with (at least) every column of ``action_audit_log``."""
+        values = {name: row[name] for name in COLUMNS}
+        values["status"] = ActionStatus(values["status"])
+        return cls(**values)
+
+    @classmethod
+    def maybe(cls, row: Row | None) -> ActionRecord | None:
+        """:meth:`from_row`, or None for no row."""
+        return None if row is None else cls.from_row(row)
+
+    def __getitem__(self, column: str) -> Any:
+        if column not in _COLUMN_SET:
+            raise KeyError(column)
+        return getattr(self, column)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COLUMNS)
+
+    def __len__(self) -> int:
+        return len(COLUMNS)
+
+
+# The columns of action_audit_log.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ActionRecord))
+_COLUMN_SET = frozenset(COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from fleetward.policy.v1 import policy_pb2
@@ -100,7 +101,7 @@ class Permissions:
             raise errors.policy_unavailable("the policy was reloaded during the check")
         grants, wide, agents = decided
         read = grants[access.READ]
-        questions: list[tuple[str, ActionKind | None]] = [
+        questions: list[tuple[str, ActionKind[Any] | None]] = [
             (access.READ, None),
             (access.ROLLBACK, None),
         ]
@@ -132,7 +133,11 @@ class Permissions:
         return targets
 
     async def _decide(
-        self, call: Call, workspace_id: uuid.UUID, targets: list[Target], kinds: list[ActionKind]
+        self,
+        call: Call,
+        workspace_id: uuid.UUID,
+        targets: list[Target],
+        kinds: list[ActionKind[Any]],
     ) -> tuple[dict[str, Grant], dict[str, Grant], dict[str, Agents]] | None:
         """The grants on the targets' own paths, then on the agents within the targets whose
         own path allows a wide permission; None when they span two policy versions.
@@ -204,7 +209,7 @@ class Permissions:
 
 def _denial(
     permission: str,
-    kind: ActionKind | None,
+    kind: ActionKind[Any] | None,
     granted: Grant | None,
     wide: Grant | None,
     target: Target,

@@ -32,7 +32,7 @@ from services.actions.call import Call
 from services.actions.catalog import Target
 from services.actions.db import Conn, Row
 from services.actions.denials import DenialLimit
-from services.actions.model import NewAction
+from services.actions.model import ActionRecord, NewAction
 from services.actions.policy_gateway import PolicyGateway
 from services.common.status import ServiceError
 from services.common.tasks import TaskSet
@@ -67,7 +67,7 @@ class Intent(ABC):
         """The request's fingerprint (what its idempotency key must always mean)."""
 
     @abstractmethod
-    async def resolve(self, conn: Conn, call: Call) -> tuple[asyncpg.Record | None, Target | None]:
+    async def resolve(self, conn: Conn, call: Call) -> tuple[ActionRecord | None, Target | None]:
         """Step 1 and 2 on one connection: the row already under the key (never looked up
         for a preview), else the target (None: not found).
         """

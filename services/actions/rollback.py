@@ -21,7 +21,7 @@ from services.actions.authorize import Grant, Skip
 from services.actions.call import Call
 from services.actions.catalog import ActionKind, Change, Target
 from services.actions.db import Conn, Row, one
-from services.actions.model import ActionStatus, NewAction, Outcome
+from services.actions.model import ActionRecord, ActionStatus, NewAction, Outcome
 from services.actions.pipeline import Changes, Intent, Pipeline, Regate
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.rollback_plan import RollbackPlan, plan
@@ -31,32 +31,34 @@ from services.common.status import ServiceError
 ROLLBACK = "rollback"
 
 
-def refusal(original: Row) -> errors.ServiceError | None:
+def refusal(original: ActionRecord) -> errors.ServiceError | None:
     """NOT_ROLLBACKABLE / ALREADY_ROLLED_BACK / NOT_COMPLETED, or None when it may be undone."""
-    action_id = str(original["action_id"])
-    if original["action_type"] == ROLLBACK:
+    action_id = str(original.action_id)
+    if original.action_type == ROLLBACK:
         return errors.rollback_refused(
             "NOT_ROLLBACKABLE", action_id, "a rollback cannot be rolled back"
         )
-    if original["status"] == ActionStatus.ROLLED_BACK:
+    if original.status == ActionStatus.ROLLED_BACK:
         return errors.rollback_refused(
             "ALREADY_ROLLED_BACK",
             action_id,
-            f"action {action_id} was already rolled back by {original['rollback_action_id']}",
+            f"action {action_id} was already rolled back by {original.rollback_action_id}",
         )
-    if original["status"] != ActionStatus.COMPLETED:
+    if original.status != ActionStatus.COMPLETED:
         # Denied and failed actions changed nothing (and are recorded as not rollbackable).
         return errors.rollback_refused(
-            "NOT_COMPLETED", action_id, f"action {action_id} is {original['status']}, not completed"
+            "NOT_COMPLETED", action_id, f"action {action_id} is {original.status}, not completed"
         )
-    if not original["can_rollback"]:
+    if not original.can_rollback:
         return errors.rollback_refused(
-            "NOT_ROLLBACKABLE", action_id, f"{original['action_type']} cannot be rolled back"
+            "NOT_ROLLBACKABLE", action_id, f"{original.action_type} cannot be rolled back"
         )
     return None
 
 
-def summarize(kind: ActionKind, kept: Sequence[Change], skipped: Sequence[Skip]) -> dict[str, Any]:
+def summarize(
+    kind: ActionKind[Any], kept: Sequence[Change], skipped: Sequence[Skip]
+) -> dict[str, Any]:
     """The rollback's result: what was restored (from → to) and what was skipped."""
     result = kind.summarize([c.inverted() for c in kept])
     result.update(authorize.result_skips(skipped))
@@ -85,8 +87,8 @@ class RollbackIntent(Intent):
         self.workspace_id = cmd.workspace_id
         self.validate_only = cmd.validate_only
         self.permission = access.ROLLBACK
-        self.original: asyncpg.Record | None = None
-        self.kind: ActionKind | None = None
+        self.original: ActionRecord | None = None
+        self.kind: ActionKind[Any] | None = None
         self.planned = RollbackPlan([], {})
         self.undo: Grant | None = None  # None: nothing restorable, so nothing asked
 
@@ -94,7 +96,7 @@ class RollbackIntent(Intent):
         """:func:`fingerprint` of the command."""
         return fingerprint(self.cmd)
 
-    async def resolve(self, conn: Conn, call: Call) -> tuple[asyncpg.Record | None, Target | None]:
+    async def resolve(self, conn: Conn, call: Call) -> tuple[ActionRecord | None, Target | None]:
         """The key (not for a preview), then the original action and its target."""
         cmd = self.cmd
         if not cmd.validate_only:
@@ -107,7 +109,7 @@ class RollbackIntent(Intent):
         if self.original is None:
             return None, None
         target = await store.targets.look_up(
-            conn, cmd.workspace_id, self.original["scope"], self.original["target_id"]
+            conn, cmd.workspace_id, self.original.scope, self.original.target_id
         )
         return None, target
 
@@ -125,10 +127,10 @@ class RollbackIntent(Intent):
     def precheck(self, target: Target) -> None:
         """NOT_ROLLBACKABLE / ALREADY_ROLLED_BACK / NOT_COMPLETED; an unknown kind."""
         original = self._original()
-        self.kind = catalog.get(original["action_type"])
+        self.kind = catalog.get(original.action_type)
         refused = refusal(original)
         if refused is not None or self.kind is None or self.kind.undo_permission is None:
-            raise refused or errors.internal(f"unknown action type {original['action_type']}")
+            raise refused or errors.internal(f"unknown action type {original.action_type}")
 
     async def authorize_changes(
         self,
@@ -176,12 +178,12 @@ class RollbackIntent(Intent):
         """Lock the original, plan again under the locks, restore what was granted."""
         return _effect(new, self._kind(), self.cmd, self.undo)
 
-    def _original(self) -> asyncpg.Record:
+    def _original(self) -> ActionRecord:
         if self.original is None:  # pragma: no cover - resolve found it before
             raise RuntimeError("the original action was not looked up")
         return self.original
 
-    def _kind(self) -> ActionKind:
+    def _kind(self) -> ActionKind[Any]:
         if self.kind is None:  # pragma: no cover - the precheck set it
             raise RuntimeError("the original's kind was not checked")
         return self.kind
@@ -207,7 +209,7 @@ def _split(undo: Grant | None, planned: RollbackPlan) -> tuple[list[Change], lis
 
 
 def _new_action(
-    cmd: RollbackCommand, call: Call, request_fp: str, original: Row, gate: Grant
+    cmd: RollbackCommand, call: Call, request_fp: str, original: ActionRecord, gate: Grant
 ) -> NewAction:
     params: dict[str, Any] = {
         "action_id": str(cmd.action_id),
@@ -219,8 +221,8 @@ def _new_action(
         action_id=uuid.uuid4(),
         workspace_id=cmd.workspace_id,
         action_type=ROLLBACK,
-        scope=original["scope"],
-        target_id=original["target_id"],
+        scope=original.scope,
+        target_id=original.target_id,
         params=params,
         reason=cmd.reason,
         subject=call.subject,
@@ -236,9 +238,9 @@ def _new_action(
 
 
 def _effect(
-    new: NewAction, kind: ActionKind, cmd: RollbackCommand, undo: Grant | None
+    new: NewAction, kind: ActionKind[Any], cmd: RollbackCommand, undo: Grant | None
 ) -> lifecycle.Effect:
-    async def effect(conn: Conn, row: asyncpg.Record) -> Outcome:
+    async def effect(conn: Conn, row: ActionRecord) -> Outcome:
         # Locking the original first serialises concurrent rollbacks: one wins.
         original = one(
             await store.actions.lock_for_rollback(conn, cmd.workspace_id, cmd.action_id),

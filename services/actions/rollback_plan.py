@@ -13,8 +13,8 @@ import asyncpg
 from services.actions import store
 from services.actions.authorize import Skip
 from services.actions.catalog import Change
-from services.actions.db import Conn, Row
-from services.actions.model import AgentStatus, Scope, TargetKind
+from services.actions.db import Conn
+from services.actions.model import ActionRecord, AgentStatus, Scope, TargetKind
 from services.common.names import FLEET_PATH, agent_path, department_path
 
 SUPERSEDED = "superseded"
@@ -62,10 +62,10 @@ async def _owners(
     return await store.budgets.owners(conn, workspace_id, keys, lock=lock)
 
 
-async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
+async def plan(conn: Conn, original: ActionRecord, *, lock: bool) -> RollbackPlan:
     """Split the original's targets into restorable and superseded (locked with ``lock``)."""
-    rows = await store.actions.targets(conn, original["action_id"])
-    workspace_id = original["workspace_id"]
+    rows = await store.actions.targets(conn, original.action_id)
+    workspace_id = original.workspace_id
     keys = {
         kind: [r["target_key"] for r in rows if r["target_kind"] == kind] for kind in TargetKind
     }
@@ -91,7 +91,7 @@ async def plan(conn: Conn, original: Row, *, lock: bool) -> RollbackPlan:
         if owner is not None and owner["status"] == AgentStatus.RETIRED:
             # Retired by the inventory (not an action): never brought back by a rollback.
             superseded[label] = AgentStatus.RETIRED
-        elif owner is not None and owner["last_action_id"] == original["action_id"]:
+        elif owner is not None and owner["last_action_id"] == original.action_id:
             restore.append(Change(r["target_kind"], r["target_key"], r["before"], r["after"], path))
         else:
             superseded[label] = str(None if owner is None else owner["last_action_id"])

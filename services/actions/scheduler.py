@@ -29,7 +29,7 @@ import asyncpg
 from services.actions import idempotency, lifecycle, store
 from services.actions.catalog.resume_agent import ACTION as RESUME
 from services.actions.db import Conn
-from services.actions.model import NewAction, Outcome
+from services.actions.model import ActionRecord, NewAction, Outcome
 from services.common import tracing
 from services.common.status import ServiceError
 
@@ -99,7 +99,7 @@ async def _resume_one(
         )
         new = _new_action(pause, attempts + 1)
 
-        async def effect(conn: Conn, _row: asyncpg.Record) -> Outcome:
+        async def effect(conn: Conn, _row: ActionRecord) -> Outcome:
             changes = await RESUME.plan_expired(conn, workspace_id, pause_id)
             await RESUME.apply(conn, workspace_id, changes, new.action_id)
             return Outcome(RESUME.summarize(changes), changes=changes)
@@ -110,11 +110,11 @@ async def _resume_one(
             "expired pause of action %s resumed",
             pause_id,
             extra={
-                "action_id": str(done["action_id"]),
+                "action_id": str(done.action_id),
                 "request_id": new.request_id,
                 "workspace_id": str(workspace_id),
                 "subject": SUBJECT,
                 "event": "scheduler.resumed",
             },
         )
-        return uuid.UUID(str(done["action_id"]))
+        return done.action_id

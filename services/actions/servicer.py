@@ -13,11 +13,11 @@ from typing import Any
 import grpc
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 
-from services.actions import catalog, convert, errors
+from services.actions import catalog, convert, errors, read_commands
 from services.actions.auth import Authenticator
 from services.actions.call import Call
 from services.actions.db import DATABASE_ERRORS, unavailable_detail
-from services.actions.events.watch import Watcher, to_event
+from services.actions.events.watch import Watcher
 from services.actions.executor import Executor
 from services.actions.permissions import Permissions
 from services.actions.reads import Reads
@@ -94,14 +94,16 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         self, request: actions_pb2.GetActionRequest, context: Context
     ) -> actions_pb2.Action:
         """One audit row."""
-        return convert.action(await self._reads.get_action(self._call(context), request))
+        call = self._call(context)
+        return convert.action(await self._reads.get_action(call, read_commands.action_ref(request)))
 
     @rpc
     async def ListActions(
         self, request: actions_pb2.ListActionsRequest, context: Context
     ) -> actions_pb2.ListActionsResponse:
         """A page of audit rows, newest first."""
-        page = await self._reads.list_actions(self._call(context), request)
+        call = self._call(context)
+        page = await self._reads.list_actions(call, read_commands.list_actions(request))
         return actions_pb2.ListActionsResponse(
             actions=[convert.action(r) for r in page.rows],
             next_page_token=page.next_page_token,
@@ -112,9 +114,10 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         self, request: actions_pb2.ListActionEventsRequest, context: Context
     ) -> actions_pb2.ListActionEventsResponse:
         """One action's events in seq order, each as WatchActions sends it."""
-        rows = await self._reads.list_action_events(self._call(context), request)
+        call = self._call(context)
+        rows = await self._reads.list_action_events(call, read_commands.action_ref(request))
         return actions_pb2.ListActionEventsResponse(
-            events=[to_event(r["workspace_id"], r) for r in rows]
+            events=[convert.to_event(r["workspace_id"], r) for r in rows]
         )
 
     @rpc
@@ -133,14 +136,16 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         self, request: actions_pb2.GetAgentRequest, context: Context
     ) -> actions_pb2.Agent:
         """One agent's control state."""
-        return convert.agent(await self._reads.get_agent(self._call(context), request))
+        call = self._call(context)
+        return convert.agent(await self._reads.get_agent(call, read_commands.agent_ref(request)))
 
     @rpc
     async def ListAgents(
         self, request: actions_pb2.ListAgentsRequest, context: Context
     ) -> actions_pb2.ListAgentsResponse:
         """A page of agents."""
-        page = await self._reads.list_agents(self._call(context), request)
+        call = self._call(context)
+        page = await self._reads.list_agents(call, read_commands.list_agents(request))
         return actions_pb2.ListAgentsResponse(
             agents=[convert.agent(r) for r in page.rows],
             next_page_token=page.next_page_token,
@@ -165,6 +170,7 @@ class ActionServicer(actions_pb2_grpc.ActionServiceServicer):
         Each event goes out as the bytes of its ActionEvent, serialized once per workspace
         by its feed (the registration passes bytes through unchanged).
         """
-        events = await self._watcher.open(self._call(context), request)
+        call = self._call(context)
+        events = await self._watcher.open(call, read_commands.watch(request))
         async for event in events:
             yield event

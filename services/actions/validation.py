@@ -37,7 +37,7 @@ class ExecuteCommand:
     reason: str
     request_id: str
     validate_only: bool
-    kind: ActionKind
+    kind: ActionKind[Any]
     params: Any  # the params message of ``kind``
     skip_denied: bool = False
 

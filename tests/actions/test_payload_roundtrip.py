@@ -1,7 +1,7 @@
 """An event's payload and its audit row say the same thing, in both directions.
 
 ``documents.snapshot`` makes the payload an event stores (and hashes) from a row;
-``watch.payload_row`` reads a payload back in the row shape ``convert.action`` reads.
+``documents.payload_row`` reads a payload back in the row shape ``convert.action`` reads.
 They are exact inverses on payloads, and an Action read from an event (WatchActions,
 ListActionEvents) equals the Action read from its row (GetAction), for any row the
 schema admits, including one stored as jsonb and read back.
@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 from services.actions import catalog, convert
 from services.actions.audit import documents
-from services.actions.events.watch import payload_row
 from services.actions.model import ActionStatus, Scope
 
 _IDS = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,15}", fullmatch=True)
@@ -80,14 +79,14 @@ def _stored(payload: dict[str, Any]) -> dict[str, Any]:
 @given(rows())
 def test_a_payload_read_back_is_the_same_payload(row: dict[str, Any]) -> None:
     payload = _stored(documents.snapshot(row))
-    again = documents.snapshot(payload_row(payload))
+    again = documents.snapshot(documents.payload_row(payload))
     assert again == payload
     assert documents.canonical(again) == documents.canonical(payload)
 
 
 @given(rows())
 def test_the_action_from_an_event_is_the_action_from_its_row(row: dict[str, Any]) -> None:
-    from_event = convert.action(payload_row(_stored(documents.snapshot(row))))
+    from_event = convert.action(documents.payload_row(_stored(documents.snapshot(row))))
     assert from_event == convert.action(row)
 
 
@@ -119,4 +118,4 @@ def test_an_event_recorded_before_trace_ids_reads_as_untraced() -> None:
     }
     payload = _stored(documents.snapshot(row))
     assert "trace_id" not in payload  # such an event's bytes are what they always were
-    assert convert.action(payload_row(payload)).trace_id == ""
+    assert convert.action(documents.payload_row(payload)).trace_id == ""

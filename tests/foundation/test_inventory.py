@@ -9,12 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.actions.inventory import (
-    ImportResult,
-    InventoryError,
-    import_agents,
-    read_inventory,
-)
+from services.actions.inventory import ImportResult, import_agents
+from services.actions.inventory_file import InventoryError, read_inventory
 from tests.conftest import NewWorkspace, Workspace
 from tests.foundation.conftest import PYTHON, REPO, clean_env
 

@@ -21,8 +21,8 @@ import pytest
 from fleetward.actions.v1 import actions_pb2
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
+from services.actions import convert
 from services.actions.catalog.pause_agent import PauseAgent
-from services.actions.events import watch
 from services.policy.servicer import PolicyServicer
 from tests.actions.helpers import Api, details
 from tests.conftest import Secrets
@@ -121,7 +121,7 @@ async def test_an_exception_inside_a_watch_stream_is_internal_with_error_info(
     def explode(*args: Any) -> Any:
         raise KeyError(MARKER)
 
-    monkeypatch.setattr(watch, "to_event", explode)
+    monkeypatch.setattr(convert, "to_event", explode)
     stream = rel_api.stub.WatchActions(
         actions_pb2.WatchActionsRequest(workspace_id=str(ws)), metadata=rel_api.auth("bob")
     )

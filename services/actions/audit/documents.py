@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,13 @@ def iso(value: datetime | None) -> str | None:
         return None
     # isoformat is strftime("%Y-%m-%dT%H:%M:%S.%fZ") for years 1000..9999, at 2/3 the cost.
     return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def parse_iso(value: object) -> datetime | None:
+    """The inverse of :func:`iso`."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def canonical(value: Any) -> bytes:
@@ -104,6 +111,21 @@ def snapshot(row: Row) -> dict[str, Any]:
     if row["trace_id"] is not None:
         snap["trace_id"] = row["trace_id"]
     return snap
+
+
+def payload_row(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`snapshot`: an event payload in the row shape it was made from
+    (the shape :func:`services.actions.convert.action` reads).
+    """
+    actor = payload.get("actor") or {}
+    row = dict(payload)
+    row["action_params"] = payload.get("params")
+    row["actor_user_id"] = actor.get("subject", "")
+    row["actor_role"] = ",".join(actor.get("roles", ()))
+    row.setdefault("trace_id", None)  # events recorded before actions had one
+    for name in ("created_at", "started_at", "completed_at", "rolled_back_at"):
+        row[name] = parse_iso(payload.get(name))
+    return row
 
 
 def _str(value: object) -> str | None:

@@ -156,6 +156,29 @@ SELECT to_regclass('workspaces') IS NOT NULL AND to_regclass('action_events') IS
    AND to_regclass('action_audit_log') IS NOT NULL AND to_regclass('action_targets') IS NOT NULL"""
 
 
+def _bad_signatures(checkpoints: reader.CheckpointSet, workspace: uuid.UUID | None) -> list[Break]:
+    """The checkpoint lines that do not verify, of ``workspace`` (or of every one)."""
+    return [
+        Break(bad.workspace_id, None, "bad_signature", f"{bad.path}:{bad.line}: {bad.detail}")
+        for bad in checkpoints.bad
+        if workspace is None or bad.workspace_id in (None, workspace)
+    ]
+
+
+async def _workspaces(
+    conn: Conn, workspace: uuid.UUID | None, checkpoints: reader.CheckpointSet | None
+) -> list[uuid.UUID]:
+    """The workspaces to verify: every one (or ``workspace``) the database or a checkpoint
+    knows; one gone from the database entirely is still checked against its checkpoints.
+    """
+    ids = await store.events.chained_workspaces(conn, workspace)
+    if checkpoints is None:
+        return ids
+    if workspace is None:
+        return sorted(set(ids) | set(checkpoints.by_workspace))
+    return [workspace] if workspace in checkpoints.by_workspace else ids
+
+
 async def verify(
     dsn: str,
     workspace: uuid.UUID | None = None,
@@ -177,25 +200,15 @@ async def verify(
         executor = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))
     parallel = None if executor is None else Parallel(dsn, executor, parallel_from or 0)
     if checkpoints is not None:
-        for bad in checkpoints.bad:
-            if workspace is None or bad.workspace_id in (None, workspace):
-                found = Break(
-                    bad.workspace_id, None, "bad_signature", f"{bad.path}:{bad.line}: {bad.detail}"
-                )
-                report.breaks.append(found)
-                emit(str(found))
+        for found in _bad_signatures(checkpoints, workspace):
+            report.breaks.append(found)
+            emit(str(found))
     conn = await asyncpg.connect(dsn)
     try:
         if await conn.fetchval(SCHEMA_PRESENT) is not True:
             raise NoSchema("no Fleetward schema here (run migrate?)")
         await init_connection(conn)
-        ids = await store.events.chained_workspaces(conn, workspace)
-        if workspace is None:
-            if checkpoints is not None:  # a workspace gone from the database entirely
-                ids = sorted(set(ids) | set(checkpoints.by_workspace))
-        else:
-            if checkpoints is not None and workspace in checkpoints.by_workspace:
-                ids = [workspace]
+        ids = await _workspaces(conn, workspace, checkpoints)
         start = time.perf_counter()
         for workspace_id in ids:
             signed = () if checkpoints is None else checkpoints.by_workspace.get(workspace_id, [])

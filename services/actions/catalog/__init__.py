@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from typing import Any
 
 from services.actions.catalog._base import (
     RESULT_AGENT_LIMIT,
@@ -31,9 +32,9 @@ __all__ = [
 
 
 @functools.cache
-def registry() -> dict[str, ActionKind]:
+def registry() -> dict[str, ActionKind[Any]]:
     """Every action type by name, discovered from the modules of this package."""
-    found: dict[str, ActionKind] = {}
+    found: dict[str, ActionKind[Any]] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -45,6 +46,6 @@ def registry() -> dict[str, ActionKind]:
     return found
 
 
-def get(name: str) -> ActionKind | None:
+def get(name: str) -> ActionKind[Any] | None:
     """The action type ``name``, or None."""
     return registry().get(name)

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 
 from services.actions import store
-from services.actions.audit.documents import iso
-from services.actions.catalog._base import ActionKind, Change, Target
+from services.actions.audit.documents import iso, parse_iso
+from services.actions.catalog._base import ActionKind, Change, P, Target
 from services.actions.db import Conn
 from services.actions.model import Scope, TargetKind
 from services.common.names import agent_path
@@ -44,13 +44,6 @@ def agent_change(row: asyncpg.Record, before: dict[str, Any], after: dict[str, A
     )
 
 
-def parse_iso(value: object) -> datetime | None:
-    """The inverse of :func:`iso`."""
-    if value is None:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def status_state(status: str, paused_until: datetime | None) -> dict[str, str | None]:
     """The JSON before/after of a pause or resume."""
     return {"status": status, "paused_until": iso(paused_until)}
@@ -76,7 +69,7 @@ async def apply_status(
     )
 
 
-class AgentStatusKind(ActionKind):
+class AgentStatusKind(ActionKind[P]):
     """An action whose changes are agents' status and ``paused_until`` (pause, resume)."""
 
     changes_agents = True

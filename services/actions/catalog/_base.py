@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -68,12 +68,17 @@ class Change:
         return f"{self.kind}/{self.key}"
 
 
-class ActionKind(ABC):
-    """One action type of the catalog (one module per type under ``catalog/``)."""
+P = TypeVar("P", bound=Message)
+
+
+class ActionKind(ABC, Generic[P]):
+    """One action type of the catalog (one module per type under ``catalog/``), generic over
+    its params message ``P``: every method that takes the params takes exactly that type.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
-    params_message: ClassVar[type[Message]]
+    params_message: type[P]
     scopes: ClassVar[tuple[Scope, ...]]
     can_rollback: ClassVar[bool]
     # Whether the effect changes the agents in the target (so a department or fleet
@@ -97,15 +102,15 @@ class ActionKind(ABC):
         """Whether an action at ``scope`` changes resources other than the target's path."""
         return self.changes_agents and scope != Scope.AGENT
 
-    def validate(self, params: Any) -> list[FieldViolation]:
+    def validate(self, params: P) -> list[FieldViolation]:
         """Field violations of the params message (field paths start with the type name)."""
         return []
 
     @abstractmethod
-    def params_json(self, params: Any) -> dict[str, Any]:
+    def params_json(self, params: P) -> dict[str, Any]:
         """The params as given, as a JSON object (stored, fingerprinted, shown)."""
 
-    def precheck(self, target: Target, params: Any, now: datetime) -> None:
+    def precheck(self, target: Target, params: P, now: datetime) -> None:
         """Refuse, before anything is recorded, a request that cannot change anything.
 
         No action touches a retired agent.
@@ -118,7 +123,7 @@ class ActionKind(ABC):
         self,
         conn: Conn,
         target: Target,
-        params: Any,
+        params: P,
         now: datetime,
         *,
         lock: bool,

@@ -24,7 +24,7 @@ DEFAULT_MINUTES = 30
 MAX_MINUTES = 10080
 
 
-class PauseAgent(AgentStatusKind):
+class PauseAgent(AgentStatusKind[actions_pb2.PauseAgentParams]):
     """Pause one agent, a department or the fleet, for a while or indefinitely."""
 
     name = "pause_agent"
@@ -38,7 +38,7 @@ class PauseAgent(AgentStatusKind):
     can_rollback = True
     undone_by = "resume_agent"
 
-    def validate(self, params: Any) -> list[FieldViolation]:
+    def validate(self, params: actions_pb2.PauseAgentParams) -> list[FieldViolation]:
         """duration_minutes in 1..10080, not together with indefinite."""
         out: list[FieldViolation] = []
         if params.HasField("duration_minutes"):
@@ -56,7 +56,7 @@ class PauseAgent(AgentStatusKind):
                 )
         return out
 
-    def params_json(self, params: Any) -> dict[str, Any]:
+    def params_json(self, params: actions_pb2.PauseAgentParams) -> dict[str, Any]:
         """The fields that were set."""
         out: dict[str, Any] = {}
         if params.HasField("duration_minutes"):
@@ -65,7 +65,7 @@ class PauseAgent(AgentStatusKind):
             out["indefinite"] = True
         return out
 
-    def precheck(self, target: Target, params: Any, now: datetime) -> None:
+    def precheck(self, target: Target, params: actions_pb2.PauseAgentParams, now: datetime) -> None:
         """An agent-scope pause of a paused agent must end later than its pause does."""
         super().precheck(target, params, now)
         if target.scope == Scope.AGENT and target.agent_status == AgentStatus.PAUSED:
@@ -75,7 +75,7 @@ class PauseAgent(AgentStatusKind):
         self,
         conn: Conn,
         target: Target,
-        params: Any,
+        params: actions_pb2.PauseAgentParams,
         now: datetime,
         *,
         lock: bool,
@@ -96,7 +96,7 @@ class PauseAgent(AgentStatusKind):
         return changes
 
 
-def _until(params: Any, now: datetime) -> datetime | None:
+def _until(params: actions_pb2.PauseAgentParams, now: datetime) -> datetime | None:
     """When the requested pause ends; None when indefinite."""
     if params.indefinite:
         return None

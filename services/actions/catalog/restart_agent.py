@@ -24,7 +24,7 @@ from services.actions.db import Conn
 from services.actions.model import AgentStatus, Scope
 
 
-class RestartAgent(ActionKind):
+class RestartAgent(ActionKind[actions_pb2.RestartAgentParams]):
     """Ask one agent to restart. Cannot be rolled back."""
 
     name = "restart_agent"
@@ -35,7 +35,7 @@ class RestartAgent(ActionKind):
     changes_agents = True
     undone_by = None
 
-    def params_json(self, params: Any) -> dict[str, Any]:
+    def params_json(self, params: actions_pb2.RestartAgentParams) -> dict[str, Any]:
         """No parameters."""
         return {}
 
@@ -43,7 +43,7 @@ class RestartAgent(ActionKind):
         self,
         conn: Conn,
         target: Target,
-        params: Any,
+        params: actions_pb2.RestartAgentParams,
         now: datetime,
         *,
         lock: bool,

@@ -20,7 +20,7 @@ from services.actions.db import Conn
 from services.actions.model import AgentStatus, Scope
 
 
-class ResumeAgent(AgentStatusKind):
+class ResumeAgent(AgentStatusKind[actions_pb2.ResumeAgentParams]):
     """Resume the paused agents of one agent, a department or the fleet."""
 
     name = "resume_agent"
@@ -33,11 +33,13 @@ class ResumeAgent(AgentStatusKind):
     can_rollback = True
     undone_by = "pause_agent"
 
-    def params_json(self, params: Any) -> dict[str, Any]:
+    def params_json(self, params: actions_pb2.ResumeAgentParams) -> dict[str, Any]:
         """No parameters."""
         return {}
 
-    def precheck(self, target: Target, params: Any, now: datetime) -> None:
+    def precheck(
+        self, target: Target, params: actions_pb2.ResumeAgentParams, now: datetime
+    ) -> None:
         """An active agent at agent scope is already resumed."""
         super().precheck(target, params, now)
         if target.scope == Scope.AGENT and target.agent_status != AgentStatus.PAUSED:
@@ -47,7 +49,7 @@ class ResumeAgent(AgentStatusKind):
         self,
         conn: Conn,
         target: Target,
-        params: Any,
+        params: actions_pb2.ResumeAgentParams,
         now: datetime,
         *,
         lock: bool,

@@ -24,7 +24,7 @@ def budget_key(scope: str, target_id: str) -> str:
     return f"{scope}:{target_id}"
 
 
-class SetBudget(ActionKind):
+class SetBudget(ActionKind[actions_pb2.SetBudgetParams]):
     """Set or clear a monthly budget of an agent, a department or the fleet."""
 
     name = "set_budget"
@@ -38,7 +38,7 @@ class SetBudget(ActionKind):
     changes_agents = False  # only the target's own budget
     undone_by = "set_budget"
 
-    def validate(self, params: Any) -> list[FieldViolation]:
+    def validate(self, params: actions_pb2.SetBudgetParams) -> list[FieldViolation]:
         """Exactly one of monthly_limit_cents and clear; the limit in range."""
         has_limit = params.HasField("monthly_limit_cents")
         if has_limit == params.clear:
@@ -49,7 +49,7 @@ class SetBudget(ActionKind):
             return [FieldViolation("set_budget.monthly_limit_cents", "must be 0..10^12")]
         return []
 
-    def params_json(self, params: Any) -> dict[str, Any]:
+    def params_json(self, params: actions_pb2.SetBudgetParams) -> dict[str, Any]:
         """The field that was set."""
         if params.clear:
             return {"clear": True}
@@ -59,7 +59,7 @@ class SetBudget(ActionKind):
         self,
         conn: Conn,
         target: Target,
-        params: Any,
+        params: actions_pb2.SetBudgetParams,
         now: datetime,
         *,
         lock: bool,

@@ -25,24 +25,21 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import asyncpg
-from fleetward.actions.v1 import actions_pb2
-from google.protobuf import timestamp_pb2
 
 from services.actions import access, convert, errors, store
 from services.actions.call import Call
-from services.actions.events.feed import FeedHub, Tail
+from services.actions.events.feed import FeedHub
 from services.actions.events.notifier import EventNotifier
 from services.actions.events.replay import ReplayBudget
+from services.actions.events.tail import Tail
 from services.actions.metrics import WATCH_STREAMS
 from services.actions.policy_gateway import PolicyGateway
-from services.actions.validation import parse_uuid
+from services.actions.read_commands import WatchCommand
 from services.common.names import FLEET_PATH
 from services.common.status import FieldViolation, invalid_argument, unauthenticated
 
@@ -66,44 +63,6 @@ class StreamLimits:
     per_subject: int = 100
     replay_events_per_s: float = 5000.0
     replays_per_subject: int = 2
-
-
-def _parse_time(value: object) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def payload_row(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """An event payload (``documents.snapshot``) in the row shape :func:`convert.action` reads."""
-    actor = payload.get("actor") or {}
-    row = dict(payload)
-    row["action_params"] = payload.get("params")
-    row["actor_user_id"] = actor.get("subject", "")
-    row["actor_role"] = ",".join(actor.get("roles", ()))
-    row.setdefault("trace_id", None)  # events recorded before actions had one
-    for name in ("created_at", "started_at", "completed_at", "rolled_back_at"):
-        row[name] = _parse_time(payload.get(name))
-    return row
-
-
-def to_event(workspace_id: uuid.UUID, row: asyncpg.Record) -> actions_pb2.ActionEvent:
-    """One ``action_events`` row as an ActionEvent."""
-    created = timestamp_pb2.Timestamp()
-    created.FromDatetime(row["created_at"])
-    return actions_pb2.ActionEvent(
-        workspace_id=str(workspace_id),
-        seq=row["seq"],
-        event_type=row["event_type"],
-        action=convert.action(payload_row(row["payload"])),
-        created_at=created,
-        hash=row["hash"],
-    )
-
-
-def event_bytes(workspace_id: uuid.UUID, row: asyncpg.Record) -> bytes:
-    """One ``action_events`` row as the bytes of its ActionEvent (what a stream sends)."""
-    return to_event(workspace_id, row).SerializeToString()
 
 
 class Watcher:
@@ -132,7 +91,9 @@ class Watcher:
         self._policy = policy
         self._page_size = page_size
         self._limits = limits
-        self._feeds = FeedHub(pool, notifier, event_bytes, page_size=page_size, buffer=TAIL_BUFFER)
+        self._feeds = FeedHub(
+            pool, notifier, convert.event_bytes, page_size=page_size, buffer=TAIL_BUFFER
+        )
         self._replays = ReplayBudget(limits.replay_events_per_s, limits.replays_per_subject)
         self._notifier = notifier
         self._open = 0
@@ -162,28 +123,17 @@ class Watcher:
         self._feeds.wake_all()
         self._notifier.wake_all()
 
-    async def open(
-        self, call: Call, request: actions_pb2.WatchActionsRequest
-    ) -> AsyncIterator[bytes]:
-        """Validate and authorize (``actions:read`` on ``fleet``); return the stream.
+    async def open(self, call: Call, cmd: WatchCommand) -> AsyncIterator[bytes]:
+        """Authorize (``actions:read`` on ``fleet``); return the stream.
 
-        Raises INVALID_ARGUMENT (also for ``live_only`` with an ``after_seq``) or
-        PERMISSION_DENIED (also for a workspace that does not exist, unless the caller may
-        read it). The stream itself raises, before its first event, RESOURCE_EXHAUSTED
-        ``TOO_MANY_STREAMS``, NOT_FOUND, or INVALID_ARGUMENT for an ``after_seq`` beyond
-        the workspace's last event.
+        Raises PERMISSION_DENIED (also for a workspace that does not exist, unless the
+        caller may read it). The stream itself raises, before its first event,
+        RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``, NOT_FOUND, or INVALID_ARGUMENT for an
+        ``after_seq`` beyond the workspace's last event.
         """
-        out: list[FieldViolation] = []
-        workspace_id = parse_uuid(request.workspace_id, "workspace_id", out)
-        if request.after_seq < 0:
-            out.append(FieldViolation("after_seq", "must be 0 or more"))
-        elif request.after_seq and request.live_only:
-            out.append(FieldViolation("after_seq", "must be 0 with live_only"))
-        if out:
-            raise invalid_argument(out)
         call.ensure_time_left()
-        await access.require(self._policy, call, workspace_id, access.READ, FLEET_PATH)
-        return self._stream(call, workspace_id, request.after_seq, live_only=request.live_only)
+        await access.require(self._policy, call, cmd.workspace_id, access.READ, FLEET_PATH)
+        return self._stream(call, cmd.workspace_id, cmd.after_seq, live_only=cmd.live_only)
 
     def _admit(self, subject: str) -> None:
         """Count a new stream, or RESOURCE_EXHAUSTED ``TOO_MANY_STREAMS``."""
@@ -285,7 +235,7 @@ class Watcher:
                 return
             await self._replays.spend(len(rows))
             for row in rows:
-                yield event_bytes(workspace_id, row)
+                yield convert.event_bytes(workspace_id, row)
                 at.last = row["seq"]
                 if self._closing:
                     return

@@ -19,7 +19,7 @@ import asyncpg
 from services.actions.audit import documents
 from services.actions.catalog._base import Change
 from services.actions.db import Conn, Row
-from services.actions.model import ActionStatus, NewAction
+from services.actions.model import ActionRecord, ActionStatus, NewAction
 from services.actions.store import events
 from services.common import names
 
@@ -88,10 +88,10 @@ WHERE action_id = $1 ORDER BY target_kind, target_key"""
 
 async def claim(
     conn: Conn, lock_key: int, new: NewAction, created_at: datetime
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Insert ``new`` as ``pending`` with its event; None when its key is already taken."""
     event = documents.event_for(new.row(ActionStatus.PENDING, created_at))
-    row: asyncpg.Record | None = await conn.fetchrow(
+    row = await conn.fetchrow(
         CLAIM,
         lock_key,
         *new.insert_args(),
@@ -101,7 +101,7 @@ async def claim(
         documents.doc_tail(new.workspace_id),
         names.NOTIFY_CHANNEL,
     )
-    return row
+    return ActionRecord.maybe(row)
 
 
 async def complete(
@@ -112,11 +112,11 @@ async def complete(
     result: Any,
     changes: Sequence[Change],
     chained: Sequence[events.Event],
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Mark the claimed action ``in_progress`` then ``completed`` with ``result``, write its
     ``action_targets`` and append ``chained``; the final row.
     """
-    row: asyncpg.Record | None = await conn.fetchrow(
+    row = await conn.fetchrow(
         COMPLETE,
         new.action_id,
         started_at,
@@ -128,7 +128,7 @@ async def complete(
         [c.after for c in changes],
         *events.append_args(new.workspace_id, chained, completed_at),
     )
-    return row
+    return ActionRecord.maybe(row)
 
 
 async def fail(
@@ -137,29 +137,25 @@ async def fail(
     action_id: uuid.UUID,
     error_message: str,
     error_details: Row,
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Mark a pending/in_progress action ``failed`` with its event; None if already final."""
     async with conn.transaction():
-        row: asyncpg.Record | None = await conn.fetchrow(
-            FAIL, action_id, error_message, dict(error_details)
-        )
+        row = await conn.fetchrow(FAIL, action_id, error_message, dict(error_details))
         if row is not None:
             await events.append(conn, workspace_id, [documents.event_for(row)])
-    return row
+    return ActionRecord.maybe(row)
 
 
 async def record_denied(
     conn: Conn, new: NewAction, error_message: str, error_details: Row
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Insert ``new`` as ``denied`` with its event (in the caller's transaction); None when
     its key is already taken.
     """
-    row: asyncpg.Record | None = await conn.fetchrow(
-        INSERT_DENIED, *new.insert_args(), error_message, dict(error_details)
-    )
+    row = await conn.fetchrow(INSERT_DENIED, *new.insert_args(), error_message, dict(error_details))
     if row is not None:
         await events.append(conn, new.workspace_id, [documents.event_for(row)])
-    return row
+    return ActionRecord.maybe(row)
 
 
 async def lock_denials(conn: Conn, workspace_id: uuid.UUID, subject: str) -> None:
@@ -179,34 +175,34 @@ async def denial_wait(
 
 async def find_by_key(
     conn: Conn | asyncpg.Pool, workspace_id: uuid.UUID, subject: str, request_id: str
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """The row recorded under this idempotency key, if any."""
-    row: asyncpg.Record | None = await conn.fetchrow(BY_KEY, workspace_id, subject, request_id)
-    return row
+    row = await conn.fetchrow(BY_KEY, workspace_id, subject, request_id)
+    return ActionRecord.maybe(row)
 
 
 async def get(
     conn: Conn | asyncpg.Pool, workspace_id: uuid.UUID, action_id: uuid.UUID
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """The action's row, if the workspace has it."""
-    row: asyncpg.Record | None = await conn.fetchrow(GET, workspace_id, action_id)
-    return row
+    row = await conn.fetchrow(GET, workspace_id, action_id)
+    return ActionRecord.maybe(row)
 
 
 async def lock_for_rollback(
     conn: Conn, workspace_id: uuid.UUID, action_id: uuid.UUID
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """The action's row, locked against other rollbacks to the end of the transaction."""
-    row: asyncpg.Record | None = await conn.fetchrow(LOCK_FOR_ROLLBACK, workspace_id, action_id)
-    return row
+    row = await conn.fetchrow(LOCK_FOR_ROLLBACK, workspace_id, action_id)
+    return ActionRecord.maybe(row)
 
 
 async def mark_rolled_back(
     conn: Conn, action_id: uuid.UUID, rollback_id: uuid.UUID
-) -> asyncpg.Record | None:
+) -> ActionRecord | None:
     """Mark a completed action ``rolled_back`` by ``rollback_id``; the updated row."""
-    row: asyncpg.Record | None = await conn.fetchrow(MARK_ROLLED_BACK, action_id, rollback_id)
-    return row
+    row = await conn.fetchrow(MARK_ROLLED_BACK, action_id, rollback_id)
+    return ActionRecord.maybe(row)
 
 
 async def targets(conn: Conn, action_id: uuid.UUID) -> list[asyncpg.Record]:

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from services.actions.db import Conn, batches
+from services.actions.model import ActionRecord
 
 # ListActions' WHERE holds only the filters a request sets. With every filter written as
 # "$n IS NULL OR column = $n", PostgreSQL's generic plan (chosen after five executions of
@@ -95,10 +96,10 @@ async def page(
     filters: Mapping[str, Any],
     cursor: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> list[asyncpg.Record]:
+) -> list[ActionRecord]:
     """Up to ``limit`` rows matching ``filters``, newest first, after ``cursor``."""
     sql, args = page_statement(workspace_id, filters, cursor, limit)
-    return list(await conn.fetch(sql, *args))
+    return [ActionRecord.from_row(r) for r in await conn.fetch(sql, *args)]
 
 
 async def unfinished(conn: Conn, min_age_s: float) -> list[asyncpg.Record]:

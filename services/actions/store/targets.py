@@ -12,7 +12,7 @@ import asyncpg
 
 from services.actions.catalog._base import Target
 from services.actions.db import Conn
-from services.actions.model import Scope
+from services.actions.model import ActionRecord, Scope
 
 # One statement per scope: the target's columns (target_found false when it is unknown).
 # The keyed form also reads the row already recorded under the caller's idempotency key
@@ -108,14 +108,14 @@ async def look_up_keyed(
     target_id: str,
     subject: str,
     request_id: str,
-) -> tuple[asyncpg.Record | None, Target | None]:
+) -> tuple[ActionRecord | None, Target | None]:
     """In one round trip: the row already recorded under the key (if any) and the target."""
     row = await conn.fetchrow(
         KEYED[scope], *_args(workspace_id, scope, target_id), subject, request_id
     )
     target = _target(row, workspace_id, scope, target_id)
     assert row is not None  # _target raised otherwise
-    return (row if row["action_id"] is not None else None), target
+    return (ActionRecord.from_row(row) if row["action_id"] is not None else None), target
 
 
 async def look_up_many(
