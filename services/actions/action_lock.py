@@ -1,9 +1,10 @@
 """The action lock: a session advisory lock per action, held by its executor from before
 the pending row commits until the row is final (docs/architecture.md §5.2, §5.7).
 
-A pending or in-progress row whose lock is free was interrupted (by §5.2 nothing of its
-effect was committed). :func:`fail_if_orphaned` is the one place such a row is failed:
-the recovery job calls it for old unfinished rows, and an idempotent repeat for its own.
+A pending or in-progress row whose lock is free was interrupted (nothing of its effect
+was committed: the effect commits with the final status). :func:`fail_if_orphaned` is
+the one place such a row is failed: the recovery job calls it for old unfinished rows,
+and an idempotent repeat for its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The agents: the control state actions change (``agents``), read with their budgets.
 
-Agents are always locked in one order, ``agent_id`` within a workspace (docs/architecture.md
-§5.4), and retired agents are never changed by an action. Every statement has a name;
-a locked variant is its own statement.
+Agents are always locked in one order, ``agent_id`` within a workspace
+(docs/architecture.md §5.4), and retired agents are never changed by an action. Every
+statement has a name; a locked variant is its own statement.
 """
 
 from __future__ import annotations
