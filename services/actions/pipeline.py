@@ -15,6 +15,12 @@ steps, in this order:
 
 Each intent supplies only what differs: how it finds its target, what it plans and what
 its effect does.
+
+An action the service takes itself, as a ``system:`` actor (the expiring-pause resume), is
+a :class:`SystemIntent`, taken by :meth:`Pipeline.run_as_system` through steps 1, 2, 4
+and 6 only: its authority is the rule that made it (the pause it ends, re-checked under
+the job's claim), not the policy service, whose outage must not keep agents paused
+(docs/architecture.md §5.8). No RPC builds one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.actions import authorize, denials, idempotency, lifecycle
+from services.actions import authorize, denials, errors, idempotency, lifecycle
 from services.actions.authorize import Grant
 from services.actions.call import Call
 from services.actions.catalog import Target
@@ -34,6 +40,7 @@ from services.actions.db import Conn, Row
 from services.actions.denials import DenialLimit
 from services.actions.model import ActionRecord, NewAction
 from services.actions.policy_gateway import PolicyGateway
+from services.common.names import SYSTEM_PREFIX
 from services.common.status import ServiceError
 from services.common.tasks import TaskSet
 
@@ -108,6 +115,32 @@ class Intent(ABC):
         """Step 6: the effect, run inside the action's transaction (it locks and re-plans)."""
 
 
+class SystemIntent(ABC):
+    """An action the service takes itself, as a ``system:`` actor (one instance per run)."""
+
+    workspace_id: uuid.UUID
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """The action's fingerprint (what its idempotency key must always mean)."""
+
+    @abstractmethod
+    async def resolve(self, conn: Conn, call: Call) -> tuple[ActionRecord | None, Target | None]:
+        """Steps 1 and 2: the row already under the key, else the target (None: gone)."""
+
+    @abstractmethod
+    def new_action(self, call: Call, fingerprint: str) -> NewAction:
+        """The action to record."""
+
+    @abstractmethod
+    def precheck(self, target: Target) -> None:
+        """Step 4: raise what makes the action impossible."""
+
+    @abstractmethod
+    def effect(self, target: Target, new: NewAction) -> lifecycle.Effect:
+        """Step 6: the effect, run inside the action's transaction (it locks and re-plans)."""
+
+
 class Pipeline:
     """Runs intents (the base of the Execute and Rollback runners)."""
 
@@ -132,15 +165,31 @@ class Pipeline:
         self._tasks = tasks
         self._denial_limit = denial_limit
 
-    async def run(self, call: Call, intent: Intent) -> Row:
-        """The recorded (or, with ``validate_only``, previewed) action row."""
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The main database pool."""
+        return self._pool
+
+    async def _resolve(
+        self, call: Call, intent: Intent | SystemIntent, fingerprint: str
+    ) -> ActionRecord | Target | None:
+        """Steps 1 and 2: the original outcome under the key, else the target (or None).
+
+        The connection is not held across the policy call that follows.
+        """
         call.ensure_time_left()
-        fingerprint = intent.fingerprint()
-        # The key and the target; the connection is not held across the policy call.
         async with self._pool.acquire() as conn:
             existing, target = await intent.resolve(conn, call)
             if existing is not None:
                 return await idempotency.replay(conn, existing, fingerprint)
+        return target
+
+    async def run(self, call: Call, intent: Intent) -> Row:
+        """The recorded (or, with ``validate_only``, previewed) action row."""
+        fingerprint = intent.fingerprint()
+        target = await self._resolve(call, intent, fingerprint)
+        if isinstance(target, ActionRecord):
+            return target
         if target is None:
             raise await intent.not_found(self._policy, call)
         resource = target.resource
@@ -168,6 +217,20 @@ class Pipeline:
             return await intent.preview(self._pool, target, decided.new)
         return await self.record(call, decided.new, intent.effect(target, decided.new))
 
+    async def run_as_system(self, call: Call, intent: SystemIntent) -> ActionRecord:
+        """The recorded action of a ``system:`` actor: steps 1, 2, 4 and 6, no policy."""
+        if not call.subject.startswith(SYSTEM_PREFIX):  # a bug, never input: no RPC gets here
+            raise errors.internal("only a system actor acts without the policy")
+        fingerprint = intent.fingerprint()
+        target = await self._resolve(call, intent, fingerprint)
+        if isinstance(target, ActionRecord):
+            return target
+        if target is None:
+            raise errors.internal("the target of a system action is gone")
+        intent.precheck(target)
+        new = intent.new_action(call, fingerprint)
+        return await self.record(call, new, intent.effect(target, new))
+
     async def refuse(
         self, new: NewAction, grant: Grant, error: ServiceError, *, validate_only: bool
     ) -> Row:
@@ -180,7 +243,7 @@ class Pipeline:
         record = grant.has_role and not validate_only
         return await denials.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
-    async def record(self, call: Call, new: NewAction, effect: lifecycle.Effect) -> Row:
+    async def record(self, call: Call, new: NewAction, effect: lifecycle.Effect) -> ActionRecord:
         """Record ``new`` and run ``effect`` to its final status, shielded from the caller's
         cancellation (a recorded action always finishes); the final row.
         """

@@ -22,6 +22,7 @@ from services.actions.events.watch import StreamLimits, Watcher
 from services.actions.executor import Executor
 from services.actions.metrics import BACKGROUND_RUNS, track_pool
 from services.actions.permissions import Permissions
+from services.actions.pipeline import Pipeline
 from services.actions.policy_gateway import PolicyGateway
 from services.actions.reads import Reads
 from services.actions.recovery import recover_orphans
@@ -144,7 +145,7 @@ async def build_server(
         tasks,
         notifier,
         watcher,
-        _jobs(settings, pool, checkpointer),
+        _jobs(settings, Pipeline(pool, policy, tasks), checkpointer),
         checkpointer,
     )
 
@@ -194,12 +195,14 @@ def _servicer(
 
 
 def _jobs(
-    settings: ActionSettings, pool: asyncpg.Pool, checkpointer: Checkpointer | None
+    settings: ActionSettings, pipeline: Pipeline, checkpointer: Checkpointer | None
 ) -> list[PeriodicJob]:
-    """Crash recovery, expiring pauses and, when configured, the audit checkpoints."""
+    """Crash recovery, expiring pauses (recorded through ``pipeline``) and, when
+    configured, the audit checkpoints.
+    """
     jobs = [
-        _job("recovery", lambda: recover_orphans(pool), settings.recovery_interval_s),
-        _job("scheduler", lambda: resume_expired(pool), settings.scheduler_interval_s),
+        _job("recovery", lambda: recover_orphans(pipeline.pool), settings.recovery_interval_s),
+        _job("scheduler", lambda: resume_expired(pipeline), settings.scheduler_interval_s),
     ]
     if checkpointer is not None:
         jobs.append(_job("checkpoints", checkpointer.write_due, settings.checkpoint_interval_s))

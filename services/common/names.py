@@ -24,6 +24,8 @@ ID_RULE = f"must match ^{_ID}$"
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # A token's subject (a policy subject) is at most this long.
 MAX_SUBJECT = 256
+# The subjects of the service's own actors (the expiring-pause job); no token may carry one.
+SYSTEM_PREFIX = "system:"
 # The PostgreSQL channel every transaction that appends audit events notifies, once.
 NOTIFY_CHANNEL = "fleetward_events"
 

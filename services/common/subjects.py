@@ -9,10 +9,10 @@ import unicodedata
 
 from confusable_homoglyphs import confusables
 
-from services.common.names import MAX_SUBJECT
+from services.common.names import MAX_SUBJECT, SYSTEM_PREFIX
 
 SERVICE_PREFIX = "svc:"
-RESERVED_PREFIXES = (SERVICE_PREFIX, "system:")
+RESERVED_PREFIXES = (SERVICE_PREFIX, SYSTEM_PREFIX)
 
 
 def is_reserved(subject: str) -> bool:

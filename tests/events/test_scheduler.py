@@ -13,9 +13,13 @@ import asyncpg
 import pytest
 
 from services.actions.audit.verify import verify_workspace
+from services.actions.call import Call
 from services.actions.db import init_connection
-from services.actions.scheduler import REASON, SUBJECT, resume_expired
+from services.actions.pipeline import Pipeline
+from services.actions.scheduler import REASON, SUBJECT, ExpiredPause, resume_expired
 from services.actions.server import ActionServer
+from services.common.status import ServiceError
+from services.common.tokens import Principal
 from tests.actions.helpers import Api, agent_states
 from tests.conftest import NewWorkspace
 
@@ -37,10 +41,16 @@ async def second_pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-async def run_until_quiet(pool: asyncpg.Pool, workspace: uuid.UUID) -> None:
+def replica(server: ActionServer, pool: asyncpg.Pool | None = None) -> Pipeline:
+    """The scheduler's pipeline of the server (or of another replica's ``pool``)."""
+    return Pipeline(pool or server.pool, server.policy, server.tasks)
+
+
+async def run_until_quiet(scheduler: Pipeline, workspace: uuid.UUID) -> None:
     """Run scheduler passes until no expired pause is left in ``workspace``."""
+    pool = scheduler.pool
     for _ in range(20):
-        await resume_expired(pool)
+        await resume_expired(scheduler)
         left = await pool.fetchval(
             "SELECT count(*) FROM agents WHERE workspace_id = $1 AND status = 'paused' "
             "AND paused_until <= now()",
@@ -59,7 +69,7 @@ async def test_expired_pause_is_resumed_by_one_audited_action(
         "bob", ws.id, "pause_agent", scope="department", target="engineering"
     )
     await pool.execute(EXPIRE, ws.id, uuid.UUID(pause.action_id))
-    await run_until_quiet(events_server.pool, ws.id)
+    await run_until_quiet(replica(events_server), ws.id)
 
     assert set((await agent_states(pool, ws.id)).values()) == {"active"}
     resumes = await pool.fetch(SCHEDULER_ACTIONS, ws.id, SUBJECT)
@@ -107,7 +117,7 @@ async def test_agent_paused_again_by_a_later_action_stays_paused(
     again = await events_api.execute(
         "bob", ws.id, "pause_agent", target="sup-chat-2", duration_minutes=60
     )
-    await run_until_quiet(events_server.pool, ws.id)
+    await run_until_quiet(replica(events_server), ws.id)
 
     states = await agent_states(pool, ws.id)
     assert states["sup-chat-2"] == "paused"
@@ -128,7 +138,7 @@ async def test_indefinite_and_future_pauses_are_left_alone(
     ws = await new_workspace()
     await events_api.execute("bob", ws.id, "pause_agent", target="eng-code-1", indefinite=True)
     await events_api.execute("bob", ws.id, "pause_agent", target="eng-code-2")
-    await resume_expired(events_server.pool)
+    await resume_expired(replica(events_server))
     states = await agent_states(pool, ws.id)
     assert states["eng-code-1"] == states["eng-code-2"] == "paused"
     assert await pool.fetch(SCHEDULER_ACTIONS, ws.id, SUBJECT) == []
@@ -149,8 +159,9 @@ async def test_concurrent_schedulers_resume_each_pause_once(
     for pause in pauses:
         await pool.execute(EXPIRE, ws.id, uuid.UUID(pause.action_id))
     # Four passes on two "replicas" race for the same ten expired pauses.
-    await asyncio.gather(*(resume_expired(p) for p in (events_server.pool, second_pool) * 2))
-    await run_until_quiet(second_pool, ws.id)
+    replicas = (replica(events_server), replica(events_server, second_pool))
+    await asyncio.gather(*(resume_expired(r) for r in replicas * 2))
+    await run_until_quiet(replicas[1], ws.id)
 
     assert set((await agent_states(pool, ws.id)).values()) == {"active"}
     resumes = await pool.fetch(SCHEDULER_ACTIONS, ws.id, SUBJECT)
@@ -162,3 +173,15 @@ async def test_concurrent_schedulers_resume_each_pause_once(
         SUBJECT,
     )
     assert sorted(r["target_key"] for r in resumed) == sorted(ws.agents)
+
+
+async def test_only_a_system_actor_acts_without_the_policy(
+    events_server: ActionServer, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace()
+    pause = {"workspace_id": ws.id, "action_id": uuid.uuid4(), "scope": "fleet", "target_id": ""}
+    intent = ExpiredPause(pause, 1)  # type: ignore[arg-type]  # a Record's columns
+    with pytest.raises(ServiceError) as err:
+        await replica(events_server).run_as_system(Call(Principal("bob", {})), intent)
+    assert err.value.reason == "INTERNAL"
+    assert await pool.fetch(SCHEDULER_ACTIONS, ws.id, "bob") == []
