@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from services.actions.audit.verify import verify_workspace
+from tests.actions.guarded import Guarded, guarded_policy, guarded_servers
 from tests.actions.helpers import Api
 from tests.conftest import Secrets
 from tests.servers import running_action_server, running_policy_server, write_test_policy
@@ -94,3 +95,15 @@ async def chains_verify(pool: asyncpg.Pool) -> AsyncIterator[None]:
         for workspace_id in grown:
             result = await verify_workspace(conn, workspace_id)
             assert result.breaks == [], result.breaks
+
+
+@pytest.fixture(scope="module")
+async def guarded(
+    database_dsn: str, dev_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Guarded]:
+    """Servers under the guarded policy (reviewers denied inside allowed departments), one
+    set per test module that asks for them.
+    """
+    policy_dir = guarded_policy(tmp_path_factory.mktemp("guarded"))
+    async with guarded_servers(database_dsn, policy_dir, dev_secrets) as servers:
+        yield servers

@@ -5,8 +5,6 @@ client and servers of the guarded policy (see test_authorize_changes.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import grpc
 import pytest
@@ -14,19 +12,8 @@ from fleetward.actions.v1 import actions_pb2_grpc
 from fleetward.client import InvalidArgument, ScopeLike
 
 from services.common.status import STATUS_BUDGET
-from tests.actions.guarded import Guarded, create_workspace, guarded_policy, guarded_servers
+from tests.actions.guarded import Guarded, create_workspace
 from tests.actions.helpers import Api, details, execute_request
-from tests.conftest import Secrets
-
-
-@pytest.fixture(scope="module")
-async def guarded(
-    database_dsn: str, dev_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Guarded]:
-    """The guarded policy's servers."""
-    policy_dir = guarded_policy(tmp_path_factory.mktemp("guarded"))
-    async with guarded_servers(database_dsn, policy_dir, dev_secrets) as servers:
-        yield servers
 
 
 async def test_ten_thousand_denied_agents_fit_in_a_bounded_status(

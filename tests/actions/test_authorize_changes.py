@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +29,11 @@ from tests.actions.guarded import (
     Guarded,
     create_workspace,
     guarded_policy,
-    guarded_servers,
     statuses,
 )
-from tests.conftest import Secrets
 
 REVIEWERS = {"eng-review-1", "eng-review-2"}
 CODERS = {"eng-code-1", "eng-code-2"}
-
-
-@pytest.fixture(scope="module")
-async def guarded(
-    database_dsn: str, dev_secrets: Secrets, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Guarded]:
-    """The guarded policy's servers."""
-    policy_dir = guarded_policy(tmp_path_factory.mktemp("guarded"))
-    async with guarded_servers(database_dsn, policy_dir, dev_secrets) as servers:
-        yield servers
 
 
 async def _execute(guarded: Guarded, subject: str, ws: uuid.UUID, **kw: Any) -> Any:
