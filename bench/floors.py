@@ -20,7 +20,7 @@ import grpc
 
 from bench.echo import METHOD
 from bench.load import PAYLOAD, percentile
-from services.policy.engine import workspace_matches
+from services.policy.enforcer import workspace_matches
 
 _FLOOR_TABLES = """
 CREATE TABLE IF NOT EXISTS bench_floor_log (

@@ -7,7 +7,7 @@ that are conjunctions of clauses it understands into a hash index over the lines
 - ``r.a == p.b``: the line's ``p.b`` must equal the request value;
 - ``(p.b == "*" || p.b == r.a)``: ``p.b`` must be ``*`` or the request value;
 - ``keyMatch(r.a, p.b)``: equal, or, for a pattern with ``*``, a prefix test;
-- ``globMatch(r.a, p.b)``: a glob compiled at load time.
+- ``globMatch(r.a, p.b)``: a glob compiled at load time (``fast_patterns.py``).
 
 A request then looks up only the lines whose key values it can match, tests the rest of
 their clauses, and combines the effects exactly as pycasbin's effector does, including
@@ -23,45 +23,19 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import wcmatch.glob as wcglob
 from casbin.effect import AllowAndDenyEffector, AllowOverrideEffector, DenyOverrideEffector
 from casbin.util import builtin_operators
 
+from services.policy.fast_patterns import casbin_glob, prefix_test
 from services.policy.fast_roles import RoleGraph, UnsupportedRoles
 
 Check = tuple[int, Callable[[str], bool]]  # (request field, test of its value)
 Part = tuple[str, int, int]  # (kind, request field, policy field)
 _ALLOW, _DENY, _OTHER = 0, 1, 2
-_GLOB_FLAGS = wcglob.GLOBSTAR | wcglob.BRACE
 
 
 class Unsupported(Exception):
     """The model or enforcer is outside what the index reproduces exactly."""
-
-
-def casbin_glob(pattern: str) -> Callable[[str], bool]:
-    """``globMatch(value, pattern)`` as pycasbin 2.8 computes it, with the glob compiled once."""
-    while pattern.startswith("*/"):
-        pattern = pattern[1:]
-    parts = ["**" if p == "**" else re.sub(r"\*{2,}", "*", p) for p in pattern.split("/")]
-    converted = "/".join(parts)
-    if converted.endswith("/**"):
-        converted = "{" + converted[:-3] + "," + converted + "}"
-    # wcmatch's own matcher wraps each call in a match object that also serves real
-    # file systems; its translation, compiled here once, answers the same for a string.
-    include, exclude = wcglob.translate(converted, flags=_GLOB_FLAGS)
-    included = re.compile("|".join(f"(?:{p})" for p in include)).fullmatch
-    if not exclude:
-        return lambda value: included(value) is not None
-    excluded = re.compile("|".join(f"(?:{p})" for p in exclude)).fullmatch
-    return lambda value: included(value) is not None and excluded(value) is None
-
-
-def _prefix_test(prefix: str) -> Callable[[str], bool]:
-    def test(value: str) -> bool:
-        return value.startswith(prefix)
-
-    return test
 
 
 def _field(node: ast.expr, tokens: Sequence[str], prefix: str) -> int:
@@ -145,6 +119,76 @@ class _Compiler:
 _Entry = tuple[int, int, tuple[Check, ...]]  # (line index, effect, residual checks)
 
 
+def _check_functions_and_types(enforcer: Any, model: Any) -> None:
+    """Refuse replaced matching functions, several policy types and conditional roles."""
+    functions = enforcer.fm.get_functions()
+    if (
+        functions.get("keyMatch") is not builtin_operators.key_match_func
+        or functions.get("globMatch") is not builtin_operators.glob_match_func
+    ):
+        raise Unsupported("keyMatch or globMatch was replaced")
+    if set(model.get("p", {})) != {"p"} or getattr(enforcer, "cond_rm_map", None):
+        raise Unsupported("only one policy type and no conditional roles")
+
+
+def _compile_matcher(matcher: str, r_tokens: Sequence[str], p_tokens: Sequence[str]) -> _Compiler:
+    """The matcher's clauses, compiled (pycasbin's own rewriting of ``&&``, ``||``, ``!``)."""
+    compiler = _Compiler(r_tokens, p_tokens)
+    prepared = re.sub(r"!(?!=)", "not ", matcher.replace("&&", "and").replace("||", "or"))
+    try:
+        tree = ast.parse(prepared.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise Unsupported(f"matcher does not parse: {exc}") from exc
+    compiler.clause(tree)
+    return compiler
+
+
+def _role_graph(
+    rm_map: Any,
+    star_matcher: Callable[[str, str], bool] | None,
+    role: tuple[int, int, int | None] | None,
+) -> RoleGraph:
+    """The ``g`` links as a ``RoleGraph`` (none without ``g``), matching the ``g()`` clause."""
+    roles = RoleGraph({None: {}}, None, 10, domains=False)  # no g: no links
+    if set(rm_map) - {"g"}:
+        raise Unsupported("role types other than g")
+    if "g" in rm_map:
+        try:
+            roles = RoleGraph.from_manager(rm_map["g"], star_matcher)
+        except UnsupportedRoles as exc:
+            raise Unsupported(str(exc)) from exc
+    if role is not None and ("g" not in rm_map or roles.domains != (role[2] is not None)):
+        raise Unsupported("g() arity differs from the role definition")
+    return roles
+
+
+def _line_checks(
+    rule: list[str],
+    parts: Sequence[Part],
+    glob_fields: Sequence[tuple[int, int]],
+    globs: dict[str, Callable[[str], bool]],
+) -> tuple[tuple[str | None, ...], tuple[Check, ...]]:
+    """One line's bucket key and residual checks (``globs`` caches compiled patterns)."""
+    checks: list[Check] = []
+    key: list[str | None] = []
+    for kind, r_field, p_field in parts:
+        value = rule[p_field]
+        if kind == "key" and "*" in value:
+            key.append(None)
+            checks.append((r_field, prefix_test(value[: value.index("*")])))
+        else:
+            key.append(value)
+    for r_field, p_field in glob_fields:
+        pattern = rule[p_field]
+        if pattern not in globs:
+            try:
+                globs[pattern] = casbin_glob(pattern)
+            except Exception as exc:  # pycasbin would raise at check time
+                raise Unsupported(f"glob {pattern!r}: {exc}") from exc
+        checks.append((r_field, globs[pattern]))
+    return tuple(key), tuple(checks)
+
+
 class DecisionIndex:
     """``enforce_ex`` and implicit roles for one enforcer, from hash lookups."""
 
@@ -156,71 +200,35 @@ class DecisionIndex:
         """
         model = enforcer.model.model
         self._effector = self._effector_kind(enforcer.eft)
-        functions = enforcer.fm.get_functions()
-        if (
-            functions.get("keyMatch") is not builtin_operators.key_match_func
-            or functions.get("globMatch") is not builtin_operators.glob_match_func
-        ):
-            raise Unsupported("keyMatch or globMatch was replaced")
-        if set(model.get("p", {})) != {"p"} or getattr(enforcer, "cond_rm_map", None):
-            raise Unsupported("only one policy type and no conditional roles")
+        _check_functions_and_types(enforcer, model)
         r_tokens, p_tokens = model["r"]["r"].tokens, model["p"]["p"].tokens
         self._r_count = len(r_tokens)
-        compiler = _Compiler(r_tokens, p_tokens)
-        matcher = model["m"]["m"].value
-        prepared = re.sub(r"!(?!=)", "not ", matcher.replace("&&", "and").replace("||", "or"))
-        try:
-            tree = ast.parse(prepared.strip(), mode="eval").body
-        except SyntaxError as exc:
-            raise Unsupported(f"matcher does not parse: {exc}") from exc
-        compiler.clause(tree)
+        compiler = _compile_matcher(model["m"]["m"].value, r_tokens, p_tokens)
         self._parts = tuple(compiler.parts)
         self._role = compiler.role
         self._role_domain = compiler.role[2] if compiler.role else None
-        self.roles = RoleGraph({None: {}}, None, 10, domains=False)  # no g: no links
-        rm_map = enforcer.rm_map
-        if set(rm_map) - {"g"}:
-            raise Unsupported("role types other than g")
-        if "g" in rm_map:
-            try:
-                self.roles = RoleGraph.from_manager(rm_map["g"], star_matcher)
-            except UnsupportedRoles as exc:
-                raise Unsupported(str(exc)) from exc
-        has_g = "g" in rm_map
-        if self._role is not None and (
-            not has_g or self.roles.domains != (self._role[2] is not None)
-        ):
-            raise Unsupported("g() arity differs from the role definition")
+        self.roles = _role_graph(enforcer.rm_map, star_matcher, compiler.role)
         self.policy: list[list[str]] = model["p"]["p"].policy
         if not self.policy:
             raise Unsupported("an empty policy (pycasbin evaluates the matcher once)")
+        self._buckets = self._index_lines(p_tokens, compiler.globs)
+
+    def _index_lines(
+        self, p_tokens: Sequence[str], glob_fields: Sequence[tuple[int, int]]
+    ) -> dict[tuple[str | None, ...], list[_Entry]]:
+        """Each ``p`` line under the key values a request must match to reach it."""
         eft = p_tokens.index("p_eft") if "p_eft" in p_tokens else None
         globs: dict[str, Callable[[str], bool]] = {}
-        self._buckets: dict[tuple[str | None, ...], list[_Entry]] = {}
+        buckets: dict[tuple[str | None, ...], list[_Entry]] = {}
         for index, rule in enumerate(self.policy):
             if len(rule) != len(p_tokens):
                 raise Unsupported("a policy line has the wrong size")
-            checks: list[Check] = []
-            key: list[str | None] = []
-            for kind, r_field, p_field in self._parts:
-                value = rule[p_field]
-                if kind == "key" and "*" in value:
-                    key.append(None)
-                    checks.append((r_field, _prefix_test(value[: value.index("*")])))
-                else:
-                    key.append(value)
-            for r_field, p_field in compiler.globs:
-                pattern = rule[p_field]
-                if pattern not in globs:
-                    try:
-                        globs[pattern] = casbin_glob(pattern)
-                    except Exception as exc:  # pycasbin would raise at check time
-                        raise Unsupported(f"glob {pattern!r}: {exc}") from exc
-                checks.append((r_field, globs[pattern]))
+            key, checks = _line_checks(rule, self._parts, glob_fields, globs)
             effect = _ALLOW
             if eft is not None:
                 effect = {"allow": _ALLOW, "deny": _DENY}.get(rule[eft], _OTHER)
-            self._buckets.setdefault(tuple(key), []).append((index, effect, tuple(checks)))
+            buckets.setdefault(key, []).append((index, effect, checks))
+        return buckets
 
     @staticmethod
     def _effector_kind(effector: Any) -> str:

@@ -62,7 +62,7 @@ class RoleGraph:
         Args:
             manager: ``DomainManager`` (``g = _, _, _``) or ``RoleManager`` (``g = _, _``).
             star_matcher: The only domain-matching function reproduced: a binding in
-                ``"*"`` holds in every domain (``engine.workspace_matches``).
+                ``"*"`` holds in every domain (``enforcer.workspace_matches``).
 
         Raises:
             UnsupportedRoles: For pattern matching functions or another domain matcher.

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common import names
-from services.policy.engine import CasbinDecider, Decider, build_enforcer, make_decider
+from services.policy.enforcer import build_enforcer
+from services.policy.engine import CasbinDecider, Decider, make_decider
 from services.policy.files import PolicyFiles, PolicyFilesError, read_policy_dir
 from services.policy.policytests import SuiteError, parse_suites, run_cases
 from services.policy.validate import PolicyLine, ValidationResult, validate

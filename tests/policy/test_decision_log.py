@@ -16,7 +16,7 @@ import prometheus_client
 import pytest
 from fleetward.policy.v1 import policy_pb2, policy_pb2_grpc
 
-from services.policy import decision_log
+from services.policy import decision_log, decision_writer
 from services.policy.engine import Decision, Reason
 from tests.conftest import Secrets
 from tests.policy.conftest import AGENT, DEMO_WS, RunningPolicy, StartPolicy, bearer
@@ -207,9 +207,11 @@ class StuckStream(io.StringIO):
 def test_a_stuck_sink_drops_and_counts_instead_of_blocking(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(decision_log, "BUFFER_LINES", 10)
+    monkeypatch.setattr(decision_writer, "BUFFER_LINES", 10)
     stream = StuckStream()
-    monkeypatch.setattr(decision_log, "_writer", decision_log._Writer(stream, owns_stream=False))
+    monkeypatch.setattr(
+        decision_log, "_writer", decision_writer.DecisionWriter(stream, owns_stream=False)
+    )
     record(0)
     assert stream.entered.wait(2.0)  # the writer took line 0 and is stuck writing it
     before = dropped()

@@ -21,14 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.policygen import DEMO_POLICY_DIR, PERMISSIONS, generate, write_policy_dir
-from services.policy.engine import (
-    CasbinDecider,
-    Decision,
-    IndexedDecider,
-    build_enforcer,
-    make_decider,
-    workspace_matches,
-)
+from services.policy.enforcer import build_enforcer, workspace_matches
+from services.policy.engine import CasbinDecider, Decision, IndexedDecider, make_decider
 from services.policy.files import read_policy_dir
 from services.policy.validate import validate
 

@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.policy.engine import CasbinDecider, make_decider, workspace_matches
+from services.policy.enforcer import workspace_matches
+from services.policy.engine import CasbinDecider, make_decider
 from services.policy.fast_index import DecisionIndex, Unsupported
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "peer" / "pycasbin-examples"

@@ -6,7 +6,8 @@ import dataclasses
 
 from fleetward.policy.v1 import policy_pb2
 
-from services.policy.engine import CasbinDecider, Reason, build_enforcer, decide_safely
+from services.policy.enforcer import build_enforcer
+from services.policy.engine import CasbinDecider, Reason, decide_safely
 from services.policy.files import read_policy_dir
 from services.policy.validate import validate
 from tests.policy.conftest import AGENT, POLICIES, RunningPolicy

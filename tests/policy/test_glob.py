@@ -6,7 +6,7 @@ from casbin.util.builtin_operators import glob_match_func
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.policy.fast_index import casbin_glob
+from services.policy.fast_patterns import casbin_glob
 
 _segment = st.sampled_from(
     [

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.policy.engine import Reason, build_enforcer, make_decider
+from services.policy.enforcer import build_enforcer
+from services.policy.engine import Reason, make_decider
 from services.policy.files import read_policy_dir
 from services.policy.policytests import SuiteError, parse_suite, run_cases
 from services.policy.validate import PolicyLine

@@ -8,7 +8,7 @@ from pathlib import Path
 import casbin
 import pytest
 
-from services.policy.engine import build_enforcer
+from services.policy.enforcer import build_enforcer
 from services.policy.files import PolicyFiles, read_policy_dir
 from services.policy.validate import validate
 from tests.policy.conftest import POLICIES, REPO_ROOT

@@ -1,0 +1,78 @@
+"""The pycasbin enforcer a decider wraps, built once per load and never modified after.
+
+``build_enforcer`` feeds already validated lines to pycasbin (it never reads the files
+itself), parses the matcher once instead of on every ``enforce`` and registers
+``workspace_matches`` so a ``g`` binding in ``*`` holds in every workspace
+(docs/architecture.md §7). Deciding with the result is ``engine.py``'s job.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import casbin
+from casbin.persist.adapter import Adapter
+from casbin.util.expression import SimpleEval
+
+from services.common import names
+from services.policy.files import PolicyFiles
+from services.policy.validate import PolicyLine
+
+# pycasbin logs the whole model and policy on every load (before its own "disable") and
+# every denied request at WARNING; the decision log covers decisions, so keep it quiet.
+for _name in ("casbin", "casbin.policy", "casbin.enforcer", "casbin.role"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+def workspace_matches(requested: str, bound: str) -> bool:
+    """Domain matching for ``g``: a binding in ``*`` holds in every workspace."""
+    return bound == names.ANY_WORKSPACE or requested == bound
+
+
+class _LinesAdapter(Adapter):  # type: ignore[misc]
+    """Feeds already validated lines to pycasbin (so it never reads the files itself)."""
+
+    def __init__(self, lines: Iterable[PolicyLine]) -> None:
+        self._lines = list(lines)
+
+    def load_policy(self, model: Any) -> None:
+        for line in self._lines:
+            model.model[line.ptype[0]][line.ptype].policy.append(list(line.fields))
+
+
+class _ParsedOnceEnforcer(casbin.Enforcer):  # type: ignore[misc]
+    """An enforcer that parses its matcher once instead of on every ``enforce``.
+
+    pycasbin calls ``ast.parse`` per enforce. On CPython 3.11 ``ast.parse`` in two threads
+    at once can fail ("AST constructor recursion depth mismatch"), which a reload building
+    its enforcer in a worker thread would turn into spurious EVALUATION_ERROR denies on
+    the event loop. Parsing once (during the probe, before publication) removes that race
+    and the per-call parsing cost.
+    """
+
+    def _get_expression(self, expr: str, functions: Any = None) -> Any:
+        cache: dict[str, Any] = self.__dict__.setdefault("_parsed_matchers", {})
+        prepared = re.sub(r"!(?!=)", "not ", expr.replace("&&", "and").replace("||", "or"))
+        tree = cache.get(prepared)
+        if tree is None:
+            statement = ast.parse(prepared.strip()).body[0]
+            if not isinstance(statement, ast.Expr):
+                raise ValueError(f"the matcher is not an expression: {expr!r}")
+            tree = cache[prepared] = statement.value
+        evaluator = SimpleEval("", functions)
+        evaluator.expr = prepared
+        evaluator.ast_parsed_value = tree
+        return evaluator
+
+
+def build_enforcer(files: PolicyFiles, lines: Iterable[PolicyLine]) -> Any:
+    """A new ``casbin.Enforcer`` from the model text and validated lines, with ``*`` domains."""
+    model = casbin.Enforcer.new_model(text=files.model_text)
+    enforcer = _ParsedOnceEnforcer(model, _LinesAdapter(lines))
+    if "g" in enforcer.get_model().model and "g" in enforcer.rm_map:
+        enforcer.add_named_domain_matching_func("g", workspace_matches)
+    return enforcer
