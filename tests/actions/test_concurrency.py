@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import grpc
+from fleetward.actions.v1 import actions_pb2
 
 from tests.actions.helpers import Api, details
 from tests.conftest import NewWorkspace
@@ -50,34 +51,32 @@ HAVING NOT (array_agg(e.event_type ORDER BY e.seq))[1:3] @> ARRAY['action.pendin
 EXPECTED_REFUSALS = {"ALREADY_IN_STATE", "INSUFFICIENT_PERMISSIONS"}
 
 
-async def test_two_hundred_concurrent_mixed_actions_stay_consistent(
-    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
-) -> None:
-    ws = await new_workspace(agents_per_department=10)
-    agents = sorted(ws.agents)
-    rng = random.Random(4)
+async def _run_mixed_actions(
+    api: Api, ws_id: uuid.UUID, agents: list[str], rng: random.Random
+) -> list[actions_pb2.Action]:
+    """200 random actions at once; the refused ones were refused for an expected reason."""
     choices = [
-        lambda: api.execute("bob", ws.id, "pause_agent", target=rng.choice(agents)),
-        lambda: api.execute("bob", ws.id, "resume_agent", target=rng.choice(agents)),
+        lambda: api.execute("bob", ws_id, "pause_agent", target=rng.choice(agents)),
+        lambda: api.execute("bob", ws_id, "resume_agent", target=rng.choice(agents)),
         lambda: api.execute(
             "bob",
-            ws.id,
+            ws_id,
             rng.choice(["pause_agent", "resume_agent"]),
             scope="department",
             target=rng.choice(["engineering", "support"]),
         ),
         lambda: api.execute(
-            "alice", ws.id, rng.choice(["pause_agent", "resume_agent"]), scope="fleet"
+            "alice", ws_id, rng.choice(["pause_agent", "resume_agent"]), scope="fleet"
         ),
         lambda: api.execute(
             "dana",
-            ws.id,
+            ws_id,
             "set_budget",
             scope="department",
             target="support",
             monthly_limit_cents=rng.randrange(10_000),
         ),
-        lambda: api.execute("alice", ws.id, "restart_agent", target=rng.choice(agents)),
+        lambda: api.execute("alice", ws_id, "restart_agent", target=rng.choice(agents)),
     ]
     outcomes = await asyncio.gather(
         *(rng.choice(choices)() for _ in range(200)), return_exceptions=True
@@ -87,14 +86,18 @@ async def test_two_hundred_concurrent_mixed_actions_stay_consistent(
         if isinstance(o, BaseException):
             assert isinstance(o, grpc.aio.AioRpcError), o
             assert details(o).reason in EXPECTED_REFUSALS, details(o)
-    assert len(done) > 100
+    return done
 
-    # Then roll back a random half of them concurrently (supersession skipped).
+
+async def _roll_back_a_random_half(
+    api: Api, ws_id: uuid.UUID, done: list[actions_pb2.Action], rng: random.Random
+) -> None:
+    """Roll back a random half of ``done`` concurrently (supersession skipped)."""
     undo = [a for a in done if a.can_rollback and rng.random() < 0.5]
     rolled = await asyncio.gather(
         *(
             api.rollback(
-                "alice", ws.id, a.action_id, skip_superseded=True, request_id=str(uuid.uuid4())
+                "alice", ws_id, a.action_id, skip_superseded=True, request_id=str(uuid.uuid4())
             )
             for a in undo
         ),
@@ -105,24 +108,44 @@ async def test_two_hundred_concurrent_mixed_actions_stay_consistent(
             assert isinstance(o, grpc.aio.AioRpcError), o
             assert details(o).reason in {"ALREADY_ROLLED_BACK"}, details(o)
 
-    assert await pool.fetch(INCONSISTENT_AGENTS, ws.id) == []
-    assert await pool.fetch(INCONSISTENT_BUDGETS, ws.id) == []
-    assert await pool.fetch(EVENT_MISMATCH, ws.id) == []
+
+async def _assert_fleet_matches_audit_log(pool: asyncpg.Pool, ws_id: uuid.UUID) -> None:
+    assert await pool.fetch(INCONSISTENT_AGENTS, ws_id) == []
+    assert await pool.fetch(INCONSISTENT_BUDGETS, ws_id) == []
+    assert await pool.fetch(EVENT_MISMATCH, ws_id) == []
     unfinished = await pool.fetchval(
         "SELECT count(*) FROM action_audit_log WHERE workspace_id = $1 "
         "AND status IN ('pending', 'in_progress')",
-        ws.id,
+        ws_id,
     )
     assert unfinished == 0
-    # The checker itself notices an agent changed behind the audit log's back.
+
+
+async def _assert_checker_notices_a_change_behind_the_log(
+    pool: asyncpg.Pool, ws_id: uuid.UUID, agent: str
+) -> None:
+    """The checker itself notices an agent changed behind the audit log's back."""
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
         await conn.execute(
             "UPDATE agents SET status = 'retired', paused_until = NULL "
             "WHERE workspace_id = $1 AND agent_id = $2",
-            ws.id,
-            agents[0],
+            ws_id,
+            agent,
         )
-        assert len(await conn.fetch(INCONSISTENT_AGENTS, ws.id)) == 1
+        assert len(await conn.fetch(INCONSISTENT_AGENTS, ws_id)) == 1
         await tx.rollback()
+
+
+async def test_two_hundred_concurrent_mixed_actions_stay_consistent(
+    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+) -> None:
+    ws = await new_workspace(agents_per_department=10)
+    agents = sorted(ws.agents)
+    rng = random.Random(4)
+    done = await _run_mixed_actions(api, ws.id, agents, rng)
+    assert len(done) > 100
+    await _roll_back_a_random_half(api, ws.id, done, rng)
+    await _assert_fleet_matches_audit_log(pool, ws.id)
+    await _assert_checker_notices_a_change_behind_the_log(pool, ws.id, agents[0])

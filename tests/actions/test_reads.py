@@ -198,37 +198,33 @@ async def test_list_action_events_of_a_denied_action(
     assert events[0].action.actor.subject == "carol"
 
 
-async def test_list_action_events_checks_like_get_action(
-    api: Api, new_workspace: NewWorkspace, caplog: pytest.LogCaptureFixture
+def _events_request(workspace: object, action: str) -> actions_pb2.ListActionEventsRequest:
+    return actions_pb2.ListActionEventsRequest(workspace_id=str(workspace), action_id=action)
+
+
+async def _assert_events_not_found_for_a_reader(
+    api: Api, ws_id: uuid.UUID, other_id: uuid.UUID, action_id: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger="fleetward.access")
-    counted = {
-        code: RPC_REQUESTS.labels(EVENTS_METHOD, code)._value
-        for code in ("NOT_FOUND", "PERMISSION_DENIED", "INVALID_ARGUMENT")
-    }
-    before = {code: value.get() for code, value in counted.items()}
-    ws = await new_workspace()
-    other = await new_workspace()
-    done = await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
-
-    def request(workspace: object, action: str) -> actions_pb2.ListActionEventsRequest:
-        return actions_pb2.ListActionEventsRequest(workspace_id=str(workspace), action_id=action)
-
-    # An unknown action, or one of another workspace: NOT_FOUND for a reader.
-    for workspace, action in ((ws.id, str(uuid.uuid4())), (other.id, done.action_id)):
+    """An unknown action, or one of another workspace: NOT_FOUND for a reader."""
+    for workspace, action in ((ws_id, str(uuid.uuid4())), (other_id, action_id)):
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await api.stub.ListActionEvents(request(workspace, action), metadata=api.auth("carol"))
+            await api.stub.ListActionEvents(
+                _events_request(workspace, action), metadata=api.auth("carol")
+            )
         got = details(err.value)
         assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
-    # Someone without a role: PERMISSION_DENIED, whether or not the ids exist.
+
+
+async def _assert_events_denied_without_a_role(api: Api, ws_id: uuid.UUID, action_id: str) -> None:
+    """Someone without a role: PERMISSION_DENIED, whether or not the ids exist."""
     for workspace, action in (
-        (ws.id, done.action_id),
-        (ws.id, str(uuid.uuid4())),
+        (ws_id, action_id),
+        (ws_id, str(uuid.uuid4())),
         (uuid.uuid4(), str(uuid.uuid4())),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await api.stub.ListActionEvents(
-                request(workspace, action), metadata=api.auth("mallory")
+                _events_request(workspace, action), metadata=api.auth("mallory")
             )
         got = details(err.value)
         assert (got.code, got.reason) == (
@@ -236,16 +232,27 @@ async def test_list_action_events_checks_like_get_action(
             "INSUFFICIENT_PERMISSIONS",
         )
         assert got.metadata["required_permission"] == "actions:read"
-    # Malformed ids: INVALID_ARGUMENT naming each field, before anything is read.
+
+
+async def _assert_events_malformed_ids_invalid(api: Api, action_id: str) -> None:
+    """Malformed ids: INVALID_ARGUMENT naming each field, before anything is read."""
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await api.stub.ListActionEvents(
-            request("not-a-uuid", "{" + done.action_id + "}"), metadata=api.auth("mallory")
+            _events_request("not-a-uuid", "{" + action_id + "}"), metadata=api.auth("mallory")
         )
     got = details(err.value)
     assert (got.code, got.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert set(got.field_violations) == {"workspace_id", "action_id"}
-    # Counted and logged like every RPC. The server counts a call once its status is
-    # sent, so the last one may land a moment after the client saw the status.
+
+
+async def _assert_events_counted_and_logged(
+    counted: dict[str, Any],
+    before: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    ws_id: uuid.UUID,
+) -> None:
+    """Counted and logged like every RPC. The server counts a call once its status is
+    sent, so the last one may land a moment after the client saw the status."""
     expected = {
         "NOT_FOUND": before["NOT_FOUND"] + 2,
         "PERMISSION_DENIED": before["PERMISSION_DENIED"] + 3,
@@ -266,7 +273,25 @@ async def test_list_action_events_checks_like_get_action(
         "PERMISSION_DENIED",
         "INVALID_ARGUMENT",
     ]
-    assert getattr(logged[0], "workspace_id", "") == str(ws.id)
+    assert getattr(logged[0], "workspace_id", "") == str(ws_id)
+
+
+async def test_list_action_events_checks_like_get_action(
+    api: Api, new_workspace: NewWorkspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="fleetward.access")
+    counted = {
+        code: RPC_REQUESTS.labels(EVENTS_METHOD, code)._value
+        for code in ("NOT_FOUND", "PERMISSION_DENIED", "INVALID_ARGUMENT")
+    }
+    before = {code: value.get() for code, value in counted.items()}
+    ws = await new_workspace()
+    other = await new_workspace()
+    done = await api.execute("bob", ws.id, "pause_agent", target="eng-code-1")
+    await _assert_events_not_found_for_a_reader(api, ws.id, other.id, done.action_id)
+    await _assert_events_denied_without_a_role(api, ws.id, done.action_id)
+    await _assert_events_malformed_ids_invalid(api, done.action_id)
+    await _assert_events_counted_and_logged(counted, before, caplog, ws.id)
 
 
 async def test_agents_show_their_control_state(
@@ -431,15 +456,28 @@ async def test_hostile_read_filters_are_invalid_argument_not_internal(
     assert field in d.field_violations
 
 
-async def test_forged_page_cursors_are_invalid_argument_not_internal(
-    api: Api, new_workspace: NewWorkspace
-) -> None:
-    # The binding of a token to its filters is a plain hash anyone can compute, so a forged
-    # token may carry any cursor: each value is checked before it reaches PostgreSQL.
-    ws = await new_workspace()
-    agents_filters = {"workspace_id": str(ws.id), "department_id": "", "status": None}
+def _forged_agents_cursor_cases(api: Api, ws_id: uuid.UUID) -> list[tuple[Any, Any]]:
+    agents_filters = {"workspace_id": str(ws_id), "department_id": "", "status": None}
+    return [
+        (
+            api.stub.ListAgents,
+            actions_pb2.ListAgentsRequest(
+                workspace_id=str(ws_id), page_token=paging.encode(agents_filters, ["a\x00"])
+            ),
+        ),
+        (
+            api.stub.ListAgents,
+            actions_pb2.ListAgentsRequest(
+                workspace_id=str(ws_id),
+                page_token=paging.encode(agents_filters, [7]),
+            ),
+        ),
+    ]
+
+
+def _forged_actions_cursor_cases(api: Api, ws_id: uuid.UUID) -> list[tuple[Any, Any]]:
     actions_filters = {
-        "workspace_id": str(ws.id),
+        "workspace_id": str(ws_id),
         "action_type": "",
         "status": None,
         "actor_subject": "",
@@ -447,24 +485,11 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
         "created_after": None,
         "created_before": None,
     }
-    cases: list[tuple[Any, Any]] = [
-        (
-            api.stub.ListAgents,
-            actions_pb2.ListAgentsRequest(
-                workspace_id=str(ws.id), page_token=paging.encode(agents_filters, ["a\x00"])
-            ),
-        ),
-        (
-            api.stub.ListAgents,
-            actions_pb2.ListAgentsRequest(
-                workspace_id=str(ws.id),
-                page_token=paging.encode(agents_filters, [7]),
-            ),
-        ),
+    return [
         (
             api.stub.ListActions,
             actions_pb2.ListActionsRequest(
-                workspace_id=str(ws.id),
+                workspace_id=str(ws_id),
                 page_token=paging.encode(
                     actions_filters, ["2026-01-01T00:00:00", str(uuid.uuid4())]
                 ),
@@ -473,7 +498,7 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
         (
             api.stub.ListActions,
             actions_pb2.ListActionsRequest(
-                workspace_id=str(ws.id),
+                workspace_id=str(ws_id),
                 page_token=paging.encode(actions_filters, [None, None]),
             ),
         ),
@@ -481,7 +506,7 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
             (
                 api.stub.ListActions,
                 actions_pb2.ListActionsRequest(
-                    workspace_id=str(ws.id),
+                    workspace_id=str(ws_id),
                     # Valid ISO times that do not exist in UTC (before year 1, after 9999).
                     page_token=paging.encode(actions_filters, [when, str(uuid.uuid4())]),
                 ),
@@ -491,9 +516,21 @@ async def test_forged_page_cursors_are_invalid_argument_not_internal(
         (
             api.stub.ListActions,
             actions_pb2.ListActionsRequest(
-                workspace_id=str(ws.id), page_token=_forged_token(["x"])
+                workspace_id=str(ws_id), page_token=_forged_token(["x"])
             ),
         ),
+    ]
+
+
+async def test_forged_page_cursors_are_invalid_argument_not_internal(
+    api: Api, new_workspace: NewWorkspace
+) -> None:
+    # The binding of a token to its filters is a plain hash anyone can compute, so a forged
+    # token may carry any cursor: each value is checked before it reaches PostgreSQL.
+    ws = await new_workspace()
+    cases: list[tuple[Any, Any]] = [
+        *_forged_agents_cursor_cases(api, ws.id),
+        *_forged_actions_cursor_cases(api, ws.id),
     ]
     for method, request in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import asyncpg
 
 from services.actions import store
 from services.actions.audit import documents
+from services.actions.db import Conn
 
 EVENTS_PER_ACTION = 3
 _ROW_COLUMNS = (
@@ -82,6 +84,58 @@ def _row(workspace: uuid.UUID, action_id: uuid.UUID, i: int, at: datetime) -> di
     }
 
 
+def _lifecycle(
+    workspace: uuid.UUID, action_id: uuid.UUID, i: int, at: datetime
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The action's audit row as it is pending, in progress and completed."""
+    pending = _row(workspace, action_id, i, at)
+    started = {**pending, "status": "in_progress", "started_at": at}
+    final = {
+        **started,
+        "status": "completed",
+        "result": {"count": 1, "agents": ["eng-code-1"]},
+        "completed_at": at,
+    }
+    return pending, started, final
+
+
+@dataclass
+class _Chain:
+    """The workspace's hash chain, extended event by event as the writer extends it."""
+
+    workspace: uuid.UUID
+    seq: int
+    prev: str
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def append(self, row: dict[str, Any], targets: dict[str, Any] | None, at: datetime) -> None:
+        """Chain the event announcing ``row``'s status (with ``targets``, when given)."""
+        action, event_type, payload = documents.event_for(row)
+        if targets is not None:
+            payload["targets"] = targets
+        self.seq += 1
+        ws, seq, prev = self.workspace, self.seq, self.prev
+        doc = documents.event_document(ws, seq, action, event_type, payload, at)
+        digest = documents.event_hash(prev, doc)
+        self.events.append((ws, seq, action, event_type, json.dumps(payload), at, prev, digest))
+        self.prev = digest
+
+
+async def _copy(
+    conn: Conn,
+    rows: list[tuple[Any, ...]],
+    targets: list[tuple[Any, ...]],
+    events: list[tuple[Any, ...]],
+) -> None:
+    await conn.copy_records_to_table("action_audit_log", records=rows, columns=_ROW_COLUMNS)
+    await conn.copy_records_to_table(
+        "action_targets",
+        records=targets,
+        columns=("action_id", "target_kind", "target_key", "before", "after"),
+    )
+    await conn.copy_records_to_table("action_events", records=events, columns=_EVENT_COLUMNS)
+
+
 async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, actions: int) -> int:
     """Append ``actions`` whole actions to the workspace's chain; returns the events added."""
     target = (
@@ -95,31 +149,16 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
         await conn.execute("SET LOCAL session_replication_role = replica")
         head = await conn.fetchrow(store.events.LOCK_HEAD, workspace)
         assert head is not None
-        seq, prev = int(head["last_seq"]), str(head["last_hash"])
-        rows, targets, events = [], [], []
+        chain = _Chain(workspace, int(head["last_seq"]), str(head["last_hash"]))
+        rows: list[tuple[Any, ...]] = []
+        targets: list[tuple[Any, ...]] = []
         start = datetime.now(UTC)
         for i in range(actions):
             action_id = uuid.uuid4()
             at = start + timedelta(microseconds=i)
-            pending = _row(workspace, action_id, i, at)
-            started = {**pending, "status": "in_progress", "started_at": at}
-            final = {
-                **started,
-                "status": "completed",
-                "result": {"count": 1, "agents": ["eng-code-1"]},
-                "completed_at": at,
-            }
+            pending, started, final = _lifecycle(workspace, action_id, i, at)
             for row, extra in ((pending, None), (started, None), (final, summary)):
-                action, event_type, payload = documents.event_for(row)
-                if extra is not None:
-                    payload["targets"] = extra
-                seq += 1
-                doc = documents.event_document(workspace, seq, action, event_type, payload, at)
-                digest = documents.event_hash(prev, doc)
-                events.append(
-                    (workspace, seq, action, event_type, json.dumps(payload), at, prev, digest)
-                )
-                prev = digest
+                chain.append(row, extra, at)
             rows.append(
                 tuple(
                     json.dumps(final[c]) if c in ("action_params", "result") else final[c]
@@ -129,17 +168,11 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
             targets.append(
                 (action_id, target[0], target[1], json.dumps(target[2]), json.dumps(target[3]))
             )
-        await conn.copy_records_to_table("action_audit_log", records=rows, columns=_ROW_COLUMNS)
-        await conn.copy_records_to_table(
-            "action_targets",
-            records=targets,
-            columns=("action_id", "target_kind", "target_key", "before", "after"),
-        )
-        await conn.copy_records_to_table("action_events", records=events, columns=_EVENT_COLUMNS)
+        await _copy(conn, rows, targets, chain.events)
         await conn.execute(
             "UPDATE audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE workspace_id = $1",
             workspace,
-            seq,
-            prev,
+            chain.seq,
+            chain.prev,
         )
-    return len(events)
+    return len(chain.events)

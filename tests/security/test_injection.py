@@ -35,20 +35,13 @@ async def code_of(call: object) -> grpc.StatusCode:
     return C.OK
 
 
-@pytest.mark.parametrize("evil", SQL)
-async def test_injection_strings_in_every_field_change_nothing(
-    rel_api: Api,
-    pool: asyncpg.Pool,
-    rel_policy_target: str,
-    dev_secrets: Secrets,
-    evil: str,
-) -> None:
-    ws = await create_workspace(pool)
-    shape = await pool.fetchrow(DATABASE_SHAPE)
-    md = rel_api.auth("alice")
-    s = rel_api.stub
-    w = str(ws)
-    refused = {
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _start_calls_with_evil_ids(api: Api, w: str, md: Metadata, evil: str) -> dict[str, Any]:
+    """Calls with ``evil`` where an id or a page token belongs, all started at once."""
+    s = api.stub
+    return {
         "target_id": s.Execute(execute_request(w, "pause_agent", target=evil), metadata=md),
         "request_id": s.Execute(
             execute_request(w, "pause_agent", target="eng-code-1", request_id=evil), metadata=md
@@ -78,9 +71,13 @@ async def test_injection_strings_in_every_field_change_nothing(
             actions_pb2.ListActionsRequest(workspace_id=w, page_token=evil), metadata=md
         ),
     }
-    for name, call in refused.items():
-        assert await code_of(call) == C.INVALID_ARGUMENT, name
-    # Free-text filters are data: they match nothing and change nothing.
+
+
+async def _assert_free_text_filters_match_nothing(
+    api: Api, w: str, md: Metadata, evil: str
+) -> None:
+    """Free-text filters are data: they match nothing and change nothing."""
+    s = api.stub
     for request in (
         actions_pb2.ListActionsRequest(workspace_id=w, actor_subject=evil),
         actions_pb2.ListActionsRequest(workspace_id=w, target_id=evil),
@@ -98,16 +95,27 @@ async def test_injection_strings_in_every_field_change_nothing(
     assert await code_of(
         s.ListAgents(actions_pb2.ListAgentsRequest(workspace_id=w, department_id=evil), metadata=md)
     ) in (C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND)
-    # The reason is free text: stored byte for byte, one agent paused, nothing else.
+
+
+async def _assert_reason_stored_byte_for_byte(
+    api: Api, pool: asyncpg.Pool, ws: uuid.UUID, evil: str
+) -> None:
+    """The reason is free text: stored byte for byte, one agent paused, nothing else."""
     reason = f"{evil} {evil}"
-    done = await rel_api.execute("alice", ws, "pause_agent", target="eng-code-1", reason=reason)
+    done = await api.execute("alice", ws, "pause_agent", target="eng-code-1", reason=reason)
     stored = await pool.fetchval(
         "SELECT reason FROM action_audit_log WHERE action_id = $1", uuid.UUID(done.action_id)
     )
     assert stored == reason
-    async with grpc.aio.insecure_channel(rel_policy_target) as channel:
+
+
+async def _assert_policy_check_never_allows(
+    policy_target: str, secrets: Secrets, w: str, evil: str
+) -> None:
+    """``evil`` as the subject, action or resource of a Check: refused or denied."""
+    async with grpc.aio.insecure_channel(policy_target) as channel:
         policy = policy_pb2_grpc.PolicyServiceStub(channel)
-        svc = (("authorization", f"Bearer {dev_secrets.service_token()}"),)
+        svc = (("authorization", f"Bearer {secrets.service_token()}"),)
         for field in ("subject", "action", "resource"):
             fields: dict[str, Any] = {"subject": "bob", "workspace_id": w}
             fields["action"] = "actions:read"
@@ -120,6 +128,26 @@ async def test_injection_strings_in_every_field_change_nothing(
             else:
                 code = C.PERMISSION_DENIED if reply.allowed else C.OK
             assert code in (C.OK, C.INVALID_ARGUMENT), field  # refused or denied, never allowed
+
+
+@pytest.mark.parametrize("evil", SQL)
+async def test_injection_strings_in_every_field_change_nothing(
+    rel_api: Api,
+    pool: asyncpg.Pool,
+    rel_policy_target: str,
+    dev_secrets: Secrets,
+    evil: str,
+) -> None:
+    ws = await create_workspace(pool)
+    shape = await pool.fetchrow(DATABASE_SHAPE)
+    md = rel_api.auth("alice")
+    w = str(ws)
+    refused = _start_calls_with_evil_ids(rel_api, w, md, evil)
+    for name, call in refused.items():
+        assert await code_of(call) == C.INVALID_ARGUMENT, name
+    await _assert_free_text_filters_match_nothing(rel_api, w, md, evil)
+    await _assert_reason_stored_byte_for_byte(rel_api, pool, ws, evil)
+    await _assert_policy_check_never_allows(rel_policy_target, dev_secrets, w, evil)
     counters.record("bad_inputs", len(refused) + 7)
     after = await pool.fetchrow(DATABASE_SHAPE)
     assert after is not None

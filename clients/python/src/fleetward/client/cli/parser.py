@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypeAlias
 
 from fleetward.client.cli import access, exit_codes, mutate, reads
 
@@ -15,6 +16,8 @@ ENVIRONMENT = """environment:
 """
 STATUSES = ["pending", "in_progress", "completed", "failed", "rolled_back", "denied"]
 AGENT_STATUSES = ["active", "paused", "retired"]
+# A string: argparse's class is generic only to type checkers.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -73,9 +76,7 @@ def _skip_denied_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _can_i(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: list[argparse.ArgumentParser]
-) -> None:
+def _can_i(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     can_i = sub.add_parser(
         "can-i",
         parents=leaf,
@@ -95,9 +96,7 @@ def _can_i(
     can_i.set_defaults(run=access.run_can_i)
 
 
-def _execute(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], leaf: list[argparse.ArgumentParser]
-) -> None:
+def _execute(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     execute = sub.add_parser("execute", help="run an action (preview, confirm, act)")
     kinds = execute.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -126,18 +125,7 @@ def _execute(
         kind.set_defaults(run=mutate.run_execute)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree; each leaf sets ``run``."""
-    leaf = [_common(suppress=True)]
-    parser = argparse.ArgumentParser(
-        prog="fleetward",
-        description="Act on a Fleetward agent fleet and read its audit trail.",
-        parents=[_common(suppress=False)],
-        epilog=ENVIRONMENT + "\n" + exit_codes.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _actions(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     actions = sub.add_parser("actions", help="list, show and describe actions")
     actions_sub = actions.add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
     types = actions_sub.add_parser("types", parents=leaf, help="the action catalog")
@@ -153,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("id", help="action id")
     get.set_defaults(run=reads.run_action_get)
 
-    _execute(sub, leaf)
 
+def _rollback(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     rollback = sub.add_parser("rollback", parents=leaf, help="undo a completed action")
     rollback.add_argument("action_id", metavar="ID", help="the action to undo")
     rollback.add_argument(
@@ -164,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     _confirm_flags(rollback)
     rollback.set_defaults(run=mutate.run_rollback)
 
-    _can_i(sub, leaf)
 
+def _agents(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     agents = sub.add_parser("agents", help="agents and their control state")
     agents_sub = agents.add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
     agents_list = agents_sub.add_parser("list", parents=leaf, help="agents by id")
@@ -177,10 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent_get.add_argument("id", help="agent id")
     agent_get.set_defaults(run=reads.run_agent_get)
 
+
+def _watch(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     watch = sub.add_parser("watch", parents=leaf, help="follow the workspace's action events")
     watch.add_argument("--after-seq", type=int, default=0, help="resume after this seq")
     watch.set_defaults(run=reads.run_watch)
 
+
+def _policy(sub: Subparsers, leaf: list[argparse.ArgumentParser]) -> None:
     policy = sub.add_parser("policy", help="ask the policy service")
     policy_sub = policy.add_subparsers(dest="what", required=True, metavar="SUBCOMMAND")
     check = policy_sub.add_parser("check", parents=leaf, help="decide one request")
@@ -190,4 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=reads.run_policy_check)
     info = policy_sub.add_parser("info", parents=leaf, help="the served policy")
     info.set_defaults(run=reads.run_policy_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; each leaf sets ``run``."""
+    leaf = [_common(suppress=True)]
+    parser = argparse.ArgumentParser(
+        prog="fleetward",
+        description="Act on a Fleetward agent fleet and read its audit trail.",
+        parents=[_common(suppress=False)],
+        epilog=ENVIRONMENT + "\n" + exit_codes.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The order here is the order ``fleetward --help`` lists the commands in.
+    _actions(sub, leaf)
+    _execute(sub, leaf)
+    _rollback(sub, leaf)
+    _can_i(sub, leaf)
+    _agents(sub, leaf)
+    _watch(sub, leaf)
+    _policy(sub, leaf)
     return parser
