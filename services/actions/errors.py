@@ -1,10 +1,11 @@
-"""Domain errors of the action service, named by our own reasons, and the one table that
-gives each reason its gRPC status code (:data:`CODES`; docs/architecture.md §4).
+"""Domain errors of the action service, named by our own reasons (each reason's gRPC
+status code is the one table in :mod:`services.actions.reasons`; docs/architecture.md §4).
 
 Every constructor returns a :class:`ServiceError`; the RPC boundary aborts with its
-status. Failed and denied actions store their error as JSON (``error_details``) in our
-vocabulary (reason, message, metadata, violations: no gRPC code), so that an idempotent
-repeat gets the original error back (:func:`to_json` / :func:`from_json`).
+status. Failed and denied actions store their error as JSON (``error_details``) named by
+our reason (with message, metadata, violations), so that an idempotent repeat gets the
+original error back (:func:`to_json` / :func:`from_json`); the code is derived from the
+reason, never read from the row for a reason this version knows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from services.actions.reasons import CODES, error
 from services.common.status import PreconditionViolation, ServiceError
 
 __all__ = [
@@ -38,36 +40,6 @@ __all__ = [
     "to_json",
     "too_many_streams",
 ]
-
-
-# Each reason's gRPC status code: the only place the domain meets gRPC's vocabulary.
-CODES: Mapping[str, grpc.StatusCode] = {
-    "INSUFFICIENT_PERMISSIONS": grpc.StatusCode.PERMISSION_DENIED,
-    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
-    "IDEMPOTENCY_KEY_REUSED": grpc.StatusCode.ALREADY_EXISTS,
-    "REQUEST_IN_PROGRESS": grpc.StatusCode.ABORTED,
-    "TARGETS_CHANGED": grpc.StatusCode.ABORTED,
-    "ALREADY_IN_STATE": grpc.StatusCode.FAILED_PRECONDITION,
-    "NOT_ROLLBACKABLE": grpc.StatusCode.FAILED_PRECONDITION,
-    "ALREADY_ROLLED_BACK": grpc.StatusCode.FAILED_PRECONDITION,
-    "NOT_COMPLETED": grpc.StatusCode.FAILED_PRECONDITION,
-    "SUPERSEDED": grpc.StatusCode.FAILED_PRECONDITION,
-    "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "TOO_MANY_STREAMS": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "POLICY_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
-    "DATABASE_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
-    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
-    "ACTION_EXECUTION_FAILED": grpc.StatusCode.INTERNAL,
-    "INTERNAL": grpc.StatusCode.INTERNAL,
-    # Raised by the shared RPC boundary (services/common/status.py), never stored.
-    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
-    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
-}
-
-
-def error(reason: str, message: str, **details: Any) -> ServiceError:
-    """The :class:`ServiceError` of ``reason`` (its code from :data:`CODES`)."""
-    return ServiceError(CODES[reason], reason, message, **details)
 
 
 # A denial names at most this many denied agents (denied_count has them all).
@@ -266,9 +238,14 @@ def internal(message: str = "internal error") -> ServiceError:
 
 
 def to_json(err: ServiceError) -> dict[str, Any]:
-    """The error as stored in ``action_audit_log.error_details``: our reason, not a code."""
+    """The error as stored in ``action_audit_log.error_details``, named by our reason.
+
+    ``code`` is written only for replicas of the previous release (which read it), during a
+    rolling deploy or after a rollback of the deploy; this version reads the reason.
+    """
     return {
         "reason": err.reason,
+        "code": err.code.name,
         "message": err.message,
         "metadata": dict(err.metadata),
         "precondition_violations": [
@@ -281,14 +258,16 @@ def to_json(err: ServiceError) -> dict[str, Any]:
 def from_json(data: Mapping[str, Any]) -> ServiceError:
     """Rebuild a stored error (the original outcome of a failed or denied request).
 
-    The code comes from :data:`CODES`; rows written before errors were stored without one
-    also carry ``code``, the same code, read only for a reason this version does not know.
+    The code comes from :data:`CODES`; the stored ``code`` is read only for a reason this
+    version does not know (written by a newer one), and never as OK.
     """
     violations: Iterable[Mapping[str, str]] = data.get("precondition_violations") or ()
     reason = str(data["reason"])
     code = CODES.get(reason)
     if code is None:
         code = grpc.StatusCode.__members__.get(str(data.get("code")), grpc.StatusCode.INTERNAL)
+        if code is grpc.StatusCode.OK:
+            code = grpc.StatusCode.INTERNAL
     return ServiceError(
         code,
         reason,

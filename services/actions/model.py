@@ -9,6 +9,7 @@ metric labels). See docs/architecture.md §2 for the status machine and §3 for 
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -65,7 +66,7 @@ class TargetKind(StrEnum):
     BUDGET = "budget"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ActionRecord(Mapping[str, Any]):
     """One audit row (``action_audit_log``) as recorded: what the store returns for every
     statement about actions, typed and immutable.
@@ -84,7 +85,9 @@ class ActionRecord(Mapping[str, Any]):
     reason: str
     actor_user_id: str
     actor_role: str
-    status: ActionStatus
+    # A status this version does not know (written by a newer replica during a rolling
+    # deploy) stays its text: reads show it as unspecified rather than fail.
+    status: ActionStatus | str
     result: Any
     error_message: str | None
     error_details: Any
@@ -103,10 +106,17 @@ class ActionRecord(Mapping[str, Any]):
 
     @classmethod
     def from_row(cls, row: Row) -> ActionRecord:
-        """The record of a row with (at least) every column of ``action_audit_log``."""
-        values = {name: row[name] for name in COLUMNS}
-        values["status"] = ActionStatus(values["status"])
-        return cls(**values)
+        """The record of a row with (at least) every column of ``action_audit_log``.
+
+        Built without ``__init__`` (whose frozen per-field assignment costs more than the
+        read of a page of rows itself); the record is as immutable as any other.
+        """
+        values = dict(zip(COLUMNS, _column_values(row), strict=True))
+        status = values["status"]
+        values["status"] = _STATUSES.get(status, status)
+        record = object.__new__(cls)
+        record.__dict__.update(values)
+        return record
 
     @classmethod
     def maybe(cls, row: Row | None) -> ActionRecord | None:
@@ -114,9 +124,7 @@ class ActionRecord(Mapping[str, Any]):
         return None if row is None else cls.from_row(row)
 
     def __getitem__(self, column: str) -> Any:
-        if column not in _COLUMN_SET:
-            raise KeyError(column)
-        return getattr(self, column)
+        return self.__dict__[column]
 
     def __iter__(self) -> Iterator[str]:
         return iter(COLUMNS)
@@ -127,7 +135,8 @@ class ActionRecord(Mapping[str, Any]):
 
 # The columns of action_audit_log.
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ActionRecord))
-_COLUMN_SET = frozenset(COLUMNS)
+_column_values = operator.itemgetter(*COLUMNS)
+_STATUSES: dict[str, ActionStatus] = {s.value: s for s in ActionStatus}
 
 
 @dataclass(frozen=True)
