@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from services.actions.audit import documents
 from services.actions.catalog import ActionKind
 from services.actions.db import Row
-from services.actions.model import ActionStatus, AgentStatus
+from services.actions.model import ActionRecord, ActionStatus, AgentStatus
 from services.actions.permissions import DENIED_IDS_IN_ANSWER, Access
 from services.actions.validation import SCOPE_VALUES
 
@@ -45,6 +45,8 @@ def _set_time(field: timestamp_pb2.Timestamp, value: datetime) -> None:
 
 def action(row: Row) -> actions_pb2.Action:
     """An audit row (or a validate_only preview) as an Action."""
+    if isinstance(row, ActionRecord):
+        row = row.columns
     msg = actions_pb2.Action(
         action_id=str(row["action_id"] or ""),
         workspace_id=str(row["workspace_id"]),

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from services.actions.audit import documents
@@ -111,17 +112,22 @@ class ActionRecord(Mapping[str, Any]):
         Built without ``__init__`` (whose frozen per-field assignment costs more than the
         read of a page of rows itself); the record is as immutable as any other.
         """
-        values = dict(zip(COLUMNS, _column_values(row), strict=True))
+        record = object.__new__(cls)
+        values = record.__dict__
+        values.update(zip(COLUMNS, _column_values(row), strict=True))
         status = values["status"]
         values["status"] = _STATUSES.get(status, status)
-        record = object.__new__(cls)
-        record.__dict__.update(values)
         return record
 
     @classmethod
     def maybe(cls, row: Row | None) -> ActionRecord | None:
         """:meth:`from_row`, or None for no row."""
         return None if row is None else cls.from_row(row)
+
+    @property
+    def columns(self) -> Mapping[str, Any]:
+        """Its columns as a read-only mapping (read at C speed: what converts a page)."""
+        return MappingProxyType(self.__dict__)
 
     def __getitem__(self, column: str) -> Any:
         return self.__dict__[column]
