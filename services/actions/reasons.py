@@ -33,7 +33,8 @@ CODES: Mapping[str, grpc.StatusCode] = {
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
     "ACTION_EXECUTION_FAILED": grpc.StatusCode.INTERNAL,
     "INTERNAL": grpc.StatusCode.INTERNAL,
-    # Raised by the shared RPC boundary (services/common/status.py), never stored.
+    # Built by the shared RPC boundary (services/common/status.py); listed so that one an
+    # effect raised, and so stored, reads back with its code.
     "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
     "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
 }

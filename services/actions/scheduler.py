@@ -64,13 +64,13 @@ class ExpiredPause(SystemIntent):
         )
 
     async def resolve(self, conn: Conn, call: Call) -> tuple[ActionRecord | None, Target | None]:
-        """The attempt's key, and the pause's own target as it recorded it: nothing is looked
-        up, the effect re-plans by the pause's id (its agents, wherever they are now).
+        """No earlier row, and the pause's own target as it recorded it: nothing is read.
+
+        The attempt's key is new (one more than the attempts counted under the job's claim),
+        and were it taken, the recorded life's claim replays it anyway; the effect re-plans
+        by the pause's id (its agents, wherever they are now).
         """
-        existing = await store.actions.find_by_key(
-            conn, self.workspace_id, call.subject, self.request_id
-        )
-        return existing, Target(self.workspace_id, self.scope, self.target_id, None)
+        return None, Target(self.workspace_id, self.scope, self.target_id, None)
 
     def new_action(self, call: Call, fingerprint: str) -> NewAction:
         """A ``resume_agent`` of the pause's target, by the system actor."""

@@ -147,7 +147,7 @@ async def append_synthetic_actions(pool: asyncpg.Pool, workspace: uuid.UUID, act
     summary = documents.targets_summary([target])
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
-        head = await conn.fetchrow(store.events.LOCK_HEAD, workspace)
+        head = await store.events.lock_head(conn, workspace)
         assert head is not None
         chain = _Chain(workspace, int(head["last_seq"]), str(head["last_hash"]))
         rows: list[tuple[Any, ...]] = []
