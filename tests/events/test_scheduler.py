@@ -46,10 +46,18 @@ def replica(server: ActionServer, pool: asyncpg.Pool | None = None) -> Pipeline:
     return Pipeline(pool or server.pool, server.policy, server.tasks)
 
 
-async def run_until_quiet(scheduler: Pipeline, workspace: uuid.UUID) -> None:
-    """Run scheduler passes until no expired pause is left in ``workspace``."""
+async def run_until_quiet(
+    scheduler: Pipeline, workspace: uuid.UUID, *, within_s: float = 30.0
+) -> None:
+    """Run scheduler passes until no expired pause is left in ``workspace``.
+
+    Passes repeat until the state is observed, not a fixed number of times: the server's
+    own scheduler job runs too, and while it holds a pause's claim this replica's passes
+    skip that pause (SKIP LOCKED) and return at once.
+    """
     pool = scheduler.pool
-    for _ in range(20):
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
         await resume_expired(scheduler)
         left = await pool.fetchval(
             "SELECT count(*) FROM agents WHERE workspace_id = $1 AND status = 'paused' "
@@ -58,7 +66,9 @@ async def run_until_quiet(scheduler: Pipeline, workspace: uuid.UUID) -> None:
         )
         if left == 0:
             return
-    raise AssertionError("expired pauses left after 20 passes")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{left} expired pauses left after {within_s} s")
+        await asyncio.sleep(0.05)
 
 
 async def test_expired_pause_is_resumed_by_one_audited_action(
