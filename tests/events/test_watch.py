@@ -65,10 +65,26 @@ async def head(pool: asyncpg.Pool, workspace: uuid.UUID) -> int:
 
 async def pause_each(api: Api, workspace: uuid.UUID, agents: list[str]) -> list[str]:
     """Pause every agent, all at once; the action ids."""
-    done = await asyncio.gather(
-        *(api.execute("alice", workspace, "pause_agent", target=a, deadline=120) for a in agents)
-    )
-    return [a.action_id for a in done]
+    return list(await asyncio.gather(*(pause_one(api, workspace, a) for a in agents)))
+
+
+async def pause_one(api: Api, workspace: uuid.UUID, agent: str, attempts: int = 5) -> str:
+    """Pause ``agent``; the action id. UNAVAILABLE (the database pool was busy past the
+    request's wait, as hundreds of concurrent calls on a loaded machine can make it) is
+    retried under the same request id, as the client library does.
+    """
+    request_id = str(uuid.uuid4())
+    for attempt in range(1, attempts + 1):
+        try:
+            done = await api.execute(
+                "alice", workspace, "pause_agent", target=agent, request_id=request_id, deadline=120
+            )
+            return done.action_id
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def assert_exact_sequence(events: list[Any], first: int, last: int) -> None:
