@@ -68,6 +68,11 @@ class ExecuteIntent(Intent):
         self.grant: Grant | None = None  # what step 5 granted (the gate when it asked nothing)
         self.planned: list[Change] | None = None  # the unlocked plan, when step 5 made one
 
+    @property
+    def external_effect(self) -> bool:
+        """The kind's."""
+        return self.cmd.kind.external_effect
+
     def fingerprint(self) -> str:
         """:func:`fingerprint` of the command."""
         return fingerprint(self.cmd)
@@ -146,7 +151,7 @@ class ExecuteIntent(Intent):
         """Plan again under the row locks, keep what was granted, apply it."""
         cmd, grant = self.cmd, self._granted()
 
-        async def effect(conn: Conn, row: ActionRecord) -> Outcome:
+        async def effect(conn: Conn) -> Outcome:
             locked = await cmd.kind.plan(conn, target, cmd.params, datetime.now(UTC), lock=True)
             kept, skipped = grant.split(locked)
             if not cmd.kind.reaches_beyond_target(cmd.scope):

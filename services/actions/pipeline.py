@@ -69,6 +69,11 @@ class Intent(ABC):
     # The permission on the target's own path (step 3).
     permission: str
 
+    @property
+    def external_effect(self) -> bool:
+        """Whether the effect reaches outside PostgreSQL (recorded in two steps)."""
+        return False
+
     @abstractmethod
     def fingerprint(self) -> str:
         """The request's fingerprint (what its idempotency key must always mean)."""
@@ -119,6 +124,11 @@ class SystemIntent(ABC):
     """An action the service takes itself, as a ``system:`` actor (one instance per run)."""
 
     workspace_id: uuid.UUID
+
+    @property
+    def external_effect(self) -> bool:
+        """Whether the effect reaches outside PostgreSQL (recorded in two steps)."""
+        return False
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -215,7 +225,8 @@ class Pipeline:
             )
         if intent.validate_only:
             return await intent.preview(self._pool, target, decided.new)
-        return await self.record(call, decided.new, intent.effect(target, decided.new))
+        effect = intent.effect(target, decided.new)
+        return await self.record(call, decided.new, effect, intent.external_effect)
 
     async def run_as_system(self, call: Call, intent: SystemIntent) -> ActionRecord:
         """The recorded action of a ``system:`` actor: steps 1, 2, 4 and 6, no policy."""
@@ -229,7 +240,7 @@ class Pipeline:
             raise errors.internal("the target of a system action is gone")
         intent.precheck(target)
         new = intent.new_action(call, fingerprint)
-        return await self.record(call, new, intent.effect(target, new))
+        return await self.record(call, new, intent.effect(target, new), intent.external_effect)
 
     async def refuse(
         self, new: NewAction, grant: Grant, error: ServiceError, *, validate_only: bool
@@ -243,11 +254,20 @@ class Pipeline:
         record = grant.has_role and not validate_only
         return await denials.deny(self._pool, self._tasks, new, record, error, self._denial_limit)
 
-    async def record(self, call: Call, new: NewAction, effect: lifecycle.Effect) -> ActionRecord:
+    async def record(
+        self, call: Call, new: NewAction, effect: lifecycle.Effect, external_effect: bool
+    ) -> ActionRecord:
         """Record ``new`` and run ``effect`` to its final status, shielded from the caller's
-        cancellation (a recorded action always finishes); the final row.
+        cancellation (a recorded action always finishes); the final row. An external
+        effect is recorded in two steps, any other in one transaction.
         """
         call.ensure_time_left()
         return await self._tasks.shielded(
-            lifecycle.run(self._pool, new, effect, call.lock_timeout_ms())
+            lifecycle.run(
+                self._pool,
+                new,
+                effect,
+                call.lock_timeout_ms(),
+                external_effect=external_effect,
+            )
         )

@@ -92,6 +92,11 @@ class RollbackIntent(Intent):
         self.planned = RollbackPlan([], {})
         self.undo: Grant | None = None  # None: nothing restorable, so nothing asked
 
+    @property
+    def external_effect(self) -> bool:
+        """The original's kind's: undoing an external effect reaches outside too."""
+        return self._kind().external_effect
+
     def fingerprint(self) -> str:
         """:func:`fingerprint` of the command."""
         return fingerprint(self.cmd)
@@ -240,7 +245,7 @@ def _new_action(
 def _effect(
     new: NewAction, kind: ActionKind[Any], cmd: RollbackCommand, undo: Grant | None
 ) -> lifecycle.Effect:
-    async def effect(conn: Conn, row: ActionRecord) -> Outcome:
+    async def effect(conn: Conn) -> Outcome:
         # Locking the original first serialises concurrent rollbacks: one wins.
         original = one(
             await store.actions.lock_for_rollback(conn, cmd.workspace_id, cmd.action_id),

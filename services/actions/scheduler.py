@@ -57,6 +57,11 @@ class ExpiredPause(SystemIntent):
         self.attempt = attempt
         self.request_id = f"{REQUEST_PREFIX}:{self.pause_id}:{attempt}"
 
+    @property
+    def external_effect(self) -> bool:
+        """``resume_agent``'s."""
+        return RESUME.external_effect
+
     def fingerprint(self) -> str:
         """The pause and the attempt."""
         return idempotency.fingerprint(
@@ -98,7 +103,7 @@ class ExpiredPause(SystemIntent):
     def effect(self, target: Target, new: NewAction) -> Effect:
         """Resume (locked) the agents the pause still holds whose pause has passed."""
 
-        async def effect(conn: Conn, _row: ActionRecord) -> Outcome:
+        async def effect(conn: Conn) -> Outcome:
             changes = await RESUME.plan_expired(conn, self.workspace_id, self.pause_id)
             await RESUME.apply(conn, self.workspace_id, changes, new.action_id)
             return Outcome(RESUME.summarize(changes), changes=changes)

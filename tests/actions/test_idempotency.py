@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -13,6 +15,7 @@ import pytest
 from services.actions.action_lock import lock_key
 from services.actions.idempotency import fingerprint
 from tests.actions.helpers import STATUS, Api, counts, details
+from tests.catalog import installed
 from tests.conftest import NewWorkspace
 
 
@@ -57,17 +60,57 @@ async def test_repeat_of_a_denied_request_returns_the_original_denial(
     assert [r["status"] for r in rows] == ["denied"]
 
 
-async def test_concurrent_duplicates_have_exactly_one_effect(
-    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace
+@pytest.mark.parametrize(
+    ("scope", "target", "params"),
+    [
+        # A duplicate that runs after the first committed plans nothing (paused agents are
+        # skipped) and finds the key taken at its insert.
+        ("department", "engineering", {}),
+        # A duplicate that runs after the first committed fails its effect (ALREADY_IN_STATE:
+        # already paused indefinitely): no failed row, the key is taken; the first outcome.
+        ("agent", "eng-code-1", {"indefinite": True}),
+    ],
+)
+async def test_concurrent_duplicates_answer_the_first_outcome(
+    api: Api,
+    pool: asyncpg.Pool,
+    new_workspace: NewWorkspace,
+    scope: str,
+    target: str,
+    params: dict[str, Any],
 ) -> None:
+    """One transaction (docs/architecture.md §5.2): a duplicate waits on the key (or on the
+    rows the first locked) and answers what the first did; no REQUEST_IN_PROGRESS.
+    """
     ws = await new_workspace()
     calls = [
         api.execute(
-            "bob", ws.id, "pause_agent", scope="department", target="engineering", request_id="same"
+            "bob", ws.id, "pause_agent", scope=scope, target=target, request_id="same", **params
         )
         for _ in range(20)
     ]
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    outcomes = await asyncio.gather(*calls)
+    assert len({o.action_id for o in outcomes}) == 1
+    assert {o.status for o in outcomes} == {STATUS.ACTION_STATUS_COMPLETED}
+    rows = await pool.fetch("SELECT status FROM action_audit_log WHERE workspace_id = $1", ws.id)
+    assert [r["status"] for r in rows] == ["completed"]
+    events = await pool.fetchval(
+        "SELECT count(*) FROM action_events WHERE workspace_id = $1", ws.id
+    )
+    assert events == 3
+
+
+async def test_concurrent_duplicates_of_an_external_effect_act_once(
+    api: Api, pool: asyncpg.Pool, new_workspace: NewWorkspace, tmp_path: Path
+) -> None:
+    """Two steps: the pending row commits first, so a duplicate may be told it runs."""
+    ws = await new_workspace()
+    with installed(tmp_path / "runtime.log") as runtime:
+        calls = [
+            api.execute("alice", ws.id, "restart_agent", target="eng-code-1", request_id="same")
+            for _ in range(20)
+        ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
     ids = {o.action_id for o in outcomes if not isinstance(o, BaseException)}
     assert len(ids) == 1
     for o in outcomes:
@@ -76,10 +119,8 @@ async def test_concurrent_duplicates_have_exactly_one_effect(
             assert details(o).reason == "REQUEST_IN_PROGRESS"
     rows = await pool.fetch("SELECT status FROM action_audit_log WHERE workspace_id = $1", ws.id)
     assert [r["status"] for r in rows] == ["completed"]
-    events = await pool.fetchval(
-        "SELECT count(*) FROM action_events WHERE workspace_id = $1", ws.id
-    )
-    assert events == 3
+    (action_id,) = ids
+    assert runtime.told() == [f"{action_id} eng-code-1 1"]
 
 
 async def test_retry_after_a_client_deadline_returns_the_completed_action(

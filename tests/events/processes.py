@@ -24,6 +24,8 @@ class ServiceProcess:
     metrics_port: int
     log: Path
     proc: RunningService | None = field(default=None, repr=False)
+    # The module run as ``python -m MODULE serve`` (default ``services.<name>``).
+    module: str = ""
 
     @property
     def target(self) -> str:
@@ -33,7 +35,11 @@ class ServiceProcess:
     async def start(self, env: dict[str, str], *, wait_s: float = 30) -> None:
         """Start with ``env`` on a clean environment; wait until its overall health is SERVING."""
         self.proc = RunningService.start(
-            f"services.{self.name}", env, self.log, name=self.name, target=self.target
+            self.module or f"services.{self.name}",
+            env,
+            self.log,
+            name=self.name,
+            target=self.target,
         )
         await self.proc.wait_serving_async(wait_s)
 
@@ -81,9 +87,13 @@ def policy_env(proc: ServiceProcess, policy_dir: Path, secrets: Secrets) -> dict
     }
 
 
-def action_process(log_dir: Path, label: str) -> ServiceProcess:
-    """An unstarted action service process description."""
-    return ServiceProcess("actions", free_port(), free_port(), log_dir / f"actions-{label}.log")
+def action_process(log_dir: Path, label: str, *, test_catalog: bool = False) -> ServiceProcess:
+    """An unstarted action service process description; with ``test_catalog``, one whose
+    ``restart_agent`` has an external effect (:mod:`tests.catalog`).
+    """
+    module = "tests.catalog.actions_service" if test_catalog else ""
+    log = log_dir / f"actions-{label}.log"
+    return ServiceProcess("actions", free_port(), free_port(), log, module=module)
 
 
 def action_env(

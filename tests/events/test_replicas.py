@@ -52,7 +52,11 @@ async def cluster(
     """Started processes (SIGTERM at the end)."""
     logs = tmp_path_factory.mktemp("replicas")
     policy = policy_process(logs)
-    replicas = (action_process(logs, "a"), action_process(logs, "b"))
+    # The test catalog's restart_agent has an external effect: recorded in two steps.
+    replicas = (
+        action_process(logs, "a", test_catalog=True),
+        action_process(logs, "b", test_catalog=True),
+    )
     started: list[ServiceProcess] = []
     try:
         await policy.start(policy_env(policy, events_policy_dir, dev_secrets))
@@ -160,9 +164,15 @@ async def test_recovery_of_one_replica_never_touches_the_others_live_action(
             "SELECT 1 FROM agents WHERE workspace_id = $1 AND agent_id = 'eng-code-1' FOR UPDATE",
             ws.id,
         )
+        # An external effect (the test catalog's restart_agent) commits its pending row first.
         call = asyncio.create_task(
             api.execute(
-                "bob", ws.id, "pause_agent", target="eng-code-1", request_id=request_id, deadline=60
+                "alice",
+                ws.id,
+                "restart_agent",
+                target="eng-code-1",
+                request_id=request_id,
+                deadline=60,
             )
         )
 

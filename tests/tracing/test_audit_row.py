@@ -286,7 +286,7 @@ async def test_a_replica_of_the_previous_version_still_records_without_a_trace_i
     def without_trace(self: NewAction) -> tuple[Any, ...]:
         return previous_args(self)[:-1]
 
-    async def effect(_conn: Any, _row: Any) -> Outcome:
+    async def effect(_conn: Any) -> Outcome:
         return Outcome({"count": 0})
 
     monkeypatch.setattr(store.actions, "CLAIM", PREVIOUS_CLAIM)
@@ -294,7 +294,8 @@ async def test_a_replica_of_the_previous_version_still_records_without_a_trace_i
     runtime = await asyncpg.create_pool(database_dsn, min_size=1, max_size=1, init=init_connection)
     assert runtime is not None
     try:
-        done = await lifecycle.run(runtime, new, effect, 2000)
+        # The previous version recorded every action in two steps, through its claim.
+        done = await lifecycle.two_step.run(runtime, new, effect, 2000)
     finally:
         await runtime.close()
     monkeypatch.undo()

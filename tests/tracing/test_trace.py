@@ -117,8 +117,16 @@ async def test_one_execute_is_one_connected_trace(
 
     database = [s for s in spans if _is_database(s)]
     assert all(s.kind == SpanKind.CLIENT for s in database)
-    # The keyed lookup, the claim, BEGIN, the effect's two, the completion, COMMIT.
-    assert len(database) >= 7, [s.name for s in database]
+    # The keyed lookup, BEGIN, the effect's two, the record (row, targets, events), COMMIT:
+    # one transaction (docs/architecture.md §5.2).
+    assert [s.name for s in database] == [
+        "SELECT",
+        "BEGIN;",
+        "SELECT",
+        "UPDATE",
+        "SELECT",
+        "COMMIT",
+    ]
     in_effect = [s for s in database if _parent(spans, s) is effect]
     assert {s.name for s in in_effect} == {"SELECT", "UPDATE"}
     assert {_parent(spans, s).name for s in database} == {EXECUTE, "action.effect"}

@@ -87,6 +87,10 @@ class ActionKind(ABC, Generic[P]):
     # The action type whose permission undoing this one needs on each resource the
     # rollback changes (undoing a pause resumes agents); None when it cannot be undone.
     undone_by: ClassVar[str | None]
+    # Whether the effect reaches outside PostgreSQL (a call to another system). Such a kind
+    # is recorded in two steps, its intent committed before it acts; every other kind's
+    # effect, row and events commit in one transaction (docs/architecture.md §5.2).
+    external_effect: ClassVar[bool] = False
 
     @property
     def permission(self) -> str:

@@ -1,8 +1,10 @@
 """The audit rows: ``action_audit_log`` and the ``action_targets`` each completed action wrote.
 
-An action's row is claimed (``pending``, with its event), completed (with its targets and
-events) or failed, each in one round trip through the database functions of
-migrations/0003 and 0006; a denial is inserted final. Every function that writes also
+An action whose effect is rows in PostgreSQL is recorded final with its targets and events
+in one round trip at the end of its one transaction (migrations/0007); one with an external
+effect is claimed (``pending``, with its event), then completed (with its targets and
+events) or failed, each in one round trip (migrations/0003 and 0006); a denial is inserted
+final. Every function that writes also
 appends the transaction's events to the workspace chain (:mod:`.events`), last.
 See docs/architecture.md §5.2 (the recorded life) and §6 (the data model).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +42,19 @@ SELECT * FROM fleetward_complete_action(
     p_target_kinds => $5, p_target_keys => $6, p_befores => $7, p_afters => $8,
     p_event_action_ids => $9, p_event_types => $10, p_event_payloads => $11,
     p_event_created_at => $12, p_event_heads => $13, p_doc_tail => $14, p_channel => $15)"""
+# migrations/0007: an action recorded in its final status in one call (the one-transaction
+# form): the row, its action_targets and its events; nothing when the key is taken.
+RECORD = """
+SELECT * FROM fleetward_record_action_v1(
+    p_action_id => $1, p_workspace_id => $2, p_action_type => $3, p_scope => $4,
+    p_target_id => $5, p_params => $6, p_reason => $7, p_actor => $8, p_roles => $9,
+    p_can_rollback => $10, p_rollback_of => $11, p_request_id => $12, p_fingerprint => $13,
+    p_policy_version => $14, p_decision_id => $15, p_trace_id => $16, p_status => $17,
+    p_created_at => $18, p_started_at => $19, p_completed_at => $20, p_result => $21,
+    p_error_message => $22, p_error_details => $23, p_target_kinds => $24,
+    p_target_keys => $25, p_befores => $26, p_afters => $27, p_event_action_ids => $28,
+    p_event_types => $29, p_event_payloads => $30, p_event_created_at => $31,
+    p_event_heads => $32, p_doc_tail => $33, p_channel => $34)"""
 INSERT_DENIED = """
 INSERT INTO action_audit_log (
     action_id, workspace_id, action_type, scope, target_id, action_params, reason,
@@ -127,6 +143,58 @@ async def complete(
         [c.before for c in changes],
         [c.after for c in changes],
         *events.append_args(new.workspace_id, chained, completed_at),
+    )
+    return ActionRecord.maybe(row)
+
+
+@dataclass(frozen=True)
+class Final:
+    """How an action ended, as :func:`record` stores it.
+
+    Attributes:
+        status: ``completed``, or ``failed`` (then ``result`` is None and ``error_*`` set).
+        started_at: When its effect began (None for a failure recorded after a rollback).
+        completed_at: When it ended.
+        result: The stored ``result``.
+        error_message: The failure's message.
+        error_details: The error a repeat of the request is answered with.
+    """
+
+    status: ActionStatus
+    started_at: datetime | None
+    completed_at: datetime
+    result: Any = None
+    error_message: str | None = None
+    error_details: Row | None = None
+
+
+async def record(
+    conn: Conn,
+    new: NewAction,
+    created_at: datetime,
+    final: Final,
+    changes: Sequence[Change],
+    chained: Sequence[tuple[events.Event, datetime]],
+) -> ActionRecord | None:
+    """Insert ``new`` as ``final`` with its ``action_targets`` and append ``chained`` (each
+    event with its time); None, having written nothing, when its key is already taken.
+    """
+    details = None if final.error_details is None else dict(final.error_details)
+    row = await conn.fetchrow(
+        RECORD,
+        *new.insert_args(),
+        final.status,
+        created_at,
+        final.started_at,
+        final.completed_at,
+        final.result,
+        final.error_message,
+        details,
+        [c.kind for c in changes],
+        [c.key for c in changes],
+        [c.before for c in changes],
+        [c.after for c in changes],
+        *events.append_args(new.workspace_id, [e for e, _ in chained], [t for _, t in chained]),
     )
     return ActionRecord.maybe(row)
 

@@ -1,0 +1,144 @@
+-- The one-transaction form of an action's recorded life (docs/architecture.md §5.2,
+-- docs/DECISIONS.md "One transaction for in-database effects").
+--
+-- An action whose effect is rows in PostgreSQL (every kind that does not declare an
+-- external effect) no longer commits a pending row before it acts: its effect, its audit
+-- row (inserted final), its action_targets and its chain events commit together, in one
+-- transaction. A failure or crash leaves nothing of it; a failed row is written afterwards,
+-- in its own statement. A concurrent duplicate of the request waits on the idempotency
+-- key's unique index until the first commits, then finds the key taken and answers the
+-- first outcome.
+--
+-- Safe while replicas of the previous version serve: nothing here changes what their
+-- functions do or what their rows may be. Their two-step form (fleetward_claim_action_v2,
+-- fleetward_complete_action) stays, and so does every kind that declares an external effect.
+
+-- The record of an action in one call: the row, inserted in its final status (completed,
+-- or failed after its transaction was rolled back), its action_targets and its events
+-- (the chain head last). Returns the row, or nothing when the idempotency key is already
+-- taken (then it wrote nothing: the caller rolls back and answers the first outcome).
+-- Called with named arguments (SELECT * FROM fleetward_record_action_v1(p_action_id => $1, …)).
+CREATE FUNCTION fleetward_record_action_v1(
+    p_action_id uuid,
+    p_workspace_id uuid,
+    p_action_type text,
+    p_scope text,
+    p_target_id text,
+    p_params jsonb,
+    p_reason text,
+    p_actor text,
+    p_roles text,
+    p_can_rollback boolean,
+    p_rollback_of uuid,
+    p_request_id text,
+    p_fingerprint text,
+    p_policy_version text,
+    p_decision_id text,
+    p_trace_id text,
+    p_status text,
+    p_created_at timestamptz,
+    p_started_at timestamptz,
+    p_completed_at timestamptz,
+    p_result jsonb,
+    p_error_message text,
+    p_error_details jsonb,
+    p_target_kinds text[],
+    p_target_keys text[],
+    p_befores jsonb[],
+    p_afters jsonb[],
+    p_event_action_ids uuid[],
+    p_event_types text[],
+    p_event_payloads jsonb[],
+    p_event_created_at timestamptz[],
+    p_event_heads bytea[],
+    p_doc_tail bytea,
+    p_channel text
+) RETURNS SETOF action_audit_log
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_row action_audit_log;
+BEGIN
+    -- Only the two final statuses an action reaches by acting (denied rows are inserted by
+    -- their own statement; rolled_back is an update of a completed row).
+    IF p_status IS NULL OR p_status NOT IN ('completed', 'failed') THEN
+        RAISE EXCEPTION 'record: an action is recorded completed or failed, not %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO action_audit_log (
+        action_id, workspace_id, action_type, scope, target_id, action_params, reason,
+        actor_user_id, actor_role, status, can_rollback, rollback_of_action_id, request_id,
+        request_fingerprint, policy_version, decision_id, trace_id, created_at, started_at,
+        completed_at, result, error_message, error_details)
+    VALUES (p_action_id, p_workspace_id, p_action_type, p_scope, p_target_id, p_params,
+            p_reason, p_actor, p_roles, p_status, p_can_rollback, p_rollback_of,
+            p_request_id, p_fingerprint, p_policy_version, p_decision_id, p_trace_id,
+            p_created_at, p_started_at, p_completed_at, p_result, p_error_message,
+            p_error_details)
+    ON CONFLICT (workspace_id, actor_user_id, request_id) DO NOTHING
+    RETURNING * INTO v_row;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    -- Only a completed action has targets, and only the one this call inserted.
+    IF coalesce(array_length(p_target_keys, 1), 0) > 0 THEN
+        IF p_status <> 'completed' THEN
+            RAISE EXCEPTION 'record: a failed action has no action_targets'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        INSERT INTO action_targets (action_id, target_kind, target_key, before, after)
+        SELECT p_action_id, t.kind, t.key, t.before, t.after
+        FROM unnest(p_target_kinds, p_target_keys, p_befores, p_afters)
+            AS t(kind, key, before, after);
+    END IF;
+    PERFORM fleetward_append_events(
+        p_workspace_id, p_event_action_ids, p_event_types, p_event_payloads,
+        p_event_created_at, p_event_heads, p_doc_tail, p_channel);
+    RETURN NEXT v_row;
+END $$;
+
+-- Like fleetward_complete_action, it writes action_targets, which the runtime role may not:
+-- the owner's rights, search_path pinned (pg_temp last).
+DO $$
+BEGIN
+    EXECUTE format(
+        'ALTER FUNCTION fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, '
+        'text, text, boolean, uuid, text, text, text, text, text, text, timestamptz, '
+        'timestamptz, timestamptz, jsonb, text, jsonb, text[], text[], jsonb[], jsonb[], '
+        'uuid[], text[], jsonb[], timestamptz[], bytea[], bytea, text) '
+        'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
+END $$;
+GRANT EXECUTE ON FUNCTION
+    fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, text, text,
+                               boolean, uuid, text, text, text, text, text, text, timestamptz,
+                               timestamptz, timestamptz, jsonb, text, jsonb, text[], text[],
+                               jsonb[], jsonb[], uuid[], text[], jsonb[], timestamptz[],
+                               bytea[], bytea, text)
+    TO fleetward_runtime;
+
+-- action_targets are written only while their action completes: its row is in_progress
+-- (the two-step form), or it is the completed row this very transaction inserted (the
+-- one-transaction form; xmin is the inserting transaction, and no savepoint is involved).
+-- A finished action's before/after still cannot be added to afterwards.
+CREATE OR REPLACE FUNCTION fleetward_targets_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_action uuid;
+BEGIN
+    SELECT n.action_id INTO v_action
+    FROM (SELECT DISTINCT action_id FROM new_rows) AS n
+    LEFT JOIN action_audit_log AS a USING (action_id)
+    WHERE a.status IS DISTINCT FROM 'in_progress'
+      AND NOT coalesce(a.status = 'completed' AND a.xmin = pg_current_xact_id()::xid, false)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'action_targets of action % may only be written while it completes',
+            v_action USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A rollback marks its original rolled_back (rollback_action_id = the rollback) inside its
+-- effect, before the rollback's own row is inserted at the end of the same transaction: the
+-- reference is checked at COMMIT. A catalogue-only change (no rewrite, no validation scan).
+ALTER TABLE action_audit_log
+    ALTER CONSTRAINT action_audit_log_rollback_action_id_fkey DEFERRABLE INITIALLY DEFERRED;

@@ -1,0 +1,120 @@
+"""The one-transaction form of an action's recorded life, for every kind whose effect is
+rows in PostgreSQL (docs/architecture.md §5.2).
+
+:func:`run` opens ONE transaction (``BEGIN`` with the deadline's ``lock_timeout``), runs the
+effect (it locks its rows, plans again and writes), records the action in one call (its
+row inserted ``completed``, its ``action_targets``, and its pending, in_progress and
+completed events with the chain head) and commits. Nothing of the action is visible
+before the commit, and a crash leaves nothing of it: no orphan to recover.
+
+The row's insert claims the idempotency key. A concurrent duplicate of the request waits
+on the key's unique index (or first on the rows the first request locked) until the first
+commits; it then finds the key taken, rolls back whatever it did and answers the first
+outcome. An effect that fails rolls back; a ``failed`` row (pending and failed events) is
+written afterwards in its own statement, unless the key was taken meanwhile, whose outcome
+is then the answer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from services.actions import errors, idempotency, store
+from services.actions.audit import documents
+from services.actions.db import DATABASE_ERRORS, Conn
+from services.actions.lifecycle import _shared
+from services.actions.lifecycle._shared import Effect
+from services.actions.model import ActionRecord, ActionStatus, NewAction
+from services.actions.store.actions import Final
+from services.common.status import ServiceError
+
+
+class _KeyTaken(Exception):
+    """The request's key was recorded by another request first (rolls the effect back)."""
+
+
+async def run(
+    pool: asyncpg.Pool, new: NewAction, effect: Effect, lock_timeout_ms: int
+) -> ActionRecord:
+    """Run ``effect`` and record ``new`` with it in one transaction; the final row.
+
+    Raises the first outcome's error when the key was taken first, the effect's
+    ServiceError (a ``failed`` row recorded with it), or ACTION_EXECUTION_FAILED.
+    """
+    async with pool.acquire() as conn:
+        created_at = datetime.now(UTC)
+        try:
+            async with _shared.transaction(conn, lock_timeout_ms):
+                done = await _complete(conn, new, created_at, effect)
+                if done is None:
+                    raise _KeyTaken
+                await conn.execute("COMMIT")
+        except _KeyTaken:
+            return await _first_outcome(conn, new)
+        except ServiceError as err:
+            return await _fail(conn, new, created_at, err.message, err)
+        except DATABASE_ERRORS:
+            raise  # nothing was recorded: a retry under the same key starts afresh
+        except Exception as exc:
+            message, correlation_id = _shared.describe(new, exc)
+            failure = errors.execution_failed(str(new.action_id), message, correlation_id)
+            return await _fail(conn, new, created_at, message, failure, exc)
+        _shared.completed(new)
+        return done
+
+
+async def _complete(
+    conn: Conn, new: NewAction, created_at: datetime, effect: Effect
+) -> ActionRecord | None:
+    """The effect, then the row, its targets and its events (in the caller's transaction);
+    the final row, or None when the key is taken.
+    """
+    pending = new.row(ActionStatus.PENDING, created_at)
+    started_at = datetime.now(UTC)
+    outcome = await _shared.traced_effect(new, effect, conn)
+    completed_at = datetime.now(UTC)
+    result, completion = _shared.completion(pending, started_at, completed_at, outcome)
+    chained = [(documents.event_for(pending), created_at)]
+    chained += [(event, completed_at) for event in completion]
+    final = Final(ActionStatus.COMPLETED, started_at, completed_at, result)
+    return await store.actions.record(conn, new, created_at, final, outcome.changes, chained)
+
+
+async def _fail(
+    conn: Conn,
+    new: NewAction,
+    created_at: datetime,
+    message: str,
+    err: ServiceError,
+    cause: BaseException | None = None,
+) -> ActionRecord:
+    """Record ``new`` as ``failed`` with ``err`` after its rollback, and raise ``err``; the
+    first outcome instead when the key was taken meanwhile.
+    """
+    details = errors.to_json(err)
+    completed_at = datetime.now(UTC)
+    pending = new.row(ActionStatus.PENDING, created_at)
+    failed = {
+        **pending,
+        "status": ActionStatus.FAILED,
+        "error_message": message,
+        "error_details": documents.jsonb_value(details),
+        "completed_at": completed_at,
+    }
+    chained = [(documents.event_for(pending), created_at)]
+    chained.append((documents.event_for(failed), completed_at))
+    final = Final(ActionStatus.FAILED, None, completed_at, None, message, details)
+    if await store.actions.record(conn, new, created_at, final, (), chained) is None:
+        return await _first_outcome(conn, new)
+    _shared.failed(new, message)
+    raise err from cause
+
+
+async def _first_outcome(conn: Conn, new: NewAction) -> ActionRecord:
+    """The outcome recorded under ``new``'s key by the request that took it first."""
+    existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
+    if existing is None:  # pragma: no cover - a taken key's row cannot vanish
+        raise errors.internal("idempotency conflict without a row")
+    return await idempotency.replay(conn, existing, new.fingerprint)
