@@ -29,15 +29,19 @@ from typing import Any
 import asyncpg
 
 from bench import floors, policygen, procs, scenarios, seed
-from bench.load import percentile, run_load
+from bench.load import LoadResult, percentile, run_load
 from bench.report import render
 from services.common.tokens import mint_service_token, mint_user_token
-from services.dev.processes import REPO
+from services.dev.processes import REPO, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 EQUIVALENCE_TESTS = REPO / "tests" / "policy" / "test_equivalence.py"
 USER = "bench-user"
 WORKSPACES, AGENTS = 16, 64
+IN_FLIGHT, LOADERS = 64, 2
+# The floor's database connections under load: as many as the action service's pool
+# (FLEETWARD_DB_POOL_SIZE, default 20), split over the loaders.
+FLOOR_CONNECTIONS = 20
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -62,6 +66,23 @@ def _policy_dirs(
         small,
         large,
     )
+
+
+def _record_load(
+    out: dict[str, Any], load: LoadResult, spent: dict[str, float], prefix: str, suffix: str = ""
+) -> None:
+    """CPU per call and cores busy of each process group measured over ``load``'s window.
+
+    ``{prefix}cpu_ms_per_execute_{name}{suffix}``: CPU ms per completed call of each
+    group (and of the loaders, the client side: ``loader``); ``{prefix}cores_{name}
+    {suffix}``: CPU seconds per second of the window (``machine``: all cores, anything
+    that ran on them).
+    """
+    spent = {**procs.CpuMeter.totals(spent), "loader": load.client_cpu_s}
+    for name, seconds in spent.items():
+        if name != "machine":
+            out[f"{prefix}cpu_ms_per_execute_{name}{suffix}"] = load.per_call_ms(seconds)
+        out[f"{prefix}cores_{name}{suffix}"] = seconds / load.duration_s
 
 
 def _bound_subject(policy: policygen.GeneratedPolicy) -> tuple[str, str]:
@@ -106,6 +127,7 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
         finally:
             await conn.close()
 
+        server = await procs.PostgresServer.of(dsn)
         base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
         policy_env = {
             **base,
@@ -143,32 +165,58 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             procs.service(
                 "actions",
                 "services.actions",
-                {
+                actions_env := {
                     **base,
                     **sink.env,
                     "DATABASE_URL": dsn,
                     "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
                     "FLEETWARD_POLICY_TARGET": policy50.target,
                     "FLEETWARD_JWT_SECRET": jwt_secret,
+                    # Its Execute count, for the two-replica run's split (scraped outside
+                    # the measuring windows).
+                    "FLEETWARD_METRICS_PORT": str(metrics_port := free_port()),
                 },
                 work,
                 uvloop=uvloop,
             ) as actions,
         ):
             _log("services up; floors")
-            echo_ms = await floors.echo_latencies_ms(echo, calls * 2)
+            echo_ms = await floors.echo_latencies_ms(echo.target, calls * 2)
             out["floor_echo_p50_ms"] = percentile(echo_ms, 50)
             enforcer50 = floors.plain_enforcer(dir50)
             out["floor_enforce_p50_ms"] = floors.enforce_p50_ms(enforcer50, items50, calls * 2)
             out["floor_enforce_10k_p50_ms"] = floors.enforce_p50_ms(
                 floors.plain_enforcer(dir10k), items10k, 20 if quick else 60
             )
-            floor_exec = await floors.execute_floor_ms(echo, dsn, enforcer50, items50, calls)
+            floor_exec = await floors.execute_floor_ms(echo.target, dsn, enforcer50, items50, calls)
             out["floor_execute_p50_ms"] = percentile(floor_exec, 50)
             echo_load = run_load(
-                "echo", echo, "", [()], in_flight=64, processes=2, duration_s=size["load_s"]
+                "echo",
+                echo.target,
+                "",
+                [()],
+                in_flight=IN_FLIGHT,
+                processes=LOADERS,
+                duration_s=size["load_s"],
             )
             out["floor_echo_per_s"] = echo_load.per_s
+            meter = procs.CpuMeter({"echo": echo.pid}, server)
+            load = run_load(
+                "floor_execute",
+                echo.target,
+                "",
+                items50,
+                in_flight=IN_FLIGHT,
+                processes=LOADERS,
+                duration_s=size["load_s"],
+                sample=meter.sample,
+                dsn=dsn,
+                policy_dir=dir50,
+                db_connections=FLOOR_CONNECTIONS,
+            )
+            out["floor_execute_per_s"] = load.per_s
+            out["floor_execute_load_p50_ms"] = percentile(load.latencies_ms, 50)
+            _record_load(out, load, load.sampled, "floor_")
             del enforcer50
             gc.collect()
             gc.freeze()  # keep the bench's own GC pauses out of the latencies below
@@ -216,18 +264,23 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             out["execute_p99_ms"] = percentile(times, 99)
             spread = [(str(w), f"agent-{a}") for w in load_ws for a in range(AGENTS)]
             pids = [actions.pid, policy50.pid]
+            meter = procs.CpuMeter({"actions": actions.pid, "policy": policy50.pid}, server)
             cpu_before = procs.cpu_seconds(pids, include_postgres=True)
             load = run_load(
                 "execute",
                 actions.target,
                 user_token,
                 spread,
-                in_flight=64,
-                processes=2,
+                in_flight=IN_FLIGHT,
+                processes=LOADERS,
                 duration_s=size["load_s"],
+                sample=meter.sample,
             )
             out["execute_per_s"] = load.per_s
             cpu_after = procs.cpu_seconds(pids, include_postgres=True)
+            _record_load(out, load, load.sampled, "")
+            # The keys before 2026-12 (bench/README.md): CPU over the whole run_load,
+            # warm-up and start-up included, and every postgres process of the machine.
             for name, key in (
                 ("actions", str(pids[0])),
                 ("policy", str(pids[1])),
@@ -249,6 +302,26 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             )
             out["execute_per_s_one_workspace"] = load.per_s
             out["execute_errors_one_workspace"] = load.errors
+
+            _log("execute, two action-service replicas")
+            second_port = free_port()
+            with procs.service(
+                "actions2",
+                "services.actions",
+                {**actions_env, "FLEETWARD_METRICS_PORT": str(second_port)},
+                work,
+                uvloop=uvloop,
+            ) as actions2:
+                _two_replicas(
+                    out,
+                    (actions, metrics_port),
+                    (actions2, second_port),
+                    policy50.pid,
+                    server,
+                    user_token,
+                    spread,
+                    size["load_s"],
+                )
 
             _log("list actions")
             for by, key in (
@@ -274,6 +347,54 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             out["rss_mb_policy_10k"] = policy10k.peak_rss_mb()
         out.update({f"otlp_{name}": value for name, value in sink.received.items()})
     return out
+
+
+def _two_replicas(
+    out: dict[str, Any],
+    first: tuple[procs.Service, int],
+    second: tuple[procs.Service, int],
+    policy_pid: int,
+    server: procs.PostgresServer,
+    token: str,
+    items: list[tuple[str, str]],
+    duration_s: float,
+) -> None:
+    """Execute at 64 in flight over two action-service replicas (round robin per loader).
+
+    ``execute_per_s_two_replicas``; CPU per Execute and cores busy of each replica
+    (``actions_a``, ``actions_b``), the policy service and PostgreSQL. Each replica's CPU
+    is divided by the Executes it served (its ``/metrics`` count, read before and after the
+    load); ``execute_share_a_two_replicas`` is the first replica's share.
+    """
+    (replica_a, port_a), (replica_b, port_b) = first, second
+    meter = procs.CpuMeter(
+        {"actions_a": replica_a.pid, "actions_b": replica_b.pid, "policy": policy_pid}, server
+    )
+    counted = [procs.rpc_count(port, "Execute") for port in (port_a, port_b)]
+    load = run_load(
+        "execute",
+        f"ipv4:{replica_a.target},{replica_b.target}",
+        token,
+        items,
+        in_flight=IN_FLIGHT,
+        processes=LOADERS,
+        duration_s=duration_s,
+        sample=meter.sample,
+        round_robin=True,
+    )
+    served = [
+        procs.rpc_count(port, "Execute") - n
+        for port, n in zip((port_a, port_b), counted, strict=True)
+    ]
+    share_a = served[0] / max(1.0, sum(served))
+    out["execute_per_s_two_replicas"] = load.per_s
+    out["execute_load_p50_ms_two_replicas"] = percentile(load.latencies_ms, 50)
+    out["execute_errors_two_replicas"] = load.errors
+    out["execute_share_a_two_replicas"] = share_a
+    _record_load(out, load, load.sampled, "", "_two_replicas")
+    for name, share in (("actions_a", share_a), ("actions_b", 1 - share_a)):
+        key = f"cpu_ms_per_execute_{name}_two_replicas"
+        out[key] = out[key] / share if share else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

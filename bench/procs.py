@@ -4,6 +4,12 @@ Every server listens on port 0; the bench reads the bound port from the service'
 (``… listening on port N``) or, for the echo server, from its first stdout line. The
 services are started, watched and stopped by services/dev/processes.py, which the tests
 use too; what only the bench needs (peak memory, CPU time) is here.
+
+CPU per call is counted by :class:`CpuMeter`: the services' processes by pid, and of
+PostgreSQL only the server the bench uses, its processes serving the bench's database and
+its shared ones (checkpointer, WAL writer, …), never another database's backends or
+another server on the same machine (:func:`cpu_seconds`, the older count, takes every
+``postgres`` process of the machine).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import psutil
 
 from services.actions.migrate import migrate
@@ -50,9 +58,17 @@ def service(
         started.stop(grace_s=15)
 
 
+@dataclass(frozen=True)
+class EchoServer:
+    """The running echo server: its ``host:port`` and process id."""
+
+    target: str
+    pid: int
+
+
 @contextlib.contextmanager
-def echo_server() -> Iterator[str]:
-    """The bare grpc.aio echo server (``bench.echo``) in its own process; yields its target."""
+def echo_server() -> Iterator[EchoServer]:
+    """The bare grpc.aio echo server (``bench.echo``) in its own process."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.echo"], cwd=REPO, stdout=subprocess.PIPE
     )
@@ -61,7 +77,7 @@ def echo_server() -> Iterator[str]:
         line = process.stdout.readline().decode().strip()
         if not line.isdigit():
             raise RuntimeError(f"echo server did not start: {line!r}")
-        yield f"127.0.0.1:{line}"
+        yield EchoServer(f"127.0.0.1:{line}", process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
@@ -140,3 +156,100 @@ def cpu_seconds(pids: list[int], include_postgres: bool = False) -> dict[str, fl
                     total += times.user + times.system
         out["postgres"] = total
     return out
+
+
+# A client backend's title after its last ": ": "user database host(port) activity…".
+_HOST = re.compile(r"^(\[local\]|\S+\(\d+\))$")
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """The PostgreSQL server the bench uses: its postmaster's pid and the bench's database."""
+
+    postmaster: int
+    database: str
+
+    @classmethod
+    async def of(cls, dsn: str) -> PostgresServer:
+        """The server and database ``dsn`` connects to (a backend's parent is the postmaster).
+
+        Args:
+            dsn: The bench's scratch database.
+        """
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow("SELECT pg_backend_pid() AS pid, current_database() AS db")
+            assert row is not None
+            return cls(psutil.Process(row["pid"]).ppid(), row["db"])  # while the backend runs
+        finally:
+            await conn.close()
+
+    def pids(self) -> list[int]:
+        """The postmaster and its children, but for client backends of other databases."""
+        found = [self.postmaster]
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.postmaster).children():
+                with contextlib.suppress(psutil.Error):
+                    words = " ".join(child.cmdline()).rsplit(": ", 1)[-1].split()
+                    backend = len(words) >= 3 and _HOST.match(words[2]) is not None
+                    if not backend or words[1] == self.database:
+                        found.append(child.pid)
+        return found
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """Samples CPU seconds (user + system) of named processes, of one PostgreSQL server's
+    processes for the bench (:meth:`PostgresServer.pids`) and of the whole machine.
+
+    Give :meth:`sample` to ``run_load`` (its ``sample``), then :meth:`totals` of what it
+    returns: one value per name, ``postgres`` and ``machine`` (busy seconds of all cores).
+    """
+
+    named: Mapping[str, int]
+    postgres: PostgresServer
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds so far: ``name``, ``pg:<pid>`` for each PostgreSQL process, ``machine``."""
+        out = {name: _cpu(pid) for name, pid in self.named.items()}
+        for pid in self.postgres.pids():
+            out[f"pg:{pid}"] = _cpu(pid)
+        machine = psutil.cpu_times()
+        out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        return out
+
+    @staticmethod
+    def totals(spent: Mapping[str, float]) -> dict[str, float]:
+        """Differences of two samples with PostgreSQL's processes added up as ``postgres``.
+
+        A backend that started in the window counts from its start; one that ended in it
+        is lost (the services' pools keep theirs open).
+        """
+        out = {key: value for key, value in spent.items() if not key.startswith("pg:")}
+        out["postgres"] = sum(value for key, value in spent.items() if key.startswith("pg:"))
+        return out
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def rpc_count(metrics_port: int, method: str) -> float:
+    """How many ``method`` calls (any code) a service's ``/metrics`` has counted so far.
+
+    Args:
+        metrics_port: Its ``FLEETWARD_METRICS_PORT`` on 127.0.0.1.
+        method: The method's name, e.g. ``Execute``.
+    """
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("fleetward_rpc_requests_total{") and f'/{method}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
