@@ -13,6 +13,78 @@
 -- functions do or what their rows may be. Their two-step form (fleetward_claim_action_v2,
 -- fleetward_complete_action) stays, and so does every kind that declares an external effect.
 
+-- The chain append of the one-transaction form, from the hashed documents alone: each
+-- event's action, type, time and payload are read from the document the service hashed,
+-- so the payload is serialised once (by the service) and what is stored is by construction
+-- what was hashed. The document must be canonical where the verifier recomputes it from
+-- the columns (a lowercase action id, the UTC time with microseconds), name exactly this
+-- workspace and seq, and have no other key. Called only by fleetward_record_action_v1 (not
+-- granted to the runtime role).
+CREATE FUNCTION fleetward_append_documents_v1(
+    p_workspace_id uuid,
+    p_doc_heads bytea[],
+    p_doc_tail bytea,
+    p_channel text
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq bigint;
+    v_hash text;
+    v_doc bytea;
+    v_json jsonb;
+    v_action uuid;
+    v_type text;
+    v_at timestamptz;
+    v_count int := coalesce(array_length(p_doc_heads, 1), 0);
+BEGIN
+    IF v_count = 0 OR array_ndims(p_doc_heads) <> 1 OR array_lower(p_doc_heads, 1) <> 1 THEN
+        RAISE EXCEPTION 'append: the documents must be a one-dimensional array from 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT last_seq, last_hash INTO v_seq, v_hash
+    FROM audit_chain_heads WHERE workspace_id = p_workspace_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workspace % has no audit chain head', p_workspace_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    FOR i IN 1 .. v_count LOOP
+        v_seq := v_seq + 1;
+        v_doc := p_doc_heads[i] || convert_to(v_seq::text, 'UTF8') || p_doc_tail;
+        v_json := convert_from(v_doc, 'UTF8')::jsonb;
+        v_action := (v_json->>'action_id')::uuid;
+        v_type := v_json->>'event_type';
+        v_at := (v_json->>'created_at')::timestamptz;
+        IF v_action IS NULL OR v_type IS NULL OR v_at IS NULL
+           OR jsonb_typeof(v_json->'payload') IS DISTINCT FROM 'object'
+           OR (v_json - 'payload') IS DISTINCT FROM jsonb_build_object(
+                  'action_id', v_action::text,
+                  'created_at', to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                  'event_type', v_type,
+                  'seq', v_seq,
+                  'workspace_id', p_workspace_id::text) THEN
+            RAISE EXCEPTION 'event % of the append: the document is not a canonical event of '
+                'this workspace at this seq', i
+                USING ERRCODE = 'integrity_constraint_violation';
+        END IF;
+        -- An event's time is now, give or take the clock skew between the service and the
+        -- database: a time in the future would hide how long an event has gone unsigned.
+        IF abs(EXTRACT(EPOCH FROM v_at - clock_timestamp())) > 300 THEN
+            RAISE EXCEPTION 'event % of the append: its time % is not now (more than 5 minutes '
+                'from the database clock)', i, v_at
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        INSERT INTO action_events
+            (workspace_id, seq, action_id, event_type, payload, created_at, prev_hash, hash)
+        VALUES (p_workspace_id, v_seq, v_action, v_type, v_json->'payload', v_at, v_hash,
+                encode(sha256(convert_to(v_hash, 'UTF8') || v_doc), 'hex'))
+        RETURNING hash INTO v_hash;
+    END LOOP;
+    UPDATE audit_chain_heads SET last_seq = v_seq, last_hash = v_hash
+    WHERE workspace_id = p_workspace_id;
+    PERFORM pg_notify(p_channel, p_workspace_id::text);
+    RETURN v_seq;
+END $$;
+
 -- The record of an action in one call: the row, inserted in its final status (completed,
 -- or failed after its transaction was rolled back), its action_targets and its events
 -- (the chain head last). Returns the row, or nothing when the idempotency key is already
@@ -46,10 +118,6 @@ CREATE FUNCTION fleetward_record_action_v1(
     p_target_keys text[],
     p_befores jsonb[],
     p_afters jsonb[],
-    p_event_action_ids uuid[],
-    p_event_types text[],
-    p_event_payloads jsonb[],
-    p_event_created_at timestamptz[],
     p_event_heads bytea[],
     p_doc_tail bytea,
     p_channel text
@@ -90,29 +158,32 @@ BEGIN
         FROM unnest(p_target_kinds, p_target_keys, p_befores, p_afters)
             AS t(kind, key, before, after);
     END IF;
-    PERFORM fleetward_append_events(
-        p_workspace_id, p_event_action_ids, p_event_types, p_event_payloads,
-        p_event_created_at, p_event_heads, p_doc_tail, p_channel);
+    PERFORM fleetward_append_documents_v1(p_workspace_id, p_event_heads, p_doc_tail, p_channel);
     RETURN NEXT v_row;
 END $$;
 
--- Like fleetward_complete_action, it writes action_targets, which the runtime role may not:
--- the owner's rights, search_path pinned (pg_temp last).
+-- Like fleetward_complete_action, they write action_targets and the chain, which the
+-- runtime role may not: the owner's rights, search_path pinned (pg_temp last).
 DO $$
+DECLARE
+    fn text;
 BEGIN
-    EXECUTE format(
-        'ALTER FUNCTION fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, '
-        'text, text, boolean, uuid, text, text, text, text, text, text, timestamptz, '
-        'timestamptz, timestamptz, jsonb, text, jsonb, text[], text[], jsonb[], jsonb[], '
-        'uuid[], text[], jsonb[], timestamptz[], bytea[], bytea, text) '
-        'SECURITY DEFINER SET search_path = %I, pg_temp', current_schema());
+    FOREACH fn IN ARRAY ARRAY[
+        'fleetward_append_documents_v1(uuid, bytea[], bytea, text)',
+        'fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, text, text, '
+            'boolean, uuid, text, text, text, text, text, text, timestamptz, timestamptz, '
+            'timestamptz, jsonb, text, jsonb, text[], text[], jsonb[], jsonb[], bytea[], '
+            'bytea, text)']
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %I, pg_temp',
+                       fn, current_schema());
+    END LOOP;
 END $$;
 GRANT EXECUTE ON FUNCTION
     fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, text, text,
                                boolean, uuid, text, text, text, text, text, text, timestamptz,
                                timestamptz, timestamptz, jsonb, text, jsonb, text[], text[],
-                               jsonb[], jsonb[], uuid[], text[], jsonb[], timestamptz[],
-                               bytea[], bytea, text)
+                               jsonb[], jsonb[], bytea[], bytea, text)
     TO fleetward_runtime;
 
 -- action_targets are written only while their action completes: its row is in_progress

@@ -52,9 +52,8 @@ SELECT * FROM fleetward_record_action_v1(
     p_policy_version => $14, p_decision_id => $15, p_trace_id => $16, p_status => $17,
     p_created_at => $18, p_started_at => $19, p_completed_at => $20, p_result => $21,
     p_error_message => $22, p_error_details => $23, p_target_kinds => $24,
-    p_target_keys => $25, p_befores => $26, p_afters => $27, p_event_action_ids => $28,
-    p_event_types => $29, p_event_payloads => $30, p_event_created_at => $31,
-    p_event_heads => $32, p_doc_tail => $33, p_channel => $34)"""
+    p_target_keys => $25, p_befores => $26, p_afters => $27, p_event_heads => $28,
+    p_doc_tail => $29, p_channel => $30)"""
 INSERT_DENIED = """
 INSERT INTO action_audit_log (
     action_id, workspace_id, action_type, scope, target_id, action_params, reason,
@@ -178,6 +177,9 @@ async def record(
 ) -> ActionRecord | None:
     """Insert ``new`` as ``final`` with its ``action_targets`` and append ``chained`` (each
     event with its time); None, having written nothing, when its key is already taken.
+
+    Each event goes as its hashed document only (serialised once): the database reads the
+    stored event back from it.
     """
     details = None if final.error_details is None else dict(final.error_details)
     row = await conn.fetchrow(
@@ -194,7 +196,9 @@ async def record(
         [c.key for c in changes],
         [c.before for c in changes],
         [c.after for c in changes],
-        *events.append_args(new.workspace_id, [e for e, _ in chained], [t for _, t in chained]),
+        [documents.doc_head(*event, at) for event, at in chained],
+        documents.doc_tail(new.workspace_id),
+        names.NOTIFY_CHANNEL,
     )
     return ActionRecord.maybe(row)
 

@@ -67,21 +67,15 @@ _END = 2**63 - 1
 
 
 def append_args(
-    workspace_id: uuid.UUID, events: Sequence[Event], created_at: datetime | Sequence[datetime]
+    workspace_id: uuid.UUID, events: Sequence[Event], created_at: datetime
 ) -> tuple[Any, ...]:
-    """Arguments 2..8 of ``fleetward_append_events`` (after the workspace id).
-
-    ``created_at`` is every event's time, or each event's own.
-    """
-    times = [created_at] * len(events) if isinstance(created_at, datetime) else list(created_at)
-    if len(times) != len(events):
-        raise ValueError("one time per event")
+    """Arguments 2..8 of ``fleetward_append_events`` (after the workspace id)."""
     return (
         [e[0] for e in events],
         [e[1] for e in events],
         [e[2] for e in events],
-        times,
-        [doc_head(a, t, p, at) for (a, t, p), at in zip(events, times, strict=True)],
+        [created_at] * len(events),
+        [doc_head(a, t, p, created_at) for a, t, p in events],
         doc_tail(workspace_id),
         names.NOTIFY_CHANNEL,
     )
