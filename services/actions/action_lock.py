@@ -1,5 +1,7 @@
-"""The action lock: a session advisory lock per action, held by its executor from before
-the pending row commits until the row is final (docs/architecture.md §5.2, §5.7).
+"""The action lock: a session advisory lock per action recorded in two steps (a kind with
+an external effect), held by its executor from before the pending row commits until the
+row is final (docs/architecture.md §5.2, §5.7). An action recorded in one transaction
+has no unfinished row, and so no lock.
 
 A pending or in-progress row whose lock is free was interrupted (nothing of its effect
 was committed: the effect commits with the final status). :func:`fail_if_orphaned` is

@@ -72,7 +72,7 @@ async def reset_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     RESET ALL`` on every release (a round trip per pooled statement). Nothing here leaves
     session state on a pooled connection: settings are transaction-local
     (``set_config(…, true)``), action locks are released explicitly or the connection is
-    terminated (``lifecycle._unlock``), and LISTEN has its own connection. A connection
+    terminated (``lifecycle.two_step._unlock``), and LISTEN has its own connection. A connection
     released inside a transaction (an error mid-way) still gets the full reset.
     """
     if conn.is_in_transaction():

@@ -1,7 +1,8 @@
 """Idempotency on ``(workspace_id, actor, request_id)`` (docs/architecture.md §5.3, §5.7).
 
-The claim itself is the atomic ``INSERT … ON CONFLICT DO NOTHING`` of the pending row
-(:mod:`services.actions.lifecycle`); this module fingerprints requests and turns an
+The claim itself is the atomic ``INSERT … ON CONFLICT DO NOTHING`` of the action's row
+(:mod:`services.actions.lifecycle`: the final row at the end of the one transaction, or
+the pending row of the two-step form); this module fingerprints requests and turns an
 existing row into the original outcome.
 """
 
