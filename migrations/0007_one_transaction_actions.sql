@@ -15,13 +15,17 @@
 
 -- The chain append of the one-transaction form, from the hashed documents alone: each
 -- event's action, type, time and payload are read from the document the service hashed,
--- so the payload is serialised once (by the service) and what is stored is by construction
--- what was hashed. The document must be canonical where the verifier recomputes it from
--- the columns (a lowercase action id, the UTC time with microseconds), name exactly this
--- workspace and seq, and have no other key. Called only by fleetward_record_action_v1 (not
--- granted to the runtime role).
+-- so the payload is serialised once (by the service) and what is stored is, as jsonb,
+-- what was hashed. The document must write the action id and time as the verifier does
+-- (lowercase, UTC with microseconds), name exactly this workspace and seq, have no other
+-- key, be an event of one of p_actions (the actions this transaction records), and be of
+-- the type its payload's status says (action.<status>) about that very action. Bytes that
+-- are valid JSON but not canonical are stored and then reported by `audit verify` as a
+-- break, never hidden. Called only by fleetward_record_action_v1 (not granted to the
+-- runtime role).
 CREATE FUNCTION fleetward_append_documents_v1(
     p_workspace_id uuid,
+    p_actions uuid[],
     p_doc_heads bytea[],
     p_doc_tail bytea,
     p_channel text
@@ -56,14 +60,18 @@ BEGIN
         v_at := (v_json->>'created_at')::timestamptz;
         IF v_action IS NULL OR v_type IS NULL OR v_at IS NULL
            OR jsonb_typeof(v_json->'payload') IS DISTINCT FROM 'object'
+           OR NOT coalesce(v_action = ANY(p_actions), false)
+           OR v_json->'payload'->>'action_id' IS DISTINCT FROM v_action::text
+           OR v_json->'payload'->>'workspace_id' IS DISTINCT FROM p_workspace_id::text
+           OR v_type IS DISTINCT FROM 'action.' || (v_json->'payload'->>'status')
            OR (v_json - 'payload') IS DISTINCT FROM jsonb_build_object(
                   'action_id', v_action::text,
                   'created_at', to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                   'event_type', v_type,
                   'seq', v_seq,
                   'workspace_id', p_workspace_id::text) THEN
-            RAISE EXCEPTION 'event % of the append: the document is not a canonical event of '
-                'this workspace at this seq', i
+            RAISE EXCEPTION 'event % of the append: the document is not an event of this '
+                'transaction''s actions in this workspace at this seq', i
                 USING ERRCODE = 'integrity_constraint_violation';
         END IF;
         -- An event's time is now, give or take the clock skew between the service and the
@@ -125,6 +133,7 @@ CREATE FUNCTION fleetward_record_action_v1(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_row action_audit_log;
+    v_actions uuid[];
 BEGIN
     -- Only the two final statuses an action reaches by acting (denied rows are inserted by
     -- their own statement; rolled_back is an update of a completed row).
@@ -158,7 +167,16 @@ BEGIN
         FROM unnest(p_target_kinds, p_target_keys, p_befores, p_afters)
             AS t(kind, key, before, after);
     END IF;
-    PERFORM fleetward_append_documents_v1(p_workspace_id, p_event_heads, p_doc_tail, p_channel);
+    -- Events of this action, and of the original it rolled back in this transaction.
+    v_actions := ARRAY[p_action_id];
+    IF p_status = 'completed' AND p_rollback_of IS NOT NULL AND EXISTS (
+           SELECT FROM action_audit_log
+           WHERE action_id = p_rollback_of AND workspace_id = p_workspace_id
+             AND status = 'rolled_back' AND rollback_action_id = p_action_id) THEN
+        v_actions := v_actions || p_rollback_of;
+    END IF;
+    PERFORM fleetward_append_documents_v1(
+        p_workspace_id, v_actions, p_event_heads, p_doc_tail, p_channel);
     RETURN NEXT v_row;
 END $$;
 
@@ -169,7 +187,7 @@ DECLARE
     fn text;
 BEGIN
     FOREACH fn IN ARRAY ARRAY[
-        'fleetward_append_documents_v1(uuid, bytea[], bytea, text)',
+        'fleetward_append_documents_v1(uuid, uuid[], bytea[], bytea, text)',
         'fleetward_record_action_v1(uuid, uuid, text, text, text, jsonb, text, text, text, '
             'boolean, uuid, text, text, text, text, text, text, timestamptz, timestamptz, '
             'timestamptz, jsonb, text, jsonb, text[], text[], jsonb[], jsonb[], bytea[], '

@@ -109,12 +109,17 @@ def idempotency_key_reused(request_id: str, action_id: str) -> ServiceError:
     )
 
 
-def request_in_progress(request_id: str, action_id: str) -> ServiceError:
-    """ABORTED: the first request with this request_id is still executing."""
+def request_in_progress(request_id: str, action_id: str | None) -> ServiceError:
+    """ABORTED: the first request with this request_id is still executing (its action id,
+    when it is recorded already).
+    """
+    metadata = {"request_id": request_id}
+    if action_id is not None:
+        metadata["action_id"] = action_id
     return error(
         "REQUEST_IN_PROGRESS",
         f"request {request_id!r} is still executing; retry later",
-        metadata={"request_id": request_id, "action_id": action_id},
+        metadata=metadata,
     )
 
 

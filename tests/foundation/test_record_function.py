@@ -183,8 +183,9 @@ async def test_the_append_from_documents_is_not_the_runtime_roles(
     new = _new(ws)
     with pytest.raises(DENIED):
         await runtime.execute(
-            "SELECT fleetward_append_documents_v1($1, $2, $3, 'fleetward_events')",
+            "SELECT fleetward_append_documents_v1($1, $2, $3, $4, 'fleetward_events')",
             ws,
+            [new.action_id],
             [_doc(new)],
             documents.doc_tail(ws),
         )
@@ -197,7 +198,8 @@ async def test_only_a_completed_or_failed_action_is_recorded(
 ) -> None:
     new = _new(ws)
     with pytest.raises(asyncpg.InvalidParameterValueError):
-        await _call(runtime, new, _documents(new, datetime.now(UTC)), status=status)
+        # No targets, so only the status check can refuse it.
+        await _call(runtime, new, _documents(new, datetime.now(UTC)), status=status, changes=())
     await _nothing_written(isolated_pool, ws)
 
 
@@ -280,3 +282,78 @@ async def test_targets_are_added_only_to_the_row_this_transaction_inserted(
         )
         == 1
     )
+
+
+def _chained(new: NewAction, now: datetime) -> list[tuple[Any, datetime]]:
+    """The three events of ``new`` completed, each with its time (what the service sends)."""
+    pending = new.row(ActionStatus.PENDING, now)
+    started = {**pending, "status": ActionStatus.IN_PROGRESS, "started_at": now}
+    final = {**started, "status": ActionStatus.COMPLETED, "result": {"count": 1}}
+    final["completed_at"] = now
+    targets = [(c.kind, c.key, c.before, c.after) for c in [CHANGE]]
+    events = [documents.event_for(pending), documents.event_for(started)]
+    return [(e, now) for e in [*events, documents.completed_event(final, targets)]]
+
+
+async def _record(conn: asyncpg.Connection, new: NewAction, extra: list[Any]) -> Any:
+    now = datetime.now(UTC)
+    done = Final(ActionStatus.COMPLETED, now, now, {"count": 1})
+    return await store.actions.record(conn, new, now, done, [CHANGE], [*_chained(new, now), *extra])
+
+
+async def _snapshot(pool: asyncpg.Pool, action_id: uuid.UUID) -> dict[str, Any]:
+    row = await pool.fetchrow("SELECT * FROM action_audit_log WHERE action_id = $1", action_id)
+    assert row is not None
+    return documents.snapshot(row)
+
+
+@pytest.mark.parametrize("event_type", ["action.rolled_back", "action.completed"])
+async def test_a_record_appends_no_event_of_another_action(
+    runtime: asyncpg.Connection, isolated_pool: asyncpg.Pool, ws: uuid.UUID, event_type: str
+) -> None:
+    """(Review finding, shown failing on the first form of 0007.) A second action's record
+    that also says "the first was rolled back" (the first's own snapshot as payload, so its
+    row still matches its newest event) would rewrite its history unnoticed.
+    """
+    victim = _new(ws)
+    assert await _record(runtime, victim, []) is not None
+    before = await isolated_pool.fetchval("SELECT count(*) FROM action_events")
+    snap = await _snapshot(isolated_pool, victim.action_id)
+    snap["status"] = event_type.removeprefix("action.")
+    forged = ((victim.action_id, event_type, snap), datetime.now(UTC))
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await _record(runtime, _new(ws), [forged])
+    assert await isolated_pool.fetchval("SELECT count(*) FROM action_events") == before
+
+
+async def test_a_record_appends_no_event_of_another_workspaces_action(
+    runtime: asyncpg.Connection, isolated_pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    """(Review finding.) Workspace A's chain naming workspace B's action: A's watchers would
+    be streamed B's action."""
+    elsewhere = uuid.uuid4()
+    await isolated_pool.execute(
+        "INSERT INTO workspaces (id, name) VALUES ($1, $2)", elsewhere, f"ws-{elsewhere.hex[:12]}"
+    )
+    victim = _new(elsewhere)
+    assert await _record(runtime, victim, []) is not None
+    snap = await _snapshot(isolated_pool, victim.action_id)
+    forged = ((victim.action_id, "action.completed", snap), datetime.now(UTC))
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await _record(runtime, _new(ws), [forged])
+    await _nothing_written(isolated_pool, ws)
+
+
+async def test_an_event_says_its_own_status(
+    runtime: asyncpg.Connection, isolated_pool: asyncpg.Pool, ws: uuid.UUID
+) -> None:
+    """An ``action.completed`` event whose payload says ``failed`` is refused."""
+    new = _new(ws)
+    now = datetime.now(UTC)
+    chained = _chained(new, now)
+    (action_id, _, payload), at = chained[-1]
+    chained[-1] = ((action_id, "action.completed", {**payload, "status": "failed"}), at)
+    done = Final(ActionStatus.COMPLETED, now, now, {"count": 1})
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+        await store.actions.record(runtime, new, now, done, [CHANGE], chained)
+    await _nothing_written(isolated_pool, ws)

@@ -27,13 +27,16 @@ Effect = Callable[[Conn], Awaitable[Outcome]]
 
 
 @contextlib.asynccontextmanager
-async def transaction(conn: Conn, lock_timeout_ms: int) -> AsyncIterator[None]:
-    """``BEGIN`` with the deadline's ``lock_timeout`` in one round trip; ROLLBACK on error.
+async def transaction(conn: Conn, lock_timeout_ms: int, then: str = "") -> AsyncIterator[None]:
+    """``BEGIN`` with the deadline's ``lock_timeout`` (and the statement ``then``, which
+    takes no input) in one round trip; ROLLBACK on error.
 
     The body ends it itself with its own ``COMMIT`` (one round trip with what follows it).
     """
-    await conn.execute(f"BEGIN; SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'")
+    begin = f"BEGIN; SET LOCAL lock_timeout = '{int(lock_timeout_ms)}ms'"
     try:
+        # Inside the try: ``then`` may fail (a lock timeout) with the transaction begun.
+        await conn.execute(f"{begin}; {then}" if then else begin)
         yield
     except BaseException:
         if not conn.is_closed() and conn.is_in_transaction():

@@ -7,12 +7,15 @@ row inserted ``completed``, its ``action_targets``, and its pending, in_progress
 completed events with the chain head) and commits. Nothing of the action is visible
 before the commit, and a crash leaves nothing of it: no orphan to recover.
 
-The row's insert claims the idempotency key. A concurrent duplicate of the request waits
-on the key's unique index (or first on the rows the first request locked) until the first
-commits; it then finds the key taken, rolls back whatever it did and answers the first
-outcome. An effect that fails rolls back; a ``failed`` row (pending and failed events) is
-written afterwards in its own statement, unless the key was taken meanwhile, whose outcome
-is then the answer.
+The transaction takes the idempotency key's advisory lock in its ``BEGIN`` round trip
+(:func:`action_lock.key_lock`), and the row's insert claims the key. A concurrent
+duplicate of the request waits on that lock until the first ends; it then acts on what
+the first left (usually nothing), finds the key taken at its insert, rolls back and
+answers the first outcome. An effect that fails rolls back; a ``failed`` row (pending and
+failed events) is then written in a transaction of its own that must take the key's lock
+without waiting: if the key was recorded meanwhile, the answer is that outcome; if
+another request under the key is still running (a duplicate whose wait for it timed
+out), REQUEST_IN_PROGRESS, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.actions import errors, idempotency, store
+from services.actions import action_lock, errors, idempotency, store
 from services.actions.audit import documents
 from services.actions.db import DATABASE_ERRORS, Conn
 from services.actions.lifecycle import _shared
@@ -43,10 +46,11 @@ async def run(
     Raises the first outcome's error when the key was taken first, the effect's
     ServiceError (a ``failed`` row recorded with it), or ACTION_EXECUTION_FAILED.
     """
+    key = action_lock.key_lock(new.workspace_id, new.subject, new.request_id)
     async with pool.acquire() as conn:
         created_at = datetime.now(UTC)
         try:
-            async with _shared.transaction(conn, lock_timeout_ms):
+            async with _shared.transaction(conn, lock_timeout_ms, action_lock.lock_key_sql(key)):
                 done = await _complete(conn, new, created_at, effect)
                 if done is None:
                     raise _KeyTaken
@@ -54,13 +58,13 @@ async def run(
         except _KeyTaken:
             return await _first_outcome(conn, new)
         except ServiceError as err:
-            return await _fail(conn, new, created_at, err.message, err)
+            return await _fail(conn, new, key, created_at, err.message, err)
         except DATABASE_ERRORS:
             raise  # nothing was recorded: a retry under the same key starts afresh
         except Exception as exc:
             message, correlation_id = _shared.describe(new, exc)
             failure = errors.execution_failed(str(new.action_id), message, correlation_id)
-            return await _fail(conn, new, created_at, message, failure, exc)
+            return await _fail(conn, new, key, created_at, message, failure, exc)
         _shared.completed(new)
         return done
 
@@ -76,8 +80,9 @@ async def _complete(
     outcome = await _shared.traced_effect(new, effect, conn)
     completed_at = datetime.now(UTC)
     result, completion = _shared.completion(pending, started_at, completed_at, outcome)
-    chained = [(documents.event_for(pending), created_at)]
-    chained += [(event, completed_at) for event in completion]
+    # Every event is appended now, so each is stamped now (the database refuses an event
+    # time more than 5 minutes from its clock); the payloads keep the row's own times.
+    chained = [(event, completed_at) for event in [documents.event_for(pending), *completion]]
     final = Final(ActionStatus.COMPLETED, started_at, completed_at, result)
     return await store.actions.record(conn, new, created_at, final, outcome.changes, chained)
 
@@ -85,14 +90,33 @@ async def _complete(
 async def _fail(
     conn: Conn,
     new: NewAction,
+    key: int,
     created_at: datetime,
     message: str,
     err: ServiceError,
     cause: BaseException | None = None,
 ) -> ActionRecord:
     """Record ``new`` as ``failed`` with ``err`` after its rollback, and raise ``err``; the
-    first outcome instead when the key was taken meanwhile.
+    first outcome instead when the key was recorded meanwhile, REQUEST_IN_PROGRESS when
+    another request under it still runs.
     """
+    async with conn.transaction():
+        # Not taken: another request under the key holds it (it is recorded, or it runs).
+        taken = await conn.fetchval(action_lock.TRY_KEY_LOCK, key)
+        failed = await _record_failed(conn, new, created_at, message, err) if taken else None
+    if failed is not None:
+        _shared.failed(new, message)
+        raise err from cause
+    existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
+    if existing is None:
+        raise errors.request_in_progress(new.request_id, None) from cause
+    return await idempotency.replay(conn, existing, new.fingerprint)
+
+
+async def _record_failed(
+    conn: Conn, new: NewAction, created_at: datetime, message: str, err: ServiceError
+) -> ActionRecord | None:
+    """Insert ``new`` as ``failed`` with its two events; None when the key is taken."""
     details = errors.to_json(err)
     completed_at = datetime.now(UTC)
     pending = new.row(ActionStatus.PENDING, created_at)
@@ -103,13 +127,10 @@ async def _fail(
         "error_details": documents.jsonb_value(details),
         "completed_at": completed_at,
     }
-    chained = [(documents.event_for(pending), created_at)]
+    chained = [(documents.event_for(pending), completed_at)]
     chained.append((documents.event_for(failed), completed_at))
     final = Final(ActionStatus.FAILED, None, completed_at, None, message, details)
-    if await store.actions.record(conn, new, created_at, final, (), chained) is None:
-        return await _first_outcome(conn, new)
-    _shared.failed(new, message)
-    raise err from cause
+    return await store.actions.record(conn, new, created_at, final, (), chained)
 
 
 async def _first_outcome(conn: Conn, new: NewAction) -> ActionRecord:
