@@ -6,8 +6,8 @@
 -- row (inserted final), its action_targets and its chain events commit together, in one
 -- transaction. A failure or crash leaves nothing of it; a failed row is written afterwards,
 -- in its own statement. A concurrent duplicate of the request waits on the idempotency
--- key's unique index until the first commits, then finds the key taken and answers the
--- first outcome.
+-- key's transaction advisory lock (taken by the service with BEGIN) until the first ends,
+-- then finds the key taken at its insert and answers the first outcome.
 --
 -- Safe while replicas of the previous version serve: nothing here changes what their
 -- functions do or what their rows may be. Their two-step form (fleetward_claim_action_v2,
