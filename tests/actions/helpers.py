@@ -13,6 +13,7 @@ from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from services.actions.model import NewAction
 from tests.conftest import Secrets
 
 SCOPES = {
@@ -190,3 +191,28 @@ async def agent_states(pool: asyncpg.Pool, workspace: uuid.UUID) -> dict[str, st
 def result(action: actions_pb2.Action) -> dict[str, Any]:
     """An Action's ``result`` as plain JSON (counts as floats, like any Struct number)."""
     return json_format.MessageToDict(action.result)
+
+
+def new_action(workspace_id: uuid.UUID, **overrides: Any) -> NewAction:
+    """An action to record directly (below the RPCs): bob's agent-scope pause of eng-code-1
+    with a fresh id and request id, ``overrides`` replacing any field.
+    """
+    action_id = uuid.uuid4()
+    fields: dict[str, Any] = {
+        "action_id": action_id,
+        "workspace_id": workspace_id,
+        "action_type": "pause_agent",
+        "scope": "agent",
+        "target_id": "eng-code-1",
+        "params": {},
+        "reason": "investigating cost spike",
+        "subject": "bob",
+        "roles": ("operator",),
+        "can_rollback": True,
+        "request_id": f"r-{action_id.hex}",
+        "fingerprint": "f" * 64,
+        "policy_version": "v1",
+        "decision_id": "d-1",
+    }
+    fields.update(overrides)
+    return NewAction(**fields)

@@ -16,8 +16,8 @@ import pytest
 
 from services.actions.db import Conn, init_connection
 from services.actions.lifecycle import one_transaction
-from services.actions.model import NewAction, Outcome
-from tests.actions.helpers import STATUS, Api, details
+from services.actions.model import Outcome
+from tests.actions.helpers import STATUS, Api, details, new_action
 from tests.conftest import NewWorkspace
 
 LOCK_AGENTS = """
@@ -128,22 +128,8 @@ async def test_an_effect_longer_than_the_clock_check_is_still_recorded(
     """
     ws = await new_workspace()
     monkeypatch.setattr(one_transaction, "datetime", _Clock(timedelta(seconds=301)))
-    action_id = uuid.uuid4()
-    new = NewAction(
-        action_id=action_id,
-        workspace_id=ws.id,
-        action_type="set_budget",
-        scope="fleet",
-        target_id="",
-        params={},
-        reason="a long effect",
-        subject="bob",
-        roles=("operator",),
-        can_rollback=False,
-        request_id=f"r-{action_id.hex}",
-        fingerprint="f" * 64,
-        policy_version="v1",
-        decision_id="d-1",
+    new = new_action(
+        ws.id, action_type="set_budget", scope="fleet", target_id="", can_rollback=False
     )
 
     async def effect(conn: Conn) -> Outcome:

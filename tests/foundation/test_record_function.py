@@ -26,6 +26,7 @@ from services.actions.db import init_connection
 from services.actions.model import ActionStatus, NewAction
 from services.actions.store.actions import Final
 from services.common import names
+from tests.actions.helpers import new_action
 
 DENIED = asyncpg.InsufficientPrivilegeError
 
@@ -52,23 +53,7 @@ async def ws(isolated_pool: asyncpg.Pool) -> uuid.UUID:
 
 
 def _new(workspace: uuid.UUID) -> NewAction:
-    action_id = uuid.uuid4()
-    return NewAction(
-        action_id=action_id,
-        workspace_id=workspace,
-        action_type="pause_agent",
-        scope="agent",
-        target_id="eng-code-1",
-        params={},
-        reason="investigating cost spike",
-        subject="bob",
-        roles=("operator",),
-        can_rollback=True,
-        request_id=f"r-{action_id.hex}",
-        fingerprint="f" * 64,
-        policy_version="v1",
-        decision_id="d-1",
-    )
+    return new_action(workspace)
 
 
 CHANGE = Change("agent", "eng-code-1", {"status": "active"}, {"status": "paused"}, "")
