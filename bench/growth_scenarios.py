@@ -1,0 +1,242 @@
+"""The growth table's measurements that bench/scenarios.py does not have: fleet pauses
+from the same state each round, a WatchActions replay read to its end, ``audit verify``
+over one workspace, and Check p50 on several policy services at once, interleaved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
+
+from bench import policygen, procs, scenarios
+from bench.load import percentile
+from services.actions.audit.verify import verify
+from services.common.tokens import mint_service_token
+
+# A stream reads its history in pages; a page of 500 events is well under this.
+_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+async def fleet_pauses_s(
+    target: str, token: str, dsn: str, workspace: uuid.UUID, rounds: int
+) -> list[float]:
+    """Seconds per fleet-scope pause of every agent of ``workspace``, ``rounds`` times.
+
+    Each pause is resumed (not timed), then ``agents`` is vacuumed (not timed): a pause
+    and a resume each rewrite every agent's row, so without it each round would start
+    from twice as many dead rows as the last, at whatever point autovacuum had reached.
+
+    Args:
+        target: The action service's address.
+        token: A user token allowed to pause and resume the whole fleet.
+        dsn: The scratch database (for the VACUUM).
+        workspace: The workspace whose agents are paused.
+        rounds: How many pauses.
+
+    Returns:
+        The time of each pause, from the call to its answer.
+
+    Raises:
+        RuntimeError: A pause changed no agent.
+    """
+    durations = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub: Any = actions_pb2_grpc.ActionServiceStub(channel)
+        for _ in range(rounds):
+            request = scenarios.pause_request(workspace, actions_pb2.SCOPE_FLEET, "")
+            begun = time.perf_counter()
+            action = await stub.Execute(request, metadata=scenarios.bearer(token), timeout=600)
+            durations.append(time.perf_counter() - begun)
+            if action.result["count"] == 0:
+                raise RuntimeError("the fleet pause touched no agent")
+            resume = actions_pb2.ExecuteRequest(
+                workspace_id=str(workspace),
+                scope=actions_pb2.SCOPE_FLEET,
+                reason="bench",
+                request_id=uuid.uuid4().hex,
+                resume_agent=actions_pb2.ResumeAgentParams(),
+            )
+            await stub.Execute(resume, metadata=scenarios.bearer(token), timeout=600)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute("VACUUM (ANALYZE) agents", timeout=600)
+            finally:
+                await conn.close()
+    return durations
+
+
+async def watch_replay_events_per_s(
+    target: str, token: str, workspace: uuid.UUID, last_seq: int
+) -> float:
+    """Replay a workspace's whole history through WatchActions; events per second.
+
+    A real gRPC client opens the stream from seq 0 and reads (and parses) every event
+    until it has the one with ``last_seq``; the time runs from the call to that event.
+
+    Args:
+        target: The action service's address.
+        token: A user token with ``actions:read`` on the workspace.
+        workspace: The workspace whose chain is replayed.
+        last_seq: The seq of the chain's last event.
+
+    Returns:
+        Events received per second of wall time.
+
+    Raises:
+        RuntimeError: An event arrived out of order (the stream must be gap-free).
+    """
+    options = [("grpc.max_receive_message_length", _MAX_MESSAGE)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        stub: Any = actions_pb2_grpc.ActionServiceStub(channel)
+        request = actions_pb2.WatchActionsRequest(workspace_id=str(workspace), after_seq=0)
+        begun = time.perf_counter()
+        call = stub.WatchActions(request, metadata=scenarios.bearer(token))
+        expected = 1
+        try:
+            async for event in call:
+                if event.seq != expected:
+                    raise RuntimeError(f"WatchActions sent seq {event.seq}, expected {expected}")
+                if event.seq == last_seq:
+                    break
+                expected += 1
+            else:
+                raise RuntimeError(f"WatchActions ended at seq {expected - 1} of {last_seq}")
+            elapsed = time.perf_counter() - begun
+        finally:
+            call.cancel()
+    return last_seq / elapsed
+
+
+async def verify_events_per_s(dsn: str, workspace: uuid.UUID, events: int) -> float:
+    """Run ``audit verify`` (the function the CLI runs) over one workspace; events per second.
+
+    Args:
+        dsn: The scratch database.
+        workspace: The workspace to verify (the CLI's ``--workspace``).
+        events: How many events the chain must have.
+
+    Returns:
+        The verifier's own figure: checked events per second of wall time.
+
+    Raises:
+        RuntimeError: The verifier found something, or checked another number of events.
+    """
+    findings: list[str] = []
+    report = await verify(dsn, workspace, emit=findings.append)
+    if report.breaks or report.events != events:
+        raise RuntimeError(
+            f"audit verify checked {report.events} of {events} events and found "
+            f"{len(report.breaks)} problem(s): {findings[:3]}"
+        )
+    return report.events_per_second
+
+
+@dataclass(frozen=True)
+class PolicyUnderTest:
+    """A running policy service, the policy it serves and the Check requests to ask it."""
+
+    lines: int
+    target: str
+    items: list[tuple[str, ...]]
+
+
+def policy_of(lines: int) -> policygen.GeneratedPolicy:
+    """A generated policy of exactly ``lines`` lines: 90 % ``p`` lines, 10 % ``g`` links
+    (at least 40, so that some users are bound to a role in a workspace).
+    """
+    links = max(40, lines // 10)
+    return policygen.generate(rules=lines - links, links=links)
+
+
+@contextlib.contextmanager
+def policy_services(
+    sizes: Sequence[int], secret: str, work: Path, env: Mapping[str, str]
+) -> Iterator[list[PolicyUnderTest]]:
+    """One policy service per size, started together (the largest takes longest to load).
+
+    Args:
+        sizes: Policy sizes in lines.
+        secret: The service-token secret the services accept.
+        work: Where the policies, logs and decision logs go.
+        env: Further settings for every service.
+
+    Yields:
+        The services, in the order of ``sizes``.
+    """
+    started: list[procs.Service] = []
+    services = []
+    try:
+        for lines in sizes:
+            policy = policy_of(lines)
+            directory = policygen.write_policy_dir(work / f"growth-policy{lines}", policy)
+            settings = {
+                **env,
+                "FLEETWARD_METRICS_PORT": "0",
+                "FLEETWARD_SERVICE_JWT_SECRET": secret,
+                "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
+                "FLEETWARD_POLICY_WATCH": "0",
+                "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
+                "FLEETWARD_POLICY_DIR": str(directory),
+                "FLEETWARD_POLICY_DECISION_LOG": str(work / f"growth-decisions{lines}.jsonl"),
+            }
+            name = f"growth-policy{lines}"
+            service = procs.Service.start(
+                "services.policy", settings, work / f"{name}.log", name=name
+            )
+            started.append(service)
+            items = scenarios.check_items(policy, 5000, seed=lines)
+            services.append((lines, service, items))
+        ready = []
+        for lines, service, items in services:
+            service.wait_for_port(120)
+            ready.append(PolicyUnderTest(lines, service.target, items))
+        yield ready
+    finally:
+        for service in started:
+            service.stop(grace_s=15)
+
+
+async def check_p50s_ms(
+    services: Sequence[PolicyUnderTest], secret: str, calls: int, rounds: int
+) -> dict[int, tuple[float, float]]:
+    """Sequential Check latencies on every service, in interleaved rounds.
+
+    The services take turns (``rounds`` rounds of ``calls // rounds`` calls each, in a
+    shuffled order per round), so that a change in the machine's load falls on all sizes
+    alike instead of on whichever ran last.
+
+    Args:
+        services: The running policy services.
+        secret: The service-token secret.
+        calls: Calls per service in all.
+        rounds: How many turns each service gets.
+
+    Returns:
+        By policy size: (p50, p99) in milliseconds.
+    """
+    rng = random.Random(17)
+    times: dict[int, list[float]] = {s.lines: [] for s in services}
+    for _ in range(rounds):
+        token = mint_service_token(secret, "bench")  # 5-minute tokens; one per round
+        for service in rng.sample(list(services), len(services)):
+            taken, _ = await scenarios.check_latencies_ms(
+                service.target, token, service.items, calls // rounds
+            )
+            times[service.lines].extend(taken)
+    return {lines: (percentile(t, 50), percentile(t, 99)) for lines, t in times.items()}
+
+
+def new_secret() -> str:
+    """A fresh HS256 secret."""
+    return secrets.token_hex(32)
