@@ -6,7 +6,8 @@ server of ``DATABASE_URL`` (each phase makes its own and drops it):
 
 - a fleet-scope pause at 1k / 10k / 100k agents, each including its CheckResources of
   every agent: seconds per pause, the median of 9 / 5 / 3 rounds (each pause resumed and
-  ``agents`` vacuumed before the next, untimed);
+  ``agents`` vacuumed before the next, untimed), and the CPU time the pause took in both
+  services and the action service's PostgreSQL backends (steadier on a shared machine);
 - ListActions p99 (and p50, and its statement's EXPLAIN ANALYZE), 50-row pages by target
   (bench/scenarios.py), at 100k / 1M audit rows, and 10M with ``--full``: bench/seed.py's
   rows, grown in place, the indexes built after each load (bench/growth_seed.py);
@@ -171,25 +172,35 @@ async def _checks(run: _Run, sizes: tuple[int, ...], calls: int, rounds: int) ->
     with growth_scenarios.policy_services(sizes, run.service_secret, run.work, {}) as services:
         _log("check: services up")
         p50s = await growth_scenarios.check_p50s_ms(services, run.service_secret, calls, rounds)
+        for policy in services:
+            run.out[f"growth_policy_rss_mb_{label(policy.lines)}"] = policy.service.peak_rss_mb()
     for lines, (p50, p99) in p50s.items():
         run.out[f"growth_check_p50_ms_{label(lines)}"] = p50
         run.out[f"growth_check_p99_ms_{label(lines)}"] = p99
 
 
 async def _pauses(
-    run: _Run, dsn: str, target: str, workspaces: dict[int, uuid.UUID], rounds: tuple[int, ...]
+    run: _Run,
+    dsn: str,
+    services: tuple[procs.Service, procs.Service],
+    workspaces: dict[int, uuid.UUID],
+    rounds: tuple[int, ...],
 ) -> None:
+    actions, policy = services
     for (agents, workspace), times in zip(workspaces.items(), rounds, strict=True):
         begun = time.perf_counter()
-        pauses = await growth_scenarios.fleet_pauses_s(
-            target, run.user_token, dsn, workspace, times
+        pauses = await growth_scenarios.fleet_pauses(
+            actions.target, run.user_token, dsn, workspace, times, [actions.pid, policy.pid]
         )
-        median = statistics.median(pauses)
+        median = statistics.median(p.seconds for p in pauses)
+        cpu = statistics.median(p.cpu_s for p in pauses)
         run.out[f"growth_fleet_pause_s_{label(agents)}"] = median
         run.out[f"growth_fleet_pause_ms_per_agent_{label(agents)}"] = median * 1000 / agents
+        run.out[f"growth_fleet_pause_cpu_s_{label(agents)}"] = cpu
         _log(
-            f"fleet pause of {agents:,} agents: {median:.3f} s "
-            f"(rounds {', '.join(f'{p:.3f}' for p in pauses)}; {time.perf_counter() - begun:.0f} s)"
+            f"fleet pause of {agents:,} agents: {median:.3f} s, CPU {cpu:.3f} s (rounds "
+            f"{', '.join(f'{p.seconds:.3f}/{p.cpu_s:.3f}' for p in pauses)}; "
+            f"{time.perf_counter() - begun:.0f} s)"
         )
 
 
@@ -224,7 +235,7 @@ async def _list_actions(
         )
 
 
-async def _fleet_and_list(run: _Run, policy_target: str, todo: Plan) -> None:
+async def _fleet_and_list(run: _Run, policy: procs.Service, todo: Plan) -> None:
     """Fleet pauses and ListActions pages: one scratch database, one action service."""
     async with procs.scratch_database(run.server_dsn) as dsn:
         ids = seed.workspace_ids(len(todo.pause_agents), tag=21)
@@ -237,9 +248,9 @@ async def _fleet_and_list(run: _Run, policy_target: str, todo: Plan) -> None:
             await seed.seed_agents(conn, [list_ws], LIST_TARGETS, 10)
         finally:
             await conn.close()
-        with run.actions_service("growth-actions", dsn, policy_target) as actions:
+        with run.actions_service("growth-actions", dsn, policy.target) as actions:
             _log("fleet pause")
-            await _pauses(run, dsn, actions.target, pause_ws, todo.pause_rounds)
+            await _pauses(run, dsn, (actions, policy), pause_ws, todo.pause_rounds)
             await _list_actions(run, dsn, actions.target, list_ws, todo.audit_rows, todo.list_calls)
         if todo.audit_rows[-1] < AUDIT_ROWS[-1]:
             # What the next size would take to seed, at the rate of the last step.
@@ -261,6 +272,25 @@ async def _grow_history(dsn: str, workspace: uuid.UUID, have: int, events: int) 
     finally:
         await conn.close()
     return last
+
+
+async def _replay(
+    run: _Run, dsn: str, actions: procs.Service, workspace: uuid.UUID, events: int, last: int
+) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        meter = growth_scenarios.CpuMeter(conn, [actions.pid, os.getpid()])
+        replay = await growth_scenarios.watch_replay(
+            actions.target, run.user_token, workspace, last, meter
+        )
+    finally:
+        await conn.close()
+    run.out[f"growth_watch_replay_events_per_s_{label(events)}"] = replay.events_per_s
+    run.out[f"growth_watch_replay_cpu_us_per_event_{label(events)}"] = replay.cpu_us_per_event
+    _log(
+        f"WatchActions replay: {replay.events_per_s:,.0f} events/s, "
+        f"{replay.cpu_us_per_event:.0f} µs CPU per event"
+    )
 
 
 async def _history(run: _Run, policy_target: str, todo: Plan) -> None:
@@ -286,11 +316,7 @@ async def _history(run: _Run, policy_target: str, todo: Plan) -> None:
                     run.out[f"growth_verify_events_per_s_{label(events)}"] = rate
                     _log(f"audit verify: {rate:,.0f} events/s")
                 if events in todo.watch_events:
-                    rate = await growth_scenarios.watch_replay_events_per_s(
-                        actions.target, run.user_token, workspace, last
-                    )
-                    run.out[f"growth_watch_replay_events_per_s_{label(events)}"] = rate
-                    _log(f"WatchActions replay: {rate:,.0f} events/s")
+                    await _replay(run, dsn, actions, workspace, events, last)
 
 
 async def run_growth(dsn: str, *, full: bool, quick: bool) -> dict[str, float]:
@@ -316,7 +342,7 @@ async def run_growth(dsn: str, *, full: bool, quick: bool) -> dict[str, float]:
     _log(f"logs in {run.work}")
     await _checks(run, todo.policy_lines, todo.check_calls, todo.check_rounds)
     with run.small_policy() as policy:
-        await _fleet_and_list(run, policy.target, todo)
+        await _fleet_and_list(run, policy, todo)
         await _history(run, policy.target, todo)
     run.out.update(exponents(run.out))
     run.out["growth_load_after"] = os.getloadavg()[0]

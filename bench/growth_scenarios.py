@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+import psutil
 from fleetward.actions.v1 import actions_pb2, actions_pb2_grpc
 
 from bench import policygen, procs, scenarios
@@ -28,58 +29,125 @@ from services.common.tokens import mint_service_token
 _MAX_MESSAGE = 16 * 1024 * 1024
 
 
-async def fleet_pauses_s(
-    target: str, token: str, dsn: str, workspace: uuid.UUID, rounds: int
-) -> list[float]:
-    """Seconds per fleet-scope pause of every agent of ``workspace``, ``rounds`` times.
+# The database's client backends but the caller's own (the services' pools).
+_BACKENDS = """
+SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend'
+  AND pid <> pg_backend_pid()"""
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+class CpuMeter:
+    """CPU seconds taken by some processes and by the database's client backends (all
+    but the meter's own connection) between :meth:`start` and :meth:`stop`.
+
+    A backend that starts in between counts from its start; one that ends in between is
+    lost (the services' pools keep theirs).
+    """
+
+    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], pids: Sequence[int]) -> None:
+        """Measure ``pids`` and the backends of ``conn``'s database."""
+        self._conn = conn
+        self._pids = list(pids)
+        self._before: dict[int, float] = {}
+
+    async def _now(self) -> dict[int, float]:
+        backends = [r["pid"] for r in await self._conn.fetch(_BACKENDS)]
+        return {pid: _cpu_s(pid) for pid in (*self._pids, *backends)}
+
+    async def start(self) -> None:
+        """Take the starting point."""
+        self._before = await self._now()
+
+    async def stop(self) -> float:
+        """CPU seconds since :meth:`start`."""
+        after = await self._now()
+        return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+@dataclass(frozen=True)
+class Pause:
+    """One fleet pause: its wall time, and the CPU it took (all processes together)."""
+
+    seconds: float
+    cpu_s: float  # action service + policy service + the action service's PostgreSQL backends
+
+
+async def fleet_pauses(
+    target: str, token: str, dsn: str, workspace: uuid.UUID, rounds: int, pids: Sequence[int]
+) -> list[Pause]:
+    """Fleet-scope pauses of every agent of ``workspace``, ``rounds`` times.
 
     Each pause is resumed (not timed), then ``agents`` is vacuumed (not timed): a pause
     and a resume each rewrite every agent's row, so without it each round would start
     from twice as many dead rows as the last, at whatever point autovacuum had reached.
+    Besides the wall time, each pause's CPU time is taken from the services (``pids``)
+    and from the database's backends that serve them: on a machine shared with other
+    work, the wall time also counts the waits for a core, the CPU time much less so.
 
     Args:
         target: The action service's address.
         token: A user token allowed to pause and resume the whole fleet.
-        dsn: The scratch database (for the VACUUM).
+        dsn: The scratch database (for the VACUUM and the list of backends).
         workspace: The workspace whose agents are paused.
         rounds: How many pauses.
+        pids: The action and policy services' processes.
 
     Returns:
-        The time of each pause, from the call to its answer.
+        Each pause, from the call to its answer.
 
     Raises:
         RuntimeError: A pause changed no agent.
     """
-    durations = []
+    pauses = []
+    conn = await asyncpg.connect(dsn)
+    meter = CpuMeter(conn, pids)
     async with grpc.aio.insecure_channel(target) as channel:
         stub: Any = actions_pb2_grpc.ActionServiceStub(channel)
-        for _ in range(rounds):
-            request = scenarios.pause_request(workspace, actions_pb2.SCOPE_FLEET, "")
-            begun = time.perf_counter()
-            action = await stub.Execute(request, metadata=scenarios.bearer(token), timeout=600)
-            durations.append(time.perf_counter() - begun)
-            if action.result["count"] == 0:
-                raise RuntimeError("the fleet pause touched no agent")
-            resume = actions_pb2.ExecuteRequest(
-                workspace_id=str(workspace),
-                scope=actions_pb2.SCOPE_FLEET,
-                reason="bench",
-                request_id=uuid.uuid4().hex,
-                resume_agent=actions_pb2.ResumeAgentParams(),
-            )
-            await stub.Execute(resume, metadata=scenarios.bearer(token), timeout=600)
-            conn = await asyncpg.connect(dsn)
-            try:
+        try:
+            for _ in range(rounds):
+                request = scenarios.pause_request(workspace, actions_pb2.SCOPE_FLEET, "")
+                await meter.start()
+                begun = time.perf_counter()
+                action = await stub.Execute(request, metadata=scenarios.bearer(token), timeout=600)
+                seconds = time.perf_counter() - begun
+                pauses.append(Pause(seconds, await meter.stop()))
+                if action.result["count"] == 0:
+                    raise RuntimeError("the fleet pause touched no agent")
+                resume = actions_pb2.ExecuteRequest(
+                    workspace_id=str(workspace),
+                    scope=actions_pb2.SCOPE_FLEET,
+                    reason="bench",
+                    request_id=uuid.uuid4().hex,
+                    resume_agent=actions_pb2.ResumeAgentParams(),
+                )
+                await stub.Execute(resume, metadata=scenarios.bearer(token), timeout=600)
                 await conn.execute("VACUUM (ANALYZE) agents", timeout=600)
-            finally:
-                await conn.close()
-    return durations
+        finally:
+            await conn.close()
+    return pauses
 
 
-async def watch_replay_events_per_s(
-    target: str, token: str, workspace: uuid.UUID, last_seq: int
-) -> float:
-    """Replay a workspace's whole history through WatchActions; events per second.
+@dataclass(frozen=True)
+class Replay:
+    """One WatchActions replay: events per second, and CPU per event."""
+
+    events_per_s: float
+    cpu_us_per_event: float  # action service + this client + the service's backends
+
+
+async def watch_replay(
+    target: str, token: str, workspace: uuid.UUID, last_seq: int, meter: CpuMeter
+) -> Replay:
+    """Replay a workspace's whole history through WatchActions.
 
     A real gRPC client opens the stream from seq 0 and reads (and parses) every event
     until it has the one with ``last_seq``; the time runs from the call to that event.
@@ -89,9 +157,10 @@ async def watch_replay_events_per_s(
         token: A user token with ``actions:read`` on the workspace.
         workspace: The workspace whose chain is replayed.
         last_seq: The seq of the chain's last event.
+        meter: Measures the action service, this process and the database's backends.
 
     Returns:
-        Events received per second of wall time.
+        Events received per second of wall time, and CPU microseconds per event.
 
     Raises:
         RuntimeError: An event arrived out of order (the stream must be gap-free).
@@ -100,6 +169,7 @@ async def watch_replay_events_per_s(
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub: Any = actions_pb2_grpc.ActionServiceStub(channel)
         request = actions_pb2.WatchActionsRequest(workspace_id=str(workspace), after_seq=0)
+        await meter.start()
         begun = time.perf_counter()
         call = stub.WatchActions(request, metadata=scenarios.bearer(token))
         expected = 1
@@ -113,9 +183,10 @@ async def watch_replay_events_per_s(
             else:
                 raise RuntimeError(f"WatchActions ended at seq {expected - 1} of {last_seq}")
             elapsed = time.perf_counter() - begun
+            cpu = await meter.stop()
         finally:
             call.cancel()
-    return last_seq / elapsed
+    return Replay(last_seq / elapsed, cpu * 1e6 / last_seq)
 
 
 async def verify_events_per_s(dsn: str, workspace: uuid.UUID, events: int) -> float:
@@ -147,8 +218,13 @@ class PolicyUnderTest:
     """A running policy service, the policy it serves and the Check requests to ask it."""
 
     lines: int
-    target: str
+    service: procs.Service
     items: list[tuple[str, ...]]
+
+    @property
+    def target(self) -> str:
+        """The service's address."""
+        return self.service.target
 
 
 def policy_of(lines: int) -> policygen.GeneratedPolicy:
@@ -200,7 +276,7 @@ def policy_services(
         ready = []
         for lines, service, items in services:
             service.wait_for_port(120)
-            ready.append(PolicyUnderTest(lines, service.target, items))
+            ready.append(PolicyUnderTest(lines, service, items))
         yield ready
     finally:
         for service in started:

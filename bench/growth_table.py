@@ -44,12 +44,20 @@ EVENTS = (10_000, 100_000, 1_000_000)
 ROWS = (
     Row("fleet_pause_s", "fleet pause incl. its per-agent decisions, s", PAUSE_AGENTS, "agents"),
     Row("fleet_pause_ms_per_agent", "  the same per agent, ms", PAUSE_AGENTS, "agents"),
+    Row("fleet_pause_cpu_s", "  its CPU, both services + PostgreSQL, s", PAUSE_AGENTS, "agents"),
     Row("list_actions_p99_ms", "ListActions p99, page by target, ms", AUDIT_ROWS, "audit rows"),
     Row("list_actions_p50_ms", "  ListActions p50, ms", AUDIT_ROWS, "audit rows"),
     Row("list_actions_sql_ms", "  its statement in PostgreSQL, ms", AUDIT_ROWS, "audit rows"),
     Row("check_p50_ms", "Check p50, ms", POLICY_LINES, "policy lines"),
+    Row("policy_rss_mb", "  policy service peak RSS, MB", POLICY_LINES, "policy lines"),
     Row("verify_events_per_s", "audit verify, events/s", EVENTS, "events", rate=True),
     Row("watch_replay_events_per_s", "WatchActions replay, events/s", EVENTS, "events", rate=True),
+    Row(
+        "watch_replay_cpu_us_per_event",
+        "  its CPU per event, service + client + PostgreSQL, µs",
+        EVENTS,
+        "events",
+    ),
 )
 
 
