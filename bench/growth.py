@@ -312,9 +312,15 @@ async def _history(run: _Run, policy_target: str, todo: Plan) -> None:
                 run.out[f"growth_seed_events_s_{label(events)}"] = round(seconds, 1)
                 _log(f"history: {last:,} chained events ({seconds:.1f} s)")
                 if events in todo.verify_events:
-                    rate = await growth_scenarios.verify_events_per_s(dsn, workspace, last)
-                    run.out[f"growth_verify_events_per_s_{label(events)}"] = rate
-                    _log(f"audit verify: {rate:,.0f} events/s")
+                    done = await growth_scenarios.verify_events(dsn, workspace, last)
+                    run.out[f"growth_verify_events_per_s_{label(events)}"] = done.events_per_s
+                    run.out[f"growth_verify_cpu_us_per_event_{label(events)}"] = (
+                        done.cpu_us_per_event
+                    )
+                    _log(
+                        f"audit verify: {done.events_per_s:,.0f} events/s, "
+                        f"{done.cpu_us_per_event:.0f} µs CPU per event"
+                    )
                 if events in todo.watch_events:
                     await _replay(run, dsn, actions, workspace, events, last)
 

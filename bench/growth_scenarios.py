@@ -5,7 +5,9 @@ over one workspace, and Check p50 on several policy services at once, interleave
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import random
 import secrets
 import time
@@ -49,28 +51,66 @@ class CpuMeter:
     """CPU seconds taken by some processes and by the database's client backends (all
     but the meter's own connection) between :meth:`start` and :meth:`stop`.
 
-    A backend that starts in between counts from its start; one that ends in between is
-    lost (the services' pools keep theirs).
+    A process that starts in between counts from its start. One that ends in between is
+    counted up to the last sample: with ``poll_s``, the meter samples every ``poll_s``
+    seconds meanwhile (for the verifier, whose connections and reader process end before
+    it returns); without, it is lost (the services' pools keep their connections).
     """
 
-    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], pids: Sequence[int]) -> None:
-        """Measure ``pids`` and the backends of ``conn``'s database."""
+    def __init__(
+        self,
+        conn: asyncpg.Connection[asyncpg.Record],
+        pids: Sequence[int],
+        *,
+        new_children: bool = False,
+        poll_s: float | None = None,
+    ) -> None:
+        """Measure ``pids`` and the backends of ``conn``'s database.
+
+        Args:
+            conn: The meter's own connection (not measured).
+            pids: Processes to measure.
+            new_children: Also this process's children started after :meth:`start`.
+            poll_s: Sample this often between start and stop (None: only at both ends).
+        """
         self._conn = conn
         self._pids = list(pids)
+        self._new_children = new_children
+        self._old_children: set[int] = set()
+        self._poll_s = poll_s
         self._before: dict[int, float] = {}
+        self._seen: dict[int, float] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     async def _now(self) -> dict[int, float]:
-        backends = [r["pid"] for r in await self._conn.fetch(_BACKENDS)]
-        return {pid: _cpu_s(pid) for pid in (*self._pids, *backends)}
+        pids = [*self._pids, *(r["pid"] for r in await self._conn.fetch(_BACKENDS))]
+        if self._new_children:
+            children = psutil.Process().children(recursive=True)
+            pids += [c.pid for c in children if c.pid not in self._old_children]
+        return {pid: cpu for pid in pids if (cpu := _cpu_s(pid)) > 0}
+
+    async def _poll(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            self._seen.update(await self._now())
 
     async def start(self) -> None:
         """Take the starting point."""
+        self._old_children = {c.pid for c in psutil.Process().children(recursive=True)}
         self._before = await self._now()
+        self._seen = dict(self._before)
+        if self._poll_s is not None:
+            self._poller = asyncio.create_task(self._poll(self._poll_s))
 
     async def stop(self) -> float:
         """CPU seconds since :meth:`start`."""
-        after = await self._now()
-        return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        self._seen.update(await self._now())
+        return sum(cpu - self._before.get(pid, 0.0) for pid, cpu in self._seen.items())
 
 
 @dataclass(frozen=True)
@@ -189,8 +229,16 @@ async def watch_replay(
     return Replay(last_seq / elapsed, cpu * 1e6 / last_seq)
 
 
-async def verify_events_per_s(dsn: str, workspace: uuid.UUID, events: int) -> float:
-    """Run ``audit verify`` (the function the CLI runs) over one workspace; events per second.
+@dataclass(frozen=True)
+class Verified:
+    """One ``audit verify`` run: the verifier's events per second, and CPU per event."""
+
+    events_per_s: float
+    cpu_us_per_event: float  # the verifier, its reader process and their backends
+
+
+async def verify_events(dsn: str, workspace: uuid.UUID, events: int) -> Verified:
+    """Run ``audit verify`` (the function the CLI runs) over one workspace.
 
     Args:
         dsn: The scratch database.
@@ -198,19 +246,29 @@ async def verify_events_per_s(dsn: str, workspace: uuid.UUID, events: int) -> fl
         events: How many events the chain must have.
 
     Returns:
-        The verifier's own figure: checked events per second of wall time.
+        The verifier's own figure (checked events per second of wall time), and the CPU
+        it took per event: this process, the reader process it starts for a long chain,
+        and their database backends (sampled every 0.25 s; a backend's last quarter
+        second may be missed).
 
     Raises:
         RuntimeError: The verifier found something, or checked another number of events.
     """
     findings: list[str] = []
-    report = await verify(dsn, workspace, emit=findings.append)
+    conn = await asyncpg.connect(dsn)
+    try:
+        meter = CpuMeter(conn, [os.getpid()], new_children=True, poll_s=0.25)
+        await meter.start()
+        report = await verify(dsn, workspace, emit=findings.append)
+        cpu = await meter.stop()
+    finally:
+        await conn.close()
     if report.breaks or report.events != events:
         raise RuntimeError(
             f"audit verify checked {report.events} of {events} events and found "
             f"{len(report.breaks)} problem(s): {findings[:3]}"
         )
-    return report.events_per_second
+    return Verified(report.events_per_second, cpu * 1e6 / report.events)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,12 @@ ROWS = (
     Row("check_p50_ms", "Check p50, ms", POLICY_LINES, "policy lines"),
     Row("policy_rss_mb", "  policy service peak RSS, MB", POLICY_LINES, "policy lines"),
     Row("verify_events_per_s", "audit verify, events/s", EVENTS, "events", rate=True),
+    Row(
+        "verify_cpu_us_per_event",
+        "  its CPU per event, verifier + PostgreSQL, µs",
+        EVENTS,
+        "events",
+    ),
     Row("watch_replay_events_per_s", "WatchActions replay, events/s", EVENTS, "events", rate=True),
     Row(
         "watch_replay_cpu_us_per_event",
