@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +52,7 @@ from bench.growth_table import (
     exponents,
     label,
     render_rows,
+    size_text,
 )
 from bench.load import percentile
 from services.common.tokens import mint_user_token
@@ -87,7 +88,14 @@ class Plan:
 
 
 def plan(*, full: bool, quick: bool) -> Plan:
-    """The sizes of a mode: ``quick`` the small ones, ``full`` every one.
+    """The sizes and sample counts of a mode.
+
+    Args:
+        full: Every size (10M audit rows, the 1M-event replay).
+        quick: The small sizes only (under two minutes).
+
+    Returns:
+        The plan; neither flag: every size but the two that ``full`` adds.
 
     Raises:
         ValueError: Both ``full`` and ``quick``.
@@ -331,7 +339,8 @@ async def run_growth(dsn: str, *, full: bool, quick: bool) -> dict[str, float]:
     Args:
         dsn: The PostgreSQL server (``DATABASE_URL``) the scratch databases are made on;
             each phase makes its own and drops it at the end.
-        full: Also the largest sizes that take long to seed (10M audit rows).
+        full: Also the largest sizes, which take long: 10M audit rows (about 9 minutes to
+            seed here) and the replay of 1M events (about 7 minutes).
         quick: Only the small sizes (under two minutes).
 
     Returns:
@@ -356,7 +365,7 @@ async def run_growth(dsn: str, *, full: bool, quick: bool) -> dict[str, float]:
     return run.out
 
 
-def render_growth(results: dict[str, float]) -> str:
+def render_growth(results: Mapping[str, float]) -> str:
     """The table: one row per measurement, a column per size, and the growth verdict.
 
     Args:
@@ -387,10 +396,10 @@ def render_growth(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _seeding(results: dict[str, float]) -> list[str]:
+def _seeding(results: Mapping[str, float]) -> list[str]:
     """What the seeding took, step by step, and the estimate for the size not seeded."""
     steps = [
-        f"to {label(size)} {what} {seconds:.0f} s"
+        f"to {size_text(size)} {what} {seconds:.0f} s"
         for name, what, sizes in (
             ("audit_rows", "audit rows", AUDIT_ROWS),
             ("events", "events", EVENTS),
@@ -403,7 +412,7 @@ def _seeding(results: dict[str, float]) -> list[str]:
         estimate = results.get(f"growth_seed_audit_rows_s_{label(size)}_estimate")
         if estimate is not None:
             lines.append(
-                f"{label(size).upper()} audit rows: not seeded; at the last step's rate the step "
+                f"{size_text(size)} audit rows: not seeded; at the last step's rate the step "
                 f"would take at least {estimate / 60:.0f} min (more: its index builds sort "
                 "the whole table)"
             )
@@ -411,7 +420,14 @@ def _seeding(results: dict[str, float]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the growth table, print it, write bench/growth_results.json."""
+    """Run the growth table, print it, write bench/growth_results.json.
+
+    Args:
+        argv: The command line's arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 2 without ``DATABASE_URL``.
+    """
     parser = argparse.ArgumentParser(prog="python -m bench.growth")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small sizes only (< 2 min)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -224,10 +223,13 @@ async def append_actions(conn: Conn, workspace: uuid.UUID, actions: int) -> int:
 
 
 def actions_for(events: int, already: int) -> int:
-    """Whole actions to append so that a chain of ``already`` events reaches ``events``."""
+    """Whole actions to append so that a chain of ``already`` events reaches ``events``.
+
+    Args:
+        events: The chain length wanted (at least; actions come in threes).
+        already: The chain's length now.
+
+    Returns:
+        How many actions to append (0 when the chain is long enough).
+    """
     return max(0, -(-(events - already) // EVENTS_PER_ACTION))
-
-
-def expected_seqs(sizes: Sequence[int]) -> list[int]:
-    """The chain length the bench reaches for each requested size (whole actions)."""
-    return [actions_for(size, 0) * EVENTS_PER_ACTION for size in sizes]

@@ -286,8 +286,14 @@ class PolicyUnderTest:
 
 
 def policy_of(lines: int) -> policygen.GeneratedPolicy:
-    """A generated policy of exactly ``lines`` lines: 90 % ``p`` lines, 10 % ``g`` links
-    (at least 40, so that some users are bound to a role in a workspace).
+    """A generated policy of exactly ``lines`` lines.
+
+    Args:
+        lines: The policy's size.
+
+    Returns:
+        90 % ``p`` lines and 10 % ``g`` links (at least 40, so that some users are bound
+        to a role in a workspace), from :func:`policygen.generate`.
     """
     links = max(40, lines // 10)
     return policygen.generate(rules=lines - links, links=links)

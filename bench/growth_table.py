@@ -32,7 +32,14 @@ class Row:
     rate: bool = False  # a per-second figure: its cost is its inverse
 
     def result_key(self, size: int) -> str:
-        """The flat result key of this figure at ``size``."""
+        """The flat result key of this figure at ``size``.
+
+        Args:
+            size: One of the row's sizes.
+
+        Returns:
+            ``growth_<key>_<label(size)>``, e.g. ``growth_fleet_pause_s_1k``.
+        """
         return f"growth_{self.key}_{label(size)}"
 
 
@@ -68,7 +75,14 @@ ROWS = (
 
 
 def label(size: int) -> str:
-    """``100``, ``1k``, ``10k``, ``100k``, ``1m``, ``10m``: a size as a key suffix."""
+    """A size as a key suffix.
+
+    Args:
+        size: A count (agents, rows, lines, events).
+
+    Returns:
+        ``100``, ``1k``, ``10k``, ``100k``, ``1m``, ``10m``, …
+    """
     for factor, suffix in ((1_000_000, "m"), (1_000, "k")):
         if size >= factor and size % factor == 0:
             return f"{size // factor}{suffix}"
@@ -76,8 +90,16 @@ def label(size: int) -> str:
 
 
 def exponent(row: Row, results: Mapping[str, float]) -> float | None:
-    """``k`` of ``cost ∝ size^k`` between the smallest and largest size measured (None
-    with fewer than two sizes)."""
+    """The exponent of the row's growth.
+
+    Args:
+        row: The measurement.
+        results: The flat results (sizes not measured are absent or not positive).
+
+    Returns:
+        ``k`` of ``cost ∝ size^k`` between the smallest and largest size measured; None
+        with fewer than two sizes.
+    """
     measured = [
         (size, results[row.result_key(size)])
         for size in row.sizes
@@ -91,7 +113,14 @@ def exponent(row: Row, results: Mapping[str, float]) -> float | None:
 
 
 def verdict(k: float | None) -> str:
-    """``flat``, ``sub-linear``, ``linear`` or ``worse than linear`` for exponent ``k``."""
+    """The verdict on an exponent.
+
+    Args:
+        k: The exponent (None: fewer than two sizes).
+
+    Returns:
+        ``flat``, ``sub-linear``, ``linear`` or ``worse than linear``, with ``k``.
+    """
     if k is None:
         return "n/a (one size)"
     if k < FLAT_BELOW:
@@ -106,7 +135,14 @@ def verdict(k: float | None) -> str:
 
 
 def exponents(results: Mapping[str, float]) -> dict[str, float]:
-    """Every row's exponent, as ``growth_<key>_exponent`` (rows with two sizes or more)."""
+    """Every row's exponent.
+
+    Args:
+        results: The flat results.
+
+    Returns:
+        ``growth_<key>_exponent`` for each row with two sizes or more.
+    """
     out = {}
     for row in ROWS:
         k = exponent(row, results)
@@ -131,12 +167,31 @@ def _figure(value: float | None) -> str:
     return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
 
 
+def size_text(size: int) -> str:
+    """A size as the table writes it.
+
+    Args:
+        size: A count.
+
+    Returns:
+        Its :func:`label`, with millions as ``1M``, ``10M``.
+    """
+    return label(size).upper() if size >= 1_000_000 else label(size)
+
+
 def _sizes(sizes: Sequence[int]) -> str:
-    return " / ".join(label(s).upper() if s >= 1_000_000 else label(s) for s in sizes)
+    return " / ".join(size_text(s) for s in sizes)
 
 
 def render_rows(results: Mapping[str, float]) -> list[str]:
-    """The table's lines: a header, then one line per row (a column per size)."""
+    """The table's lines.
+
+    Args:
+        results: The flat results.
+
+    Returns:
+        A header, a rule, then one line per row: a column per size and the verdict.
+    """
     title_width = max(len(f"{r.title} ({_sizes(r.sizes)} {r.size_unit})") for r in ROWS)
     header = (
         f"{'measurement (sizes)':<{title_width}}  {'smallest':>9}  {'10x':>9}  {'100x':>9}  growth"
