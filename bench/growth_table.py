@@ -131,7 +131,7 @@ def verdict(k: float | None) -> str:
         name = "linear"
     else:
         name = "worse than linear"
-    return f"{name} (k = {k:.2f})"
+    return f"{name} (k = {round(k, 2) + 0.0:.2f})"  # + 0.0: no "-0.00"
 
 
 def exponents(results: Mapping[str, float]) -> dict[str, float]:
