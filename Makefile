@@ -17,7 +17,8 @@ help:
 	@echo "make reset             make stop, then delete the embedded demo database (fresh demo next run)"
 	@echo "make test              set up and run the test suite"
 	@echo "make test-reliability  reliability, security and authorization-property suites incl. slow runs (<= 10 min)"
-	@echo "make bench [QUICK=1]   performance table + bench/results.json (QUICK=1: < 2 min)"
+	@echo "make bench [QUICK=1]   performance table, then how cost grows + bench/results.json"
+	@echo "                       (QUICK=1: < 4 min; FULL=1: the largest growth sizes, ~25 min more)"
 	@echo "                       TRACING=1: both services traced into a local OTLP sink"
 	@echo "make lint              ruff + mypy strict, hadolint + yamllint on deploy/"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
@@ -47,7 +48,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,) \
-	  $(if $(filter 1,$(TRACING)),--tracing,)
+	  $(if $(filter 1,$(TRACING)),--tracing,) $(if $(filter 1,$(FULL)),--full,)
 
 test-reliability: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security tests/actions/test_authorize_property.py $(PYTEST_ARGS)

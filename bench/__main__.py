@@ -29,6 +29,7 @@ from typing import Any
 import asyncpg
 
 from bench import floors, policygen, procs, scenarios, seed
+from bench.growth import render_growth, run_growth
 from bench.load import LoadResult, percentile, run_load
 from bench.report import render
 from services.common.tokens import mint_service_token, mint_user_token
@@ -410,6 +411,16 @@ def main(argv: list[str] | None = None) -> int:
         help="trace every request in both services into a local OTLP sink (make bench TRACING=1)",
     )
     parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the growth table's largest sizes too (10M audit rows, 1M replayed events: ~25 min)",
+    )
+    parser.add_argument(
+        "--no-growth",
+        action="store_true",
+        help="skip the table of how cost grows with the work (bench.growth)",
+    )
+    parser.add_argument(
         "--no-equivalence",
         action="store_true",
         help="skip the 10,000-request equivalence run that a full bench ends with (~10 min)",
@@ -425,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     RESULTS.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
     print(f"wrote {RESULTS}")
+    if not args.no_growth:
+        _log("how cost grows with the work (bench.growth)")
+        server = os.environ["DATABASE_URL"]
+        growth = asyncio.run(run_growth(server, full=args.full, quick=args.quick))
+        print(render_growth(growth))
+        flat.update(growth)
+        RESULTS.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
     if args.quick or args.no_equivalence:
         return 0
     passed = _slow_equivalence(flat)
