@@ -13,12 +13,14 @@ from typing import Any
 
 import asyncpg
 
+from services.actions import idempotency, store
 from services.actions.audit import documents
 from services.actions.db import Conn
 from services.actions.metrics import ACTION_OUTCOMES
-from services.actions.model import ActionStatus, NewAction, Outcome
+from services.actions.model import ActionRecord, ActionStatus, NewAction, Outcome
 from services.actions.store.events import Event
 from services.common import tracing
+from services.common.status import ServiceError
 
 log = logging.getLogger("services.actions.lifecycle")
 
@@ -80,6 +82,16 @@ def completion(
         final, ((c.kind, c.key, c.before, c.after) for c in outcome.changes)
     )
     return result, [documents.event_for(started), *outcome.events, done_event]
+
+
+async def first_outcome(conn: Conn, new: NewAction, missing: ServiceError) -> ActionRecord:
+    """The outcome recorded under ``new``'s key by the request that took it (its row, or
+    its error raised); ``missing`` is raised when no row is recorded under the key.
+    """
+    existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
+    if existing is None:
+        raise missing
+    return await idempotency.replay(conn, existing, new.fingerprint)
 
 
 def completed(new: NewAction) -> None:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.actions import action_lock, errors, idempotency, store
+from services.actions import action_lock, errors, store
 from services.actions.audit import documents
 from services.actions.db import DATABASE_ERRORS, Conn
 from services.actions.lifecycle import _shared
@@ -107,10 +107,7 @@ async def _fail(
     if failed is not None:
         _shared.failed(new, message)
         raise err from cause
-    existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
-    if existing is None:
-        raise errors.request_in_progress(new.request_id, None) from cause
-    return await idempotency.replay(conn, existing, new.fingerprint)
+    return await _shared.first_outcome(conn, new, errors.request_in_progress(new.request_id, None))
 
 
 async def _record_failed(
@@ -135,7 +132,5 @@ async def _record_failed(
 
 async def _first_outcome(conn: Conn, new: NewAction) -> ActionRecord:
     """The outcome recorded under ``new``'s key by the request that took it first."""
-    existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
-    if existing is None:  # pragma: no cover - a taken key's row cannot vanish
-        raise errors.internal("idempotency conflict without a row")
-    return await idempotency.replay(conn, existing, new.fingerprint)
+    missing = errors.internal("idempotency conflict without a row")  # a taken key's row stays
+    return await _shared.first_outcome(conn, new, missing)

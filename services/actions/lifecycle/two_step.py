@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from services.actions import action_lock, errors, idempotency, store
+from services.actions import action_lock, errors, store
 from services.actions.db import DATABASE_ERRORS, Conn, one
 from services.actions.lifecycle import _shared
 from services.actions.lifecycle._shared import Effect
@@ -49,13 +49,9 @@ async def run_on(conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: in
     unlocked = False
     try:
         pending = await store.actions.claim(conn, key, new, datetime.now(UTC))
-        if pending is None:
-            existing = await store.actions.find_by_key(
-                conn, new.workspace_id, new.subject, new.request_id
-            )
-            if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-                raise errors.internal("idempotency conflict without a row")
-            return await idempotency.replay(conn, existing, new.fingerprint)
+        if pending is None:  # the key is taken (the conflicting row cannot vanish)
+            missing = errors.internal("idempotency conflict without a row")
+            return await _shared.first_outcome(conn, new, missing)
         done = await _finish(conn, new, pending, effect, lock_timeout_ms, key)
         unlocked = True  # _finish returns only after COMMIT_AND_UNLOCK
         return done
