@@ -21,10 +21,10 @@ from datetime import datetime
 
 from services.actions.db import Conn
 
-# The rows of bench/seed.py's audit seeding (completed actions spread over targets,
+# The audit rows of the bench's seeding (bench/seed.py too: completed actions spread over targets,
 # types and actors, one second apart, newest first), numbered ``$2..$3`` from a fixed
 # ``$5`` so that a table can grow in steps and stay one history.
-_AUDIT_ROWS = """
+AUDIT_ROWS = """
 INSERT INTO action_audit_log (
     action_id, workspace_id, action_type, scope, target_id, action_params, reason,
     actor_user_id, actor_role, status, result, request_id, request_fingerprint,
@@ -131,4 +131,4 @@ async def grow_audit_rows(
     if want <= have:
         return
     async with indexes_built_after(conn, ["action_audit_log"]):
-        await conn.execute(_AUDIT_ROWS, workspace, have, want - 1, targets, newest, timeout=7200)
+        await conn.execute(AUDIT_ROWS, workspace, have, want - 1, targets, newest, timeout=7200)
