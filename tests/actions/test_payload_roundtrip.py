@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.actions import catalog, convert
@@ -76,6 +76,7 @@ def _stored(payload: dict[str, Any]) -> dict[str, Any]:
     return back
 
 
+@settings(deadline=None)  # no wall-clock bound in a unit test (a loaded CI machine)
 @given(rows())
 def test_a_payload_read_back_is_the_same_payload(row: dict[str, Any]) -> None:
     payload = _stored(documents.snapshot(row))
@@ -84,6 +85,7 @@ def test_a_payload_read_back_is_the_same_payload(row: dict[str, Any]) -> None:
     assert documents.canonical(again) == documents.canonical(payload)
 
 
+@settings(deadline=None)  # no wall-clock bound in a unit test (a loaded CI machine)
 @given(rows())
 def test_the_action_from_an_event_is_the_action_from_its_row(row: dict[str, Any]) -> None:
     from_event = convert.action(documents.payload_row(_stored(documents.snapshot(row))))
