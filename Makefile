@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 QUICK ?= 0
 TRACING ?= 0
 
-.PHONY: help venv run stop reset test test-reliability bench lint proto check-proto buf-lint token lock clean
+.PHONY: help venv run stop reset test test-reliability bench profile lint proto check-proto buf-lint token lock clean
 
 help:
 	@echo "make run               start embedded PostgreSQL (unless DATABASE_URL), migrate, seed demo, serve"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench [QUICK=1]   performance table, then how cost grows + bench/results.json"
 	@echo "                       (QUICK=1: < 4 min; FULL=1: the largest growth sizes, ~25 min more)"
 	@echo "                       TRACING=1: both services traced into a local OTLP sink"
+	@echo "make profile           py-spy + pg_stat_statements of Execute and Check under load (bench/profiles/)"
 	@echo "make lint              ruff + mypy strict, hadolint + yamllint on deploy/"
 	@echo "make proto             regenerate clients/python/src/fleetward/*/v1 from protos/"
 	@echo "make check-proto       fail when make proto would change the committed code"
@@ -49,6 +50,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m bench $(if $(filter 1,$(QUICK)),--quick,) \
 	  $(if $(filter 1,$(TRACING)),--tracing,) $(if $(filter 1,$(FULL)),--full,)
+
+profile: $(STAMP)
+	@$(PY) -m bench.profile
 
 test-reliability: $(STAMP)
 	@$(PY) -m services.dev with-db -- $(PY) -m pytest -m 'slow or not slow' tests/reliability tests/security tests/actions/test_authorize_property.py $(PYTEST_ARGS)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import json
 import os
@@ -58,8 +57,7 @@ def _log(message: str) -> None:
 def _policy_dirs(
     root: Path,
 ) -> tuple[Path, Path, policygen.GeneratedPolicy, policygen.GeneratedPolicy]:
-    small = policygen.generate(rules=50, links=60, seed=11)
-    small = dataclasses.replace(small, lines=(*small.lines, f"g, {USER}, admin, *"))
+    small = policygen.small(USER)
     large = policygen.generate(rules=10_000, links=1_000)
     return (
         policygen.write_policy_dir(root / "policy50", small),

@@ -9,6 +9,7 @@ and by ``make bench``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from dataclasses import dataclass
@@ -96,6 +97,12 @@ def generate(rules: int = 10_000, links: int = 1_000, seed: int = 7) -> Generate
         departments=tuple(departments),
         agents=tuple(agents),
     )
+
+
+def small(admin: str) -> GeneratedPolicy:
+    """The bench's 50-line policy (60 links) with ``admin`` holding ``admin`` everywhere."""
+    policy = generate(rules=50, links=60, seed=11)
+    return dataclasses.replace(policy, lines=(*policy.lines, f"g, {admin}, admin, *"))
 
 
 def write_policy_dir(directory: Path, policy: GeneratedPolicy) -> Path:

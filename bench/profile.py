@@ -1,0 +1,195 @@
+"""``python -m bench.profile`` (``make profile``): where Execute's and Check's CPU goes.
+
+The profile behind the targets ``make bench`` misses (bench/README.md). It runs the same
+load as ``make bench``'s throughput lines, 64 calls in flight from two spawned
+processes, against the same services (an action service and a 50-line policy service,
+separate processes on port 0) and seed (16 workspaces of 64 agents), and records over
+the measuring window only:
+
+- **py-spy** of the action service and the policy service under Execute load, and of the
+  policy service under Check load (raw collapsed stacks in the output directory, and
+  summaries: functions on the CPU, our functions the CPU was spent under, areas);
+- **pg_stat_statements** per completed Execute: every statement the action service sent
+  and every statement our database functions ran inside them. It needs the module
+  preloaded, so this runs its own embedded PostgreSQL (``bench/pgstats.py``), never
+  ``DATABASE_URL``'s server;
+- CPU per call of each process group (``procs.CpuMeter``), as ``make bench`` counts it.
+
+py-spy samples at 250 Hz from the same two cores, so throughput here is lower than
+``make bench``'s; read the shares, not the rates. Output: ``bench/profiles/`` (or
+``--out``), ``summary.txt`` plus one ``*.txt`` stack file per profile (speedscope and
+flamegraph.pl read them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import secrets
+import sys
+import tempfile
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bench import pgstats, policygen, procs, pyspy, scenarios, seed
+from bench.load import LoadResult, run_load
+from services.common.tokens import mint_service_token, mint_user_token
+
+OUT = Path(__file__).resolve().parent / "profiles"
+USER = "bench-user"
+WORKSPACES, AGENTS, IN_FLIGHT, LOADERS = 16, 64, 64, 2
+T = TypeVar("T")
+
+
+@dataclass
+class Window:
+    """A ``run_load`` sample function (:meth:`sample`) that also starts py-spy and snapshots
+    pg_stat_statements at the window's start, and stops py-spy and snapshots again at its
+    end (CPU is sampled outside both)."""
+
+    meter: procs.CpuMeter
+    spies: pyspy.Spies
+    dsn: str
+    snapshots: list[pgstats.Snapshot] = field(default_factory=list)
+
+    def sample(self) -> Mapping[str, float]:
+        """CPU seconds now; start or stop the profilers."""
+        if not self.snapshots:
+            taken = self.meter.sample()
+            self.snapshots.append(_blocking(pgstats.snapshot(self.dsn)))
+            self.spies.start()
+            return taken
+        self.spies.stop()
+        self.snapshots.append(_blocking(pgstats.snapshot(self.dsn)))
+        return self.meter.sample()
+
+    def statements(self, completed: int) -> list[pgstats.Statement]:
+        """The window's statements per completed call."""
+        return pgstats.per_call(self.snapshots[0], self.snapshots[-1], completed)
+
+
+def _blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion from synchronous code (``run_load`` blocks the event loop
+    while it calls the sample function): on its own loop, in another thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def _cpu_lines(title: str, load: LoadResult) -> str:
+    totals = procs.CpuMeter.totals(load.sampled)
+    parts = [f"{name} {load.per_call_ms(s):.2f}" for name, s in sorted(totals.items())]
+    return (
+        f"{title}: {load.completed} calls in {load.duration_s:.0f} s ({load.per_s:.0f}/s, "
+        f"{load.errors} errors); CPU ms per call: " + ", ".join(parts)
+    )
+
+
+async def profile(out: Path, seconds: float) -> str:
+    """Run both loads under the profilers; return the summary text (also ``summary.txt``)."""
+    work = Path(tempfile.mkdtemp(prefix="fleetward-profile-"))
+    with pgstats.stats_postgres(work / "pg") as server_dsn:
+        async with procs.scratch_database(server_dsn) as dsn:
+            await pgstats.enable(dsn)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await seed.seed_agents(conn, seed.workspace_ids(WORKSPACES, tag=3), AGENTS, 4)
+            finally:
+                await conn.close()
+            report = await _profile_services(out, seconds, work, dsn)
+    text = "\n\n".join(report) + "\n"
+    (out / "summary.txt").write_text(text)
+    return text
+
+
+async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> list[str]:
+    jwt_secret, service_secret = secrets.token_hex(32), secrets.token_hex(32)
+    small = policygen.small(USER)
+    server = await procs.PostgresServer.of(dsn)
+    base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
+    policy_env = {
+        **base,
+        "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
+        "FLEETWARD_POLICY_WATCH": "0",
+        "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
+        "FLEETWARD_POLICY_DIR": str(policygen.write_policy_dir(work / "policy50", small)),
+        "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions.jsonl"),
+    }
+    report: list[str] = []
+    with procs.service("policy", "services.policy", policy_env, work) as policy:
+        actions_env = {
+            **base,
+            "DATABASE_URL": dsn,
+            "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
+            "FLEETWARD_POLICY_TARGET": policy.target,
+            "FLEETWARD_JWT_SECRET": jwt_secret,
+        }
+        with procs.service("actions", "services.actions", actions_env, work) as actions:
+            spread = [
+                (str(w), f"agent-{a}")
+                for w in seed.workspace_ids(WORKSPACES, tag=3)
+                for a in range(AGENTS)
+            ]
+            token = mint_user_token(jwt_secret, USER)
+            _load("execute", actions.target, token, spread, 2)  # warm-up: plans, pools
+            window = Window(
+                procs.CpuMeter({"actions": actions.pid, "policy": policy.pid}, server),
+                pyspy.Spies({"execute_actions": actions.pid, "execute_policy": policy.pid}, out),
+                dsn,
+            )
+            load = _load("execute", actions.target, token, spread, seconds, window)
+            report.append(_cpu_lines("Execute(pause_agent) under load", load))
+            report.append(pgstats.render("Execute", window.statements(load.completed)))
+            report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
+
+        items = scenarios.check_items(small, 5000, seed=1)
+        window = Window(
+            procs.CpuMeter({"policy": policy.pid}, server),
+            pyspy.Spies({"check_policy": policy.pid}, out),
+            dsn,
+        )
+        service_token = mint_service_token(service_secret, "bench")
+        load = _load("check", policy.target, service_token, items, seconds, window)
+        report.append(_cpu_lines("Check under load", load))
+        report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
+    return report
+
+
+def _load(
+    kind: str,
+    target: str,
+    token: str,
+    items: Sequence[tuple[str, ...]],
+    seconds: float,
+    window: Window | None = None,
+) -> LoadResult:
+    return run_load(
+        kind,
+        target,
+        token,
+        items,
+        in_flight=IN_FLIGHT,
+        processes=LOADERS,
+        duration_s=seconds,
+        sample=window.sample if window else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, profile, print the summary."""
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0, help="each measuring window")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the profiles go")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(asyncio.run(profile(args.out, args.seconds)))
+    print(f"profiles in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
