@@ -180,8 +180,9 @@ class PolicyGateway:
     ) -> ResourcesDecision:
         """Decide ``permission`` for ``subject`` on every resource, under one policy version.
 
-        More than :data:`MAX_RESOURCES_PER_CALL` resources take several calls; should a
-        reload land between them, the whole question is asked again (once).
+        More than :data:`MAX_RESOURCES_PER_CALL` resources take several calls, one after the
+        other, each with its own budget and all within ``remaining_s``; should a reload
+        land between them, the whole question is asked again (once).
         """
         if not resources:
             raise ValueError("check_resources needs at least one resource")
@@ -209,30 +210,36 @@ class PolicyGateway:
         resources: Sequence[str],
         remaining_s: float | None,
     ) -> ResourcesDecision:
+        deadline = None if remaining_s is None else time.monotonic() + remaining_s
         for _ in range(2):
-            answers = [
-                await self._check_resources(
-                    subject,
-                    workspace_id,
-                    permission,
-                    resources[i : i + MAX_RESOURCES_PER_CALL],
-                    remaining_s,
-                )
-                for i in range(0, len(resources), MAX_RESOURCES_PER_CALL)
-            ]
-            if len({a.policy_version for a in answers}) == 1:
-                break
-        else:
-            raise errors.policy_unavailable("the policy was reloaded during the check")
-        denied: dict[str, int] = {}
-        for answer in answers:
-            denied.update((d.resource, d.reason) for d in answer.denied)
-        return ResourcesDecision(
-            answers[0].policy_version,
-            ",".join(a.decision_id for a in answers),
-            tuple(answers[0].roles),
-            denied,
-        )
+            answers = await self._ask_in_calls(
+                subject, workspace_id, permission, resources, deadline
+            )
+            if answers is not None:
+                return _merge(answers)
+        raise errors.policy_unavailable("the policy was reloaded during the check")
+
+    async def _ask_in_calls(
+        self,
+        subject: str,
+        workspace_id: str,
+        permission: str,
+        resources: Sequence[str],
+        deadline: float | None,
+    ) -> list[policy_pb2.CheckResourcesResponse] | None:
+        """One call per :data:`MAX_RESOURCES_PER_CALL` paths, one after the other, each given
+        what is left of ``deadline`` (monotonic) at most; None as soon as an answer's
+        policy version differs from the first one's.
+        """
+        answers: list[policy_pb2.CheckResourcesResponse] = []
+        for start in range(0, len(resources), MAX_RESOURCES_PER_CALL):
+            left = None if deadline is None else deadline - time.monotonic()
+            part = resources[start : start + MAX_RESOURCES_PER_CALL]
+            answer = await self._check_resources(subject, workspace_id, permission, part, left)
+            if answers and answer.policy_version != answers[0].policy_version:
+                return None
+            answers.append(answer)
+        return answers
 
     async def _check_resources(
         self,
@@ -282,3 +289,16 @@ class PolicyGateway:
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
+
+
+def _merge(answers: Sequence[policy_pb2.CheckResourcesResponse]) -> ResourcesDecision:
+    """The answers of one question's calls (one policy version) as one decision."""
+    denied: dict[str, int] = {}
+    for answer in answers:
+        denied.update((d.resource, d.reason) for d in answer.denied)
+    return ResourcesDecision(
+        answers[0].policy_version,
+        ",".join(a.decision_id for a in answers),
+        tuple(answers[0].roles),
+        denied,
+    )
