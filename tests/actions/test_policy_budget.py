@@ -1,5 +1,7 @@
-"""The budget of CheckResources (docs/architecture.md §5.9): the caller's deadline holds
-across the several calls a large question takes.
+"""The budget of CheckResources (docs/architecture.md §5.9): a fleet-scope pause holds
+against a policy service that is slow per path (as a busy machine makes it), a policy
+service that never answers still fails closed within a bounded time, and the caller's
+deadline and the one policy version hold across the several calls a large question takes.
 
 The policy service is the real one, behind a proxy in this process that delays, stalls
 or reloads it deterministically and records the size and deadline of every
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from fleetward.policy.v1 import policy_pb2_grpc
@@ -24,12 +27,14 @@ from fleetward.policy.v1 import policy_pb2_grpc
 from services.actions.policy_gateway import PolicyGateway
 from services.common.status import ServiceError
 from services.policy.server import PolicyServer
-from tests.actions.helpers import Api
+from tests.actions.guarded import create_workspace, statuses
+from tests.actions.helpers import Api, details, result
 from tests.conftest import Secrets
 from tests.servers import running_action_server, running_policy_server_handle, write_test_policy
 
 Hook = Callable[[], Awaitable[None]]
 POLICY_TIMEOUT_MS = 600  # the action service's policy budget in this module
+AGENTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,49 @@ def fresh_proxy(slowed: Slowed) -> None:
     slowed.proxy.reset()
 
 
+async def _fleet(pool: asyncpg.Pool) -> uuid.UUID:
+    """A workspace of :data:`AGENTS` agents over 10 departments."""
+    return await create_workspace(pool, {f"agent-{i:05d}": f"dept-{i % 10}" for i in range(AGENTS)})
+
+
+async def test_a_fleet_pause_holds_against_a_policy_service_slow_per_path(
+    slowed: Slowed, pool: asyncpg.Pool
+) -> None:
+    # 120 µs per path: slower than the 50 µs per path the budget used to allow, within
+    # the 200 µs it allows now. Asked in one call of 10,001 paths (the fleet and every
+    # agent), the budget was 0.6 + 0.5 s against 1.2 s of delay alone: UNAVAILABLE
+    # POLICY_UNAVAILABLE, nothing paused. In calls of 5,000 paths it is 0.6 + 1.0 s
+    # against 0.6 s each.
+    slowed.proxy.per_path_s = 120e-6
+    ws = await _fleet(pool)
+    action = await slowed.api.execute("alice", ws, "pause_agent", scope="fleet", deadline=120)
+    assert result(action)["count"] == AGENTS
+    assert set((await statuses(pool, ws)).values()) == {"paused"}
+    assert [seen.paths for seen in slowed.proxy.calls] == [5000, 5000, 1]
+    assert len(action.decision_id.split(",")) == 1 + 3  # the fleet's Check, then the calls
+
+
+async def test_a_policy_service_that_never_answers_fails_closed_in_bounded_time(
+    slowed: Slowed, pool: asyncpg.Pool
+) -> None:
+    slowed.proxy.stalled = True
+    ws = await _fleet(pool)
+    begun = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await slowed.api.execute("alice", ws, "pause_agent", scope="fleet", deadline=120)
+    elapsed = time.monotonic() - begun
+    error = details(err.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "POLICY_UNAVAILABLE")
+    # One call's budget (0.6 + 1.0 s) ends it: the other calls are never sent.
+    assert elapsed < 10
+    assert [seen.paths for seen in slowed.proxy.calls] == [5000]
+    assert set((await statuses(pool, ws)).values()) == {"active"}
+    assert (
+        await pool.fetchval("SELECT count(*) FROM action_audit_log WHERE workspace_id = $1", ws)
+        == 0
+    )
+
+
 def _paths(count: int) -> list[str]:
     return [f"fleet/departments/dept-{i % 10}/agents/agent-{i:05d}" for i in range(count)]
 
@@ -158,3 +206,58 @@ async def test_the_callers_deadline_holds_across_the_calls(slowed: Slowed) -> No
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert slowed.proxy.calls
     assert max(seen.deadline for seen in slowed.proxy.calls) <= begun + 1.0 + 0.25
+
+
+async def test_a_reload_between_the_calls_asks_the_whole_question_again(
+    slowed: Slowed,
+) -> None:
+    policy_csv = slowed.policy_dir / "policy.csv"
+    original = policy_csv.read_text()
+
+    async def reload_once() -> None:
+        slowed.proxy.after_answer = None
+        policy_csv.write_text(original + "# a comment changes the version\n")
+        assert await slowed.real.reloader.reload()
+
+    slowed.proxy.after_answer = reload_once  # right after the first call's answer
+    try:
+        async with _gateway(slowed) as gateway:
+            decision = await gateway.check_resources(
+                "alice", str(uuid.uuid4()), "actions:pause_agent", _paths(12_001), None
+            )
+        reloaded = slowed.real.reloader.state.snapshot
+    finally:
+        policy_csv.write_text(original)
+        assert await slowed.real.reloader.reload()
+    assert reloaded is not None
+    assert decision.policy_version == reloaded.version
+    assert decision.denied == {}
+    # The first round stops at the second answer's other version; the second asks all.
+    assert [seen.paths for seen in slowed.proxy.calls] == [5000, 5000, 5000, 5000, 2001]
+    assert len(decision.decision_id.split(",")) == 3
+
+
+async def test_a_reload_after_every_call_fails_closed(slowed: Slowed) -> None:
+    policy_csv = slowed.policy_dir / "policy.csv"
+    original = policy_csv.read_text()
+    reloads = 0
+
+    async def reload() -> None:
+        nonlocal reloads
+        reloads += 1
+        policy_csv.write_text(original + f"# version {reloads}\n")
+        assert await slowed.real.reloader.reload()
+
+    slowed.proxy.after_answer = reload
+    try:
+        async with _gateway(slowed) as gateway:
+            with pytest.raises(ServiceError) as err:
+                await gateway.check_resources(
+                    "alice", str(uuid.uuid4()), "actions:pause_agent", _paths(12_001), None
+                )
+    finally:
+        slowed.proxy.after_answer = None
+        policy_csv.write_text(original)
+        assert await slowed.real.reloader.reload()
+    assert (err.value.code, err.value.reason) == (grpc.StatusCode.UNAVAILABLE, "POLICY_UNAVAILABLE")
+    assert [seen.paths for seen in slowed.proxy.calls] == [5000, 5000, 5000, 5000]
