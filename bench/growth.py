@@ -64,12 +64,6 @@ LIST_TARGETS = 1000  # target ids the audit rows are spread over (as in `make be
 # replays from starving Execute, services/actions/events/replay.py); the table measures
 # what a replay costs, so the budget is lifted for its action service.
 UNCAPPED_REPLAY = "1000000000"
-# The action service gives each CheckResources call of 20,000 agents 0.2 s plus 50 µs per
-# agent (services/actions/policy_gateway.py): 1.2 s, which the policy service's decision
-# alone took on this 2-core machine when it was busy (0.5-1.2 s for 20,000 paths), so a
-# 100k-agent pause could fail with POLICY_UNAVAILABLE instead of being measured. The
-# growth table's action services get a 2 s base; a call that succeeds is not faster for it.
-POLICY_TIMEOUT_MS = "2000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +144,6 @@ class _Run:
             "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
             "FLEETWARD_POLICY_TARGET": policy_target,
             "FLEETWARD_JWT_SECRET": self.jwt_secret,
-            "FLEETWARD_POLICY_TIMEOUT_MS": POLICY_TIMEOUT_MS,
             **(extra or {}),
         }
         with procs.service(name, "services.actions", env, self.work) as service:
