@@ -9,6 +9,7 @@ workspaces that are not UUIDs, resource globs outside ``fleet`` and unknown perm
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -27,9 +28,14 @@ ALLOW_AND_DENY = "some(where (p.eft == allow)) && !some(where (p.eft == deny))"
 _GLOB_RE = re.compile(r"^fleet(/[a-z0-9._\-*?{},\[\]!]+)*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyLine:
-    """One well-formed policy line: ``ptype`` and its fields, with its line number."""
+    """One well-formed policy line: ``ptype`` and its fields, with its line number.
+
+    The strings are interned: a large policy repeats a few thousand names (roles,
+    workspaces, globs, effects) over all its lines, and everything built from the lines
+    keeps them (docs/architecture.md §7).
+    """
 
     number: int
     ptype: str
@@ -137,7 +143,7 @@ def _parse_line(
     fields = split_fields(text)
     if fields is None:
         return None, [Problem.error(path, number, "unbalanced brackets")]
-    ptype, values = fields[0], tuple(fields[1:])
+    ptype, values = sys.intern(fields[0]), tuple(map(sys.intern, fields[1:]))
     expected = model.tokens(ptype)
     if expected is None:
         known = ", ".join(model.ptypes()) or "none"
