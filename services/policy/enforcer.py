@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import casbin
+from casbin.model import Model
 from casbin.persist.adapter import Adapter
 from casbin.util.expression import SimpleEval
 
@@ -34,14 +35,30 @@ def workspace_matches(requested: str, bound: str) -> bool:
 
 
 class _LinesAdapter(Adapter):  # type: ignore[misc]
-    """Feeds already validated lines to pycasbin (so it never reads the files itself)."""
+    """Feeds already validated lines to pycasbin (so it never reads the files itself).
+
+    Each rule is the line's own ``fields`` tuple, not a list copy: pycasbin only reads
+    rules (the enforcer is never modified), so its model, the decision index and the
+    line numbers share one tuple per line. The lines are dropped once loaded, since the
+    enforcer keeps its adapter for as long as it serves (docs/architecture.md §7).
+    """
 
     def __init__(self, lines: Iterable[PolicyLine]) -> None:
-        self._lines = list(lines)
+        self._lines: Iterable[PolicyLine] = lines
 
     def load_policy(self, model: Any) -> None:
         for line in self._lines:
-            model.model[line.ptype[0]][line.ptype].policy.append(list(line.fields))
+            model.model[line.ptype[0]][line.ptype].policy.append(line.fields)
+        self._lines = ()
+
+
+class _QuietModel(Model):  # type: ignore[misc]
+    """pycasbin's model without ``print_policy``, which formats the whole policy into one
+    string (about 20 MB at 100,000 lines) before its logger drops it.
+    """
+
+    def print_policy(self) -> None:
+        """Log nothing: the decision log and ``GetPolicyInfo`` describe the policy."""
 
 
 class _ParsedOnceEnforcer(casbin.Enforcer):  # type: ignore[misc]
@@ -71,7 +88,8 @@ class _ParsedOnceEnforcer(casbin.Enforcer):  # type: ignore[misc]
 
 def build_enforcer(files: PolicyFiles, lines: Iterable[PolicyLine]) -> Any:
     """A new ``casbin.Enforcer`` from the model text and validated lines, with ``*`` domains."""
-    model = casbin.Enforcer.new_model(text=files.model_text)
+    model = _QuietModel()
+    model.load_model_from_text(files.model_text)
     enforcer = _ParsedOnceEnforcer(model, _LinesAdapter(lines))
     if "g" in enforcer.get_model().model and "g" in enforcer.rm_map:
         enforcer.add_named_domain_matching_func("g", workspace_matches)

@@ -163,7 +163,7 @@ def _role_graph(
 
 
 def _line_checks(
-    rule: list[str],
+    rule: Sequence[str],
     parts: Sequence[Part],
     glob_fields: Sequence[tuple[int, int]],
     globs: dict[str, Callable[[str], bool]],
@@ -208,7 +208,7 @@ class DecisionIndex:
         self._role = compiler.role
         self._role_domain = compiler.role[2] if compiler.role else None
         self.roles = _role_graph(enforcer.rm_map, star_matcher, compiler.role)
-        self.policy: list[list[str]] = model["p"]["p"].policy
+        self.policy: Sequence[Sequence[str]] = model["p"]["p"].policy
         if not self.policy:
             raise Unsupported("an empty policy (pycasbin evaluates the matcher once)")
         self._buckets = self._index_lines(p_tokens, compiler.globs)
@@ -272,14 +272,17 @@ class DecisionIndex:
         # whose intermediate effect decides: a deny (deny-override kinds) or an allow.
         if self._effector == "AllowOverrideEffector":
             if first_allow >= 0:
-                return True, self.policy[first_allow]
-            return False, self.policy[last] if last >= 0 else []
+                return True, self._rule(first_allow)
+            return False, self._rule(last)
         if first_deny >= 0:
-            return False, self.policy[first_deny]
-        explain = self.policy[last] if last >= 0 else []
+            return False, self._rule(first_deny)
         if self._effector == "DenyOverrideEffector":
-            return True, explain
-        return first_allow >= 0, explain
+            return True, self._rule(last)
+        return first_allow >= 0, self._rule(last)
+
+    def _rule(self, index: int) -> list[str]:
+        """The line at ``index`` as pycasbin's file adapter holds it (a list); [] for -1."""
+        return list(self.policy[index]) if index >= 0 else []
 
     def implicit_roles(self, subject: str, domain: str) -> tuple[str, ...]:
         """What ``enforcer.get_implicit_roles_for_user(subject, domain)`` returns (as a set)."""
