@@ -114,7 +114,9 @@ class CasbinDecider:
     def __init__(self, enforcer: Any, lines: Iterable[PolicyLine] = ()) -> None:
         lines = list(lines)
         self._enforcer = enforcer
-        self._line_numbers = {(line.ptype, *line.fields): line.number for line in lines}
+        # The p lines' numbers (a duplicate: its last line), keyed by the fields tuples
+        # pycasbin's model holds anyway (enforcer.py), so the keys cost no memory.
+        self._line_numbers = {line.fields: line.number for line in lines if line.ptype == "p"}
         # Casbin's g() holds for a name and itself, so a subject called "admin" would get
         # every grant of the role admin without any binding. Role names are never subjects.
         self._role_names = frozenset(
@@ -196,7 +198,7 @@ class CasbinDecider:
             reason,
             roles,
             ", ".join(["p", *rule]),
-            self._line_numbers.get(("p", *rule), 0),
+            self._line_numbers.get(tuple(rule), 0),
         )
 
     def decide_resources(
