@@ -162,31 +162,55 @@ def _role_graph(
     return roles
 
 
+class _Shared:
+    """One object per distinct test and per distinct list of checks, however many lines
+    share it: the 100,000-line growth policy has 9,480 distinct check lists for its 90,000
+    p lines, and a test or a list per line was a third of the index.
+    """
+
+    def __init__(self) -> None:
+        self._tests: dict[tuple[str, str], Callable[[str], bool]] = {}
+        self._checks: dict[tuple[Check, ...], tuple[Check, ...]] = {}
+
+    def test(self, kind: str, pattern: str) -> Callable[[str], bool]:
+        """The compiled ``glob`` or ``prefix`` test of ``pattern``, compiled once."""
+        found = self._tests.get((kind, pattern))
+        if found is None:
+            if kind == "prefix":
+                found = prefix_test(pattern)
+            else:
+                try:
+                    found = casbin_glob(pattern)
+                except Exception as exc:  # pycasbin would raise at check time
+                    raise Unsupported(f"glob {pattern!r}: {exc}") from exc
+            self._tests[(kind, pattern)] = found
+        return found
+
+    def checks(self, checks: list[Check]) -> tuple[Check, ...]:
+        """``checks`` as a tuple, the same tuple for every line with the same checks."""
+        found = tuple(checks)
+        return self._checks.setdefault(found, found)
+
+
 def _line_checks(
     rule: Sequence[str],
     parts: Sequence[Part],
     glob_fields: Sequence[tuple[int, int]],
-    globs: dict[str, Callable[[str], bool]],
+    shared: _Shared,
 ) -> tuple[tuple[str | None, ...], tuple[Check, ...]]:
-    """One line's bucket key and residual checks (``globs`` caches compiled patterns)."""
+    """One line's bucket key and residual checks."""
     checks: list[Check] = []
     key: list[str | None] = []
     for kind, r_field, p_field in parts:
         value = rule[p_field]
         if kind == "key" and "*" in value:
             key.append(None)
-            checks.append((r_field, prefix_test(value[: value.index("*")])))
+            checks.append((r_field, shared.test("prefix", value[: value.index("*")])))
         else:
             key.append(value)
     for r_field, p_field in glob_fields:
-        pattern = rule[p_field]
-        if pattern not in globs:
-            try:
-                globs[pattern] = casbin_glob(pattern)
-            except Exception as exc:  # pycasbin would raise at check time
-                raise Unsupported(f"glob {pattern!r}: {exc}") from exc
-        checks.append((r_field, globs[pattern]))
-    return tuple(key), tuple(checks)
+        checks.append((r_field, shared.test("glob", rule[p_field])))
+    return tuple(key), shared.checks(checks)
 
 
 class DecisionIndex:
@@ -218,12 +242,12 @@ class DecisionIndex:
     ) -> dict[tuple[str | None, ...], list[_Entry]]:
         """Each ``p`` line under the key values a request must match to reach it."""
         eft = p_tokens.index("p_eft") if "p_eft" in p_tokens else None
-        globs: dict[str, Callable[[str], bool]] = {}
+        shared = _Shared()
         buckets: dict[tuple[str | None, ...], list[_Entry]] = {}
         for index, rule in enumerate(self.policy):
             if len(rule) != len(p_tokens):
                 raise Unsupported("a policy line has the wrong size")
-            key, checks = _line_checks(rule, self._parts, glob_fields, globs)
+            key, checks = _line_checks(rule, self._parts, glob_fields, shared)
             effect = _ALLOW
             if eft is not None:
                 effect = {"allow": _ALLOW, "deny": _DENY}.get(rule[eft], _OTHER)
