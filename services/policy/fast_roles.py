@@ -16,6 +16,7 @@ from typing import Any
 from casbin.rbac.default_role_manager.role_manager import DomainManager, RoleManager
 
 Adjacency = Mapping[str, tuple[str, ...]]
+Closure = tuple[frozenset[str], tuple[str, ...]]  # (g() names, implicit roles in BFS order)
 _DEFAULT_MATCHING = "DomainManagerBase.__init__.<locals>.<lambda>"
 _UNLISTED: str | None = None  # the key of every domain no link names
 
@@ -45,13 +46,18 @@ class RoleGraph:
         self._star = star  # the domain whose links hold in every other domain, if any
         self._max_level = max_level
         self.domains = domains  # whether g takes a domain (g = _, _, _)
-        self._closures: dict[tuple[str | None, str], tuple[frozenset[str], tuple[str, ...]]] = {}
+        self._closures: dict[tuple[str | None, str], Closure] = {}
+        # Equal closures are one object: the 100,000-line growth policy has 14,202 pairs
+        # but 8,028 distinct closures (the "*" subjects reach the same roles almost
+        # everywhere).
+        shared: dict[Closure, Closure] = {}
         for key, adjacency in by_domain.items():
             sources = set(adjacency)
             if star is not None and key != star:
                 sources |= set(by_domain.get(star, {}))
             for subject in sources:
-                self._closures[(key, subject)] = self._compute(key, subject)
+                found = self._compute(key, subject)
+                self._closures[(key, subject)] = shared.setdefault(found, found)
 
     @classmethod
     def from_manager(
@@ -96,7 +102,7 @@ class RoleGraph:
             layers.append(self._by_domain[self._star])
         return layers
 
-    def _compute(self, key: str | None, subject: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    def _compute(self, key: str | None, subject: str) -> Closure:
         layers = self._layers(key)
         # g(): names within max_level - 1 hops, the subject itself included (pycasbin's BFS).
         matched = {subject}
@@ -119,7 +125,7 @@ class RoleGraph:
                         queue.append(role)
         return frozenset(matched), tuple(implicit)
 
-    def closure(self, subject: str, domain: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    def closure(self, subject: str, domain: str) -> Closure:
         """(names ``g(subject, name, domain)`` holds for, implicit roles) of a subject."""
         key = self._key(domain)
         found = self._closures.get((key, subject))
