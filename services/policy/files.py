@@ -7,6 +7,7 @@ validator and the enforcer all see the same bytes, even while an editor is writi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ MODEL_FILE = "model.conf"
 POLICY_FILE = "policy.csv"
 TESTS_DIR = "tests"
 VERSION_LENGTH = 12
+_CHUNK_CHARS = 1 << 16
 
 
 class PolicyFilesError(Exception):
@@ -46,10 +48,25 @@ class PolicyFiles:
         """Short content hash of the model and policy (the files that decide)."""
         digest = hashlib.sha256()
         for text in (self.model_text, self.policy_text):
-            data = text.encode()
-            digest.update(len(data).to_bytes(8, "big"))
-            digest.update(data)
+            digest.update(_utf8_length(text).to_bytes(8, "big"))
+            for chunk in _utf8_chunks(text):
+                digest.update(chunk)
         return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def _utf8_chunks(text: str) -> Iterator[bytes]:
+    """``text.encode()`` in pieces: a whole copy of a large policy would stay in the heap
+    after the load (docs/architecture.md §7).
+    """
+    for start in range(0, len(text), _CHUNK_CHARS):
+        yield text[start : start + _CHUNK_CHARS].encode()
+
+
+def _utf8_length(text: str) -> int:
+    """``len(text.encode())`` without the copy."""
+    if text.isascii():
+        return len(text)
+    return sum(len(chunk) for chunk in _utf8_chunks(text))
 
 
 def _read(path: Path) -> str:

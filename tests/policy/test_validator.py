@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -86,6 +87,34 @@ def test_model_problems(edit: tuple[str, str], message: str) -> None:
     assert edit[0] in model
     problems = _problems(model=model.replace(edit[0], edit[1], 1))
     assert any(message in p and "model.conf:" in p for p in problems), problems
+
+
+# Every line break str.splitlines() knows ("\r\n" is one).
+_BREAKS = ("\n", "\r\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def test_lines_are_numbered_as_splitlines_counts_them() -> None:
+    """The validator reads the policy one line at a time, with splitlines' numbering."""
+    model = (POLICIES / "model.conf").read_text()
+    text = "".join(
+        f"p, viewer, *, fleet/x{i}, actions:read, allow{b}" for i, b in enumerate(_BREAKS)
+    )
+    lines = validate(PolicyFiles(POLICIES, model, text + "\n\n# end\n")).lines
+    assert [(line.number, line.fields[2]) for line in lines] == [
+        (i + 1, f"fleet/x{i}") for i in range(len(_BREAKS))
+    ]
+
+
+@pytest.mark.parametrize("tail", ["", " é€"])  # ASCII or not
+@pytest.mark.parametrize("policy", ["", "p, viewer, *, fleet, actions:read, allow\n" * 5000])
+def test_policy_version_is_the_hash_of_the_encoded_files(policy: str, tail: str) -> None:
+    """Hashed in pieces, the version is still sha256 over (length, bytes) of each file."""
+    model, policy = "[request_definition]\nr = sub, obj, act\n" + tail, policy + tail
+    digest = hashlib.sha256()
+    for text in (model, policy):
+        data = text.encode()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    assert PolicyFiles(POLICIES, model, policy).version == digest.hexdigest()[:12]
 
 
 def _peer_pairs() -> list[tuple[Path, Path]]:
