@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -114,9 +115,7 @@ class CasbinDecider:
     def __init__(self, enforcer: Any, lines: Iterable[PolicyLine] = ()) -> None:
         lines = list(lines)
         self._enforcer = enforcer
-        # The p lines' numbers (a duplicate: its last line), keyed by the fields tuples
-        # pycasbin's model holds anyway (enforcer.py), so the keys cost no memory.
-        self._line_numbers = {line.fields: line.number for line in lines if line.ptype == "p"}
+        self._number_lines(lines)
         # Casbin's g() holds for a name and itself, so a subject called "admin" would get
         # every grant of the role admin without any binding. Role names are never subjects.
         self._role_names = frozenset(
@@ -138,6 +137,12 @@ class CasbinDecider:
         # emptied when full. The action service asks the same questions over and over.
         self._answers: dict[tuple[str, str, str, str, bool], Decision] = {}
 
+    def _number_lines(self, lines: list[PolicyLine]) -> None:
+        """Remember each p line's number in policy.csv, for explanations."""
+        # Keyed by the fields tuples pycasbin's model holds anyway (enforcer.py); a
+        # duplicate line gets the number of its last copy.
+        self._line_numbers = {line.fields: line.number for line in lines if line.ptype == "p"}
+
     def _domain(self, workspace: str) -> str:
         return workspace if workspace in self._workspaces else UNLISTED_WORKSPACE
 
@@ -149,9 +154,13 @@ class CasbinDecider:
         """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
         return tuple(sorted(self._enforcer.get_implicit_roles_for_user(subject, workspace)))
 
-    def _enforce(self, subject: str, domain: str, resource: str, action: str) -> tuple[bool, Any]:
-        allowed, rule = self._enforcer.enforce_ex(subject, domain, resource, action)
-        return bool(allowed), rule
+    def _enforce(
+        self, subject: str, domain: str, resource: str, action: str
+    ) -> tuple[bool, list[str], int]:
+        """(allowed, the explaining p line's fields ([]: none), its number (0: none))."""
+        allowed, found = self._enforcer.enforce_ex(subject, domain, resource, action)
+        rule = [str(v) for v in found]
+        return bool(allowed), rule, self._line_numbers.get(tuple(rule), 0)
 
     def decide(
         self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
@@ -173,14 +182,13 @@ class CasbinDecider:
             log.debug("subject %r is a role name; denying", subject)
             return Decision(False, Reason.UNKNOWN_WORKSPACE)
         domain = self._domain(workspace)
-        allowed, rule = self._enforce(subject, domain, resource, action)
-        return self._decision(allowed, rule, self.roles(subject, domain), explain=explain)
+        allowed, rule, number = self._enforce(subject, domain, resource, action)
+        return self._decision(allowed, rule, number, self.roles(subject, domain), explain=explain)
 
     def _decision(
-        self, allowed: bool, rule: Any, roles: tuple[str, ...], *, explain: bool
+        self, allowed: bool, rule: list[str], number: int, roles: tuple[str, ...], *, explain: bool
     ) -> Decision:
-        """The Decision for what ``enforce_ex`` returned."""
-        rule = [str(v) for v in rule]
+        """The Decision for what ``_enforce`` returned."""
         if allowed:
             reason = Reason.ALLOWED
         elif rule and rule[-1] == "deny":
@@ -192,14 +200,8 @@ class CasbinDecider:
         if reason is Reason.NO_MATCHING_RULE or reason is Reason.UNKNOWN_WORKSPACE:
             rule = []  # an indeterminate match (never for validated files) decided nothing
         if not explain or not rule:
-            return Decision(bool(allowed), reason, roles)
-        return Decision(
-            bool(allowed),
-            reason,
-            roles,
-            ", ".join(["p", *rule]),
-            self._line_numbers.get(tuple(rule), 0),
-        )
+            return Decision(allowed, reason, roles)
+        return Decision(allowed, reason, roles, ", ".join(["p", *rule]), number)
 
     def decide_resources(
         self, subject: str, workspace: str, action: str, resources: Sequence[str]
@@ -220,8 +222,9 @@ class CasbinDecider:
         for i, resource in enumerate(resources):
             answer = answers.get(resource)
             if answer is None:
-                allowed, rule = self._enforce(subject, domain, resource, action)
-                answer = answers[resource] = self._decision(allowed, rule, roles, explain=True)
+                allowed, rule, number = self._enforce(subject, domain, resource, action)
+                answer = self._decision(allowed, rule, number, roles, explain=True)
+                answers[resource] = answer
             if not answer.allowed:
                 out.append((i, answer))
         return ResourcesDecision(roles, out)
@@ -248,16 +251,28 @@ class IndexedDecider(CasbinDecider):
     thread_safe: ClassVar[bool] = True
 
     def __init__(self, enforcer: Any, lines: Iterable[PolicyLine], index: DecisionIndex) -> None:
-        super().__init__(enforcer, lines)
         self._index = index
+        super().__init__(enforcer, lines)
 
     @property
     def index(self) -> DecisionIndex:
         """The index this decider answers from."""
         return self._index
 
-    def _enforce(self, subject: str, domain: str, resource: str, action: str) -> tuple[bool, Any]:
-        return self._index.enforce_ex(subject, domain, resource, action)
+    def _number_lines(self, lines: list[PolicyLine]) -> None:
+        """Remember each p line's number by its position in the index (docs/architecture.md
+        §7): an array instead of a map from every line's fields.
+        """
+        self._numbers = _numbers_by_position(self._index, lines)
+
+    def _enforce(
+        self, subject: str, domain: str, resource: str, action: str
+    ) -> tuple[bool, list[str], int]:
+        """(allowed, the explaining p line's fields ([]: none), its number (0: none))."""
+        allowed, position = self._index.explain(subject, domain, resource, action)
+        if position < 0:
+            return allowed, [], 0
+        return allowed, self._index.rule(position), self._numbers[position]
 
     def roles(self, subject: str, workspace: str) -> tuple[str, ...]:
         """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
@@ -265,6 +280,25 @@ class IndexedDecider(CasbinDecider):
 
     def warm(self, subject: str) -> None:
         """Nothing to warm: the index built every role closure the files name."""
+
+
+def _numbers_by_position(index: DecisionIndex, lines: list[PolicyLine]) -> array[int]:
+    """The policy.csv line of each line of ``index.policy``, by position (0: unknown); a
+    duplicate line gets the number of its last copy, as ``CasbinDecider`` gives it.
+    """
+    p_lines = [line for line in lines if line.ptype == "p"]
+    policy = index.policy
+    if len(p_lines) != len(policy) or any(
+        rule is not line.fields for rule, line in zip(policy, p_lines, strict=True)
+    ):  # not the lines pycasbin was given (another adapter), or in another order
+        by_fields = {line.fields: line.number for line in p_lines}
+        return array("l", (by_fields.get(tuple(rule), 0) for rule in policy))
+    numbers = array("l", (line.number for line in p_lines))
+    for positions in index.equal_lines():
+        last = numbers[positions[-1]]
+        for position in positions:
+            numbers[position] = last
+    return numbers
 
 
 def make_decider(enforcer: Any, lines: Iterable[PolicyLine]) -> CasbinDecider:

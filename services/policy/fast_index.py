@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from casbin.effect import AllowAndDenyEffector, AllowOverrideEffector, DenyOverrideEffector
@@ -278,6 +278,11 @@ class DecisionIndex:
 
     def enforce_ex(self, *rvals: str) -> tuple[bool, list[str]]:
         """What ``enforcer.enforce_ex(*rvals)`` returns: (allowed, the explaining line)."""
+        allowed, position = self.explain(*rvals)
+        return allowed, self.rule(position)
+
+    def explain(self, *rvals: str) -> tuple[bool, int]:
+        """``enforce_ex`` with the explaining line's position in ``policy`` (-1: none)."""
         if len(rvals) != self._r_count:
             raise RuntimeError("invalid request size")
         first_allow = first_deny = last = -1
@@ -291,22 +296,34 @@ class DecisionIndex:
                         first_deny = index
         return self._combine(first_allow, first_deny, last)
 
-    def _combine(self, first_allow: int, first_deny: int, last: int) -> tuple[bool, list[str]]:
+    def _combine(self, first_allow: int, first_deny: int, last: int) -> tuple[bool, int]:
         # pycasbin walks lines in order, records each match and stops at the first match
         # whose intermediate effect decides: a deny (deny-override kinds) or an allow.
         if self._effector == "AllowOverrideEffector":
             if first_allow >= 0:
-                return True, self._rule(first_allow)
-            return False, self._rule(last)
+                return True, first_allow
+            return False, last
         if first_deny >= 0:
-            return False, self._rule(first_deny)
+            return False, first_deny
         if self._effector == "DenyOverrideEffector":
-            return True, self._rule(last)
-        return first_allow >= 0, self._rule(last)
+            return True, last
+        return first_allow >= 0, last
 
-    def _rule(self, index: int) -> list[str]:
-        """The line at ``index`` as pycasbin's file adapter holds it (a list); [] for -1."""
-        return list(self.policy[index]) if index >= 0 else []
+    def rule(self, position: int) -> list[str]:
+        """The line at ``position`` as pycasbin's file adapter holds it (a list); [] for -1."""
+        return list(self.policy[position]) if position >= 0 else []
+
+    def equal_lines(self) -> Iterator[list[int]]:
+        """The positions of lines equal to each other (duplicates), one group at a time,
+        each in order: equal lines have equal keys, so one bucket holds them all.
+        """
+        for bucket in self._buckets.values():
+            if len(bucket) < 2:
+                continue
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for index, _, _ in bucket:
+                groups.setdefault(tuple(self.policy[index]), []).append(index)
+            yield from (group for group in groups.values() if len(group) > 1)
 
     def implicit_roles(self, subject: str, domain: str) -> tuple[str, ...]:
         """What ``enforcer.get_implicit_roles_for_user(subject, domain)`` returns (as a set)."""

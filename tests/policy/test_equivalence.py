@@ -217,6 +217,37 @@ def test_the_deep_chain_stops_where_pycasbin_stops(generated: tuple[Pair, Any]) 
     ).allowed
 
 
+_DUPLICATES = """p, viewer, *, fleet/**, actions:read, allow
+p, viewer, *, fleet/departments/dept-1, actions:read, deny
+g, alice, viewer, *
+p, viewer, *, fleet/departments/dept-1, actions:read, deny
+p, viewer, *, fleet, actions:read, allow
+"""
+
+
+def test_a_duplicate_line_is_explained_by_its_last_copy_in_both_deciders(
+    tmp_path: Path,
+) -> None:
+    """The line number of a duplicate is its last copy's, the indexed decider's array
+    (by position) as the plain decider's map (by fields); also for lines that are not
+    the ones pycasbin holds (numbered by their fields)."""
+    (tmp_path / "model.conf").write_text((DEMO_POLICY_DIR / "model.conf").read_text())
+    (tmp_path / "policy.csv").write_text(_DUPLICATES)
+    files = read_policy_dir(tmp_path, with_tests=False)
+    lines = validate(files).lines
+    copies = validate(files).lines  # equal lines, other tuples: not pycasbin's
+    fast = make_decider(build_enforcer(files, lines), lines)
+    numbered_by_fields = make_decider(build_enforcer(files, lines), copies)
+    slow = CasbinDecider(build_enforcer(files, lines), lines)
+    assert isinstance(fast, IndexedDecider)
+    assert isinstance(numbered_by_fields, IndexedDecider)
+    # The first deny decides (line 2: a copy of line 4); the last allow explains (line 5).
+    for resource, expected in (("fleet/departments/dept-1", (False, 4)), ("fleet", (True, 5))):
+        for decider in (fast, numbered_by_fields, slow):
+            decision = decider.decide("alice", "*", "actions:read", resource, explain=True)
+            assert (decision.allowed, decision.matched_line) == expected
+
+
 @pytest.mark.slow
 @_SETTINGS(10_000)
 @given(request=DEMO_REQUESTS)
