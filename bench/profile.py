@@ -1,4 +1,5 @@
-"""``python -m bench.profile`` (``make profile``): where Execute's and Check's CPU goes.
+"""``python -m bench.profile`` (``make profile``): where Execute's, Check's and ListActions'
+CPU goes.
 
 The profile behind the targets ``make bench`` misses (bench/README.md). It runs the same
 load as ``make bench``'s throughput lines, 64 calls in flight from two spawned
@@ -6,13 +7,14 @@ processes, against the same services (an action service and a 50-line policy ser
 separate processes on port 0) and seed (16 workspaces of 64 agents), and records over
 the measuring window only:
 
-- **py-spy** of the action service and the policy service under Execute load, and of the
-  policy service under Check load (raw collapsed stacks in the output directory, and
-  summaries: functions on the CPU, our functions the CPU was spent under, areas);
-- **pg_stat_statements** per completed Execute: every statement the action service sent
-  and every statement our database functions ran inside them. It needs the module
-  preloaded, so this runs its own embedded PostgreSQL (``bench/pgstats.py``), never
-  ``DATABASE_URL``'s server;
+- **py-spy** of the action service and the policy service under Execute load and under
+  sequential ListActions pages (100,000 audit rows), and of the policy service under
+  Check load (raw collapsed stacks in the output directory, and summaries: functions on
+  the CPU, our functions the CPU was spent under, areas);
+- **pg_stat_statements** per completed Execute and per page: every statement the action
+  service sent and every statement our database functions ran inside them. It needs the
+  module preloaded, so this runs its own embedded PostgreSQL (``bench/pgstats.py``),
+  never ``DATABASE_URL``'s server;
 - CPU per call of each process group (``procs.CpuMeter``), as ``make bench`` counts it.
 
 py-spy samples at 250 Hz from the same two cores, so throughput here is lower than
@@ -37,12 +39,13 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bench import pgstats, policygen, procs, pyspy, scenarios, seed
-from bench.load import LoadResult, run_load
+from bench.load import LoadResult, percentile, run_load
 from services.common.tokens import mint_service_token, mint_user_token
 
 OUT = Path(__file__).resolve().parent / "profiles"
 USER = "bench-user"
 WORKSPACES, AGENTS, IN_FLIGHT, LOADERS = 16, 64, 64, 2
+LIST_ROWS, LIST_TARGETS, LIST_CALLS = 100_000, 1000, 400  # make bench's pages, fewer rows
 T = TypeVar("T")
 
 
@@ -98,6 +101,10 @@ async def profile(out: Path, seconds: float) -> str:
             conn = await asyncpg.connect(dsn)
             try:
                 await seed.seed_agents(conn, seed.workspace_ids(WORKSPACES, tag=3), AGENTS, 4)
+                await seed.seed_agents(conn, seed.workspace_ids(1, tag=2), LIST_TARGETS, 10)
+                await seed.seed_audit_rows(
+                    conn, seed.workspace_ids(1, tag=2)[0], LIST_ROWS, LIST_TARGETS
+                )
             finally:
                 await conn.close()
             report = await _profile_services(out, seconds, work, dsn)
@@ -145,6 +152,8 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
             report.append(_cpu_lines("Execute(pause_agent) under load", load))
             report.append(pgstats.render("Execute", window.statements(load.completed)))
             report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
+            pids = {"actions": actions.pid, "policy": policy.pid}
+            report += await _profile_list(out, actions.target, token, dsn, server, pids)
 
         items = scenarios.check_items(small, 5000, seed=1)
         window = Window(
@@ -157,6 +166,38 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
         report.append(_cpu_lines("Check under load", load))
         report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
     return report
+
+
+async def _profile_list(
+    out: Path,
+    target: str,
+    token: str,
+    dsn: str,
+    server: procs.PostgresServer,
+    pids: dict[str, int],
+) -> list[str]:
+    """Sequential 50-row ListActions pages by target id (as ``make bench``'s ListActions
+    line, over fewer rows) under py-spy and pg_stat_statements."""
+    window = Window(
+        procs.CpuMeter(pids, server),
+        pyspy.Spies({f"list_{name}": pid for name, pid in pids.items()}, out),
+        dsn,
+    )
+    workspace = seed.workspace_ids(1, tag=2)[0]
+    await scenarios.list_actions_latencies_ms(target, token, workspace, LIST_TARGETS, 20, "target")
+    before = window.sample()
+    times = await scenarios.list_actions_latencies_ms(
+        target, token, workspace, LIST_TARGETS, LIST_CALLS, "target"
+    )
+    spent = {k: v - before.get(k, 0.0) for k, v in window.sample().items()}
+    load = LoadResult(len(times), 0, times, sum(times) / 1000, sampled=spent)
+    p50 = percentile(times, 50)
+    title = f"ListActions by target, sequential ({LIST_ROWS:,} rows; p50 {p50:.2f} ms)"
+    return [
+        _cpu_lines(title, load),
+        pgstats.render("ListActions", window.statements(load.completed)),
+        *(pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()),
+    ]
 
 
 def _load(
