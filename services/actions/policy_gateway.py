@@ -266,10 +266,15 @@ class PolicyGateway:
             self._stub.CheckResources, request, timeout, remaining_s
         )
         # Only denials are listed, so a short or garbled answer would read as "allowed":
-        # an answer that does not account for every resource is no answer (fail closed).
-        consistent = answer.allowed_count + len(answer.denied) == len(resources) and all(
-            0 <= d.index < len(resources) and resources[d.index] == d.resource
-            for d in answer.denied
+        # an answer that does not account for every resource once is no answer (fail
+        # closed). A denial listed twice would let the count hide a missing one.
+        consistent = (
+            answer.allowed_count + len(answer.denied) == len(resources)
+            and len({d.index for d in answer.denied}) == len(answer.denied)
+            and all(
+                0 <= d.index < len(resources) and resources[d.index] == d.resource
+                for d in answer.denied
+            )
         )
         if not consistent:
             raise errors.policy_unavailable("CheckResources answered for other resources")

@@ -314,6 +314,36 @@ async def test_an_answer_that_leaves_out_a_denial_fails_closed(
     assert set((await statuses(pool, ws)).values()) == {"active"}
 
 
+async def test_an_answer_that_repeats_one_denial_for_another_fails_closed(
+    raced: Raced, pool: asyncpg.Pool
+) -> None:
+    # bob is denied pausing both code-review agents. The answer lists eng-review-1's denial
+    # twice and leaves out eng-review-2's: its count still adds up (2 allowed + 2 denials),
+    # so a check that only counts read eng-review-2 as allowed and paused it.
+    ws = await create_workspace(pool)
+
+    def repeat_first_denial(answer: Any) -> Any:
+        assert len(answer.denied) == 2
+        first = answer.denied[0]
+        del answer.denied[1]
+        answer.denied.add().CopyFrom(first)
+        return answer
+
+    raced.policy.tamper = repeat_first_denial
+    with pytest.raises(Unavailable) as err:
+        await _act(
+            raced,
+            "bob",
+            ws,
+            scope="department",
+            target_id="engineering",
+            params=PauseAgent(),
+            skip_denied=True,
+        )
+    assert err.value.reason == "POLICY_UNAVAILABLE"
+    assert set((await statuses(pool, ws)).values()) == {"active"}
+
+
 async def test_check_access_asks_an_outsider_the_same_whatever_exists(
     raced: Raced, pool: asyncpg.Pool
 ) -> None:
