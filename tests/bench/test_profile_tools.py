@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from bench import pgstats, pyspy
@@ -82,3 +83,14 @@ async def test_own_postgres_counts_statements_inside_functions_as_nested(tmp_pat
     assert [s.query for s in nested] == ["INSERT INTO t VALUES ($1)"]
     assert any(s.toplevel and s.query == "SELECT f()" for s in found)
     assert not (tmp_path / "pg").exists()  # the cluster is deleted
+    assert not _serving(tmp_path / "pg")  # and its server stopped
+
+
+def _serving(pgdata: Path) -> list[int]:
+    """Live (not zombie) processes whose command line names ``pgdata``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if str(pgdata) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process.pid)
+    return found
