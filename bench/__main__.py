@@ -127,13 +127,6 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
             await conn.close()
 
         server = await procs.PostgresServer.of(dsn)
-        base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
-        policy_env = {
-            **base,
-            "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
-            "FLEETWARD_POLICY_WATCH": "0",
-            "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
-        }
         with (
             procs.otlp_sink(tracing) as sink,  # stops last: the services flush into it
             procs.echo_server() as echo,
@@ -141,10 +134,8 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
                 "policy50",
                 "services.policy",
                 {
-                    **policy_env,
+                    **procs.policy_env(service_secret, dir50, work / "decisions50.jsonl"),
                     **sink.env,
-                    "FLEETWARD_POLICY_DIR": str(dir50),
-                    "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions50.jsonl"),
                 },
                 work,
                 uvloop=uvloop,
@@ -153,10 +144,8 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
                 "policy10k",
                 "services.policy",
                 {
-                    **policy_env,
+                    **procs.policy_env(service_secret, dir10k, work / "decisions10k.jsonl"),
                     **sink.env,
-                    "FLEETWARD_POLICY_DIR": str(dir10k),
-                    "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions10k.jsonl"),
                 },
                 work,
                 uvloop=uvloop,
@@ -165,12 +154,8 @@ async def run(quick: bool, uvloop: bool = False, tracing: bool = False) -> dict[
                 "actions",
                 "services.actions",
                 actions_env := {
-                    **base,
+                    **procs.actions_env(service_secret, jwt_secret, dsn, policy50.target),
                     **sink.env,
-                    "DATABASE_URL": dsn,
-                    "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
-                    "FLEETWARD_POLICY_TARGET": policy50.target,
-                    "FLEETWARD_JWT_SECRET": jwt_secret,
                     # Its Execute count, for the two-replica run's split (scraped outside
                     # the measuring windows).
                     "FLEETWARD_METRICS_PORT": str(metrics_port := free_port()),

@@ -44,6 +44,33 @@ class Service(RunningService):
         return int(match.group(1)) / 1024 if match else float("nan")
 
 
+def policy_env(service_secret: str, policy_dir: Path, decision_log: Path) -> dict[str, str]:
+    """A bench policy service's settings: port 0, no file watch, the bench's callers."""
+    return {
+        "FLEETWARD_METRICS_PORT": "0",
+        "FLEETWARD_SERVICE_JWT_SECRET": service_secret,
+        "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
+        "FLEETWARD_POLICY_WATCH": "0",
+        "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
+        "FLEETWARD_POLICY_DIR": str(policy_dir),
+        "FLEETWARD_POLICY_DECISION_LOG": str(decision_log),
+    }
+
+
+def actions_env(
+    service_secret: str, jwt_secret: str, dsn: str, policy_target: str
+) -> dict[str, str]:
+    """A bench action service's settings: port 0, its database and policy service."""
+    return {
+        "FLEETWARD_METRICS_PORT": "0",
+        "FLEETWARD_SERVICE_JWT_SECRET": service_secret,
+        "DATABASE_URL": dsn,
+        "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
+        "FLEETWARD_POLICY_TARGET": policy_target,
+        "FLEETWARD_JWT_SECRET": jwt_secret,
+    }
+
+
 @contextlib.contextmanager
 def service(
     name: str, module: str, env: Mapping[str, str], log_dir: Path, *, uvloop: bool = False

@@ -31,6 +31,7 @@ import concurrent.futures
 import secrets
 import sys
 import tempfile
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +47,15 @@ OUT = Path(__file__).resolve().parent / "profiles"
 USER = "bench-user"
 WORKSPACES, AGENTS, IN_FLIGHT, LOADERS = 16, 64, 64, 2
 LIST_ROWS, LIST_TARGETS, LIST_CALLS = 100_000, 1000, 400  # make bench's pages, fewer rows
+LIST_WORKSPACE = seed.workspace_ids(1, tag=2)[0]
 T = TypeVar("T")
 
 
 @dataclass
 class Window:
     """A ``run_load`` sample function (:meth:`sample`) that also starts py-spy and snapshots
-    pg_stat_statements at the window's start, and stops py-spy and snapshots again at its
-    end (CPU is sampled outside both)."""
+    pg_stat_statements at the window's start, and snapshots again and stops py-spy at its
+    end (CPU is sampled outside both, and the end's before py-spy's slow stop)."""
 
     meter: procs.CpuMeter
     spies: pyspy.Spies
@@ -67,9 +69,10 @@ class Window:
             self.snapshots.append(_blocking(pgstats.snapshot(self.dsn)))
             self.spies.start()
             return taken
-        self.spies.stop()
+        taken = self.meter.sample()
         self.snapshots.append(_blocking(pgstats.snapshot(self.dsn)))
-        return self.meter.sample()
+        self.spies.stop()
+        return taken
 
     def statements(self, completed: int) -> list[pgstats.Statement]:
         """The window's statements per completed call."""
@@ -93,21 +96,20 @@ def _cpu_lines(title: str, load: LoadResult) -> str:
 
 
 async def profile(out: Path, seconds: float) -> str:
-    """Run both loads under the profilers; return the summary text (also ``summary.txt``)."""
-    work = Path(tempfile.mkdtemp(prefix="fleetward-profile-"))
-    with pgstats.stats_postgres(work / "pg") as server_dsn:
-        async with procs.scratch_database(server_dsn) as dsn:
-            await pgstats.enable(dsn)
-            conn = await asyncpg.connect(dsn)
-            try:
-                await seed.seed_agents(conn, seed.workspace_ids(WORKSPACES, tag=3), AGENTS, 4)
-                await seed.seed_agents(conn, seed.workspace_ids(1, tag=2), LIST_TARGETS, 10)
-                await seed.seed_audit_rows(
-                    conn, seed.workspace_ids(1, tag=2)[0], LIST_ROWS, LIST_TARGETS
-                )
-            finally:
-                await conn.close()
-            report = await _profile_services(out, seconds, work, dsn)
+    """Run the loads under the profilers; return the summary text (also ``summary.txt``)."""
+    with tempfile.TemporaryDirectory(prefix="fleetward-profile-") as temporary:
+        work = Path(temporary)
+        with pgstats.stats_postgres(work / "pg") as server_dsn:
+            async with procs.scratch_database(server_dsn) as dsn:
+                await pgstats.enable(dsn)
+                conn = await asyncpg.connect(dsn)
+                try:
+                    await seed.seed_agents(conn, seed.workspace_ids(WORKSPACES, tag=3), AGENTS, 4)
+                    await seed.seed_agents(conn, [LIST_WORKSPACE], LIST_TARGETS, 10)
+                    await seed.seed_audit_rows(conn, LIST_WORKSPACE, LIST_ROWS, LIST_TARGETS)
+                finally:
+                    await conn.close()
+                report = await _profile_services(out, seconds, work, dsn)
     text = "\n\n".join(report) + "\n"
     (out / "summary.txt").write_text(text)
     return text
@@ -117,55 +119,49 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
     jwt_secret, service_secret = secrets.token_hex(32), secrets.token_hex(32)
     small = policygen.small(USER)
     server = await procs.PostgresServer.of(dsn)
-    base = {"FLEETWARD_METRICS_PORT": "0", "FLEETWARD_SERVICE_JWT_SECRET": service_secret}
-    policy_env = {
-        **base,
-        "FLEETWARD_POLICY_ADDR": "127.0.0.1:0",
-        "FLEETWARD_POLICY_WATCH": "0",
-        "FLEETWARD_POLICY_ALLOWED_CALLERS": "svc:actions,svc:bench",
-        "FLEETWARD_POLICY_DIR": str(policygen.write_policy_dir(work / "policy50", small)),
-        "FLEETWARD_POLICY_DECISION_LOG": str(work / "decisions.jsonl"),
-    }
+    policy_dir = policygen.write_policy_dir(work / "policy50", small)
+    policy_env = procs.policy_env(service_secret, policy_dir, work / "decisions.jsonl")
     report: list[str] = []
     with procs.service("policy", "services.policy", policy_env, work) as policy:
-        actions_env = {
-            **base,
-            "DATABASE_URL": dsn,
-            "FLEETWARD_ACTIONS_ADDR": "127.0.0.1:0",
-            "FLEETWARD_POLICY_TARGET": policy.target,
-            "FLEETWARD_JWT_SECRET": jwt_secret,
-        }
+        actions_env = procs.actions_env(service_secret, jwt_secret, dsn, policy.target)
         with procs.service("actions", "services.actions", actions_env, work) as actions:
-            spread = [
-                (str(w), f"agent-{a}")
-                for w in seed.workspace_ids(WORKSPACES, tag=3)
-                for a in range(AGENTS)
-            ]
-            token = mint_user_token(jwt_secret, USER)
-            _load("execute", actions.target, token, spread, 2)  # warm-up: plans, pools
-            window = Window(
-                procs.CpuMeter({"actions": actions.pid, "policy": policy.pid}, server),
-                pyspy.Spies({"execute_actions": actions.pid, "execute_policy": policy.pid}, out),
-                dsn,
-            )
-            load = _load("execute", actions.target, token, spread, seconds, window)
-            report.append(_cpu_lines("Execute(pause_agent) under load", load))
-            report.append(pgstats.render("Execute", window.statements(load.completed)))
-            report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
             pids = {"actions": actions.pid, "policy": policy.pid}
+            token = mint_user_token(jwt_secret, USER)
+            report += _profile_execute(out, seconds, actions.target, token, dsn, server, pids)
             report += await _profile_list(out, actions.target, token, dsn, server, pids)
-
         items = scenarios.check_items(small, 5000, seed=1)
-        window = Window(
-            procs.CpuMeter({"policy": policy.pid}, server),
-            pyspy.Spies({"check_policy": policy.pid}, out),
-            dsn,
-        )
         service_token = mint_service_token(service_secret, "bench")
-        load = _load("check", policy.target, service_token, items, seconds, window)
+        meter = procs.CpuMeter({"policy": policy.pid}, server)
+        with pyspy.Spies({"check_policy": policy.pid}, out) as spies:
+            window = Window(meter, spies, dsn)
+            load = _load("check", policy.target, service_token, items, seconds, window)
         report.append(_cpu_lines("Check under load", load))
-        report += [pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()]
+        report += [pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()]
     return report
+
+
+def _profile_execute(
+    out: Path,
+    seconds: float,
+    target: str,
+    token: str,
+    dsn: str,
+    server: procs.PostgresServer,
+    pids: dict[str, int],
+) -> list[str]:
+    """Execute(pause_agent) at 64 in flight over 16 workspaces, as ``make bench``'s line."""
+    spread = [
+        (str(w), f"agent-{a}") for w in seed.workspace_ids(WORKSPACES, tag=3) for a in range(AGENTS)
+    ]
+    _load("execute", target, token, spread, 2)  # warm-up: plans, pools
+    with pyspy.Spies({f"execute_{name}": pid for name, pid in pids.items()}, out) as spies:
+        window = Window(procs.CpuMeter(pids, server), spies, dsn)
+        load = _load("execute", target, token, spread, seconds, window)
+    return [
+        _cpu_lines("Execute(pause_agent) under load", load),
+        pgstats.render("Execute", window.statements(load.completed)),
+        *(pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()),
+    ]
 
 
 async def _profile_list(
@@ -178,25 +174,26 @@ async def _profile_list(
 ) -> list[str]:
     """Sequential 50-row ListActions pages by target id (as ``make bench``'s ListActions
     line, over fewer rows) under py-spy and pg_stat_statements."""
-    window = Window(
-        procs.CpuMeter(pids, server),
-        pyspy.Spies({f"list_{name}": pid for name, pid in pids.items()}, out),
-        dsn,
+    await scenarios.list_actions_latencies_ms(
+        target, token, LIST_WORKSPACE, LIST_TARGETS, 20, "target"
     )
-    workspace = seed.workspace_ids(1, tag=2)[0]
-    await scenarios.list_actions_latencies_ms(target, token, workspace, LIST_TARGETS, 20, "target")
-    before = window.sample()
-    times = await scenarios.list_actions_latencies_ms(
-        target, token, workspace, LIST_TARGETS, LIST_CALLS, "target"
-    )
-    spent = {k: v - before.get(k, 0.0) for k, v in window.sample().items()}
-    load = LoadResult(len(times), 0, times, sum(times) / 1000, sampled=spent)
+    with pyspy.Spies({f"list_{name}": pid for name, pid in pids.items()}, out) as spies:
+        window = Window(procs.CpuMeter(pids, server), spies, dsn)
+        before, begun = window.sample(), time.perf_counter()
+        times = await scenarios.list_actions_latencies_ms(
+            target, token, LIST_WORKSPACE, LIST_TARGETS, LIST_CALLS, "target"
+        )
+        seconds = time.perf_counter() - begun
+        spent = {k: v - before.get(k, 0.0) for k, v in window.sample().items()}
+    # The scenario's own unrecorded warm-up pages ran in the window too.
+    pages = len(times) + scenarios.LIST_WARMUP
+    load = LoadResult(pages, 0, times, seconds, sampled=spent)
     p50 = percentile(times, 50)
     title = f"ListActions by target, sequential ({LIST_ROWS:,} rows; p50 {p50:.2f} ms)"
     return [
         _cpu_lines(title, load),
-        pgstats.render("ListActions", window.statements(load.completed)),
-        *(pyspy.render(n, pyspy.summarize(p)) for n, p in window.spies.files().items()),
+        pgstats.render("ListActions", window.statements(pages)),
+        *(pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()),
     ]
 
 

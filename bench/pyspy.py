@@ -8,14 +8,18 @@ flamegraph.pl read; :func:`summarize` turns one into three tables: the functions
 were on the CPU (self), the functions under which the CPU was spent (cumulative, ours
 only), and areas (asyncio, grpc, asyncpg, json, …) by the file of the top frame.
 
-Idle threads are not sampled (py-spy's default), so shares are of CPU, not of time. py-spy
-itself takes CPU on the same machine while it samples: the profiled run is slower than
-``make bench``'s, its shares are what counts.
+Threads py-spy takes for idle are not sampled (its default), but its idle detection is not
+exact: on this VM it counted about twice the samples the measured CPU allows, with
+threads blocked in ``select`` or a condition wait among them. The shares are of samples,
+and the areas put those waits in one row of their own. py-spy itself takes CPU on the
+same machine while it samples: the profiled run is slower than ``make bench``'s, its
+shares are what counts.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -29,10 +33,21 @@ STOP_TIMEOUT_S = 30.0
 # Areas by a sample's top frame (paths as py-spy shows them, relative to sys.path), first
 # match wins; "ours" is everything under services/ and clients/.
 AREAS = (
+    # A thread blocked in these is waiting, whatever py-spy's idle detection said.
+    (
+        "waiting (select, thread waits)",
+        (
+            "EpollSelector.select (selectors.py)",
+            "Condition.wait (threading.py)",
+            "Event.wait (threading.py)",
+        ),
+    ),
     # C code run from an event-loop callback with no Python frame of its own: grpc's Cython
-    # layer (py-spy's --native names it; the frames it adds cost more than they tell here).
-    ("compiled code in event-loop callbacks (grpc)", ("Handle._run (asyncio/events.py)",)),
-    ("compiled code in threads", ("Thread.run (threading.py)", "Condition.wait (threading.py)")),
+    # layer, and asyncio's C task steps (py-spy's --native would tell them apart, but it
+    # pauses the target at every sample).
+    ("C code under event-loop callbacks (grpc, asyncio)", ("Handle._run (asyncio/events.py)",)),
+    # A thread whose target is C code: in these services grpc's poller (mostly epoll waits).
+    ("C code in threads (grpc's poller)", ("Thread.run (threading.py)",)),
     ("socket writes (asyncio transport)", ("_SelectorSocketTransport.write",)),
     ("asyncio (event loop, reads)", ("(asyncio/", "(selectors.py)", "(socket.py)")),
     ("grpc (Python layer)", ("(grpc/",)),
@@ -78,24 +93,42 @@ class Spies:
             command += ["--format", "raw", "--nolineno", "-o", str(self.files()[name])]
             # Not --native: it pauses the target at every sample to unwind its C stack, which
             # at 64 calls in flight cut Execute's throughput to a fifth and made the idle
-            # poller threads read as busy.
+            # poller threads read as busy. Attaching needs ptrace rights over the target
+            # (root, or the same user with kernel.yama.ptrace_scope 0).
             command += ["--nonblocking"]
-            self._running.append(
-                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            )
+            # Its messages go to a file: a pipe nobody reads during the window could fill.
+            with (self.out_dir / f"{name}.py-spy.log").open("wb") as log:
+                self._running.append(
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+                )
 
     def stop(self) -> None:
-        """Stop every py-spy (it writes its file on SIGINT); raise if one failed."""
-        failures = []
-        for process in self._running:
+        """Stop every py-spy (it writes its file on SIGINT); raise if one failed. A py-spy
+        that does not stop in time is killed."""
+        running, self._running = self._running, []
+        for process in running:
             process.send_signal(signal.SIGINT)
-        for process in self._running:
-            _, err = process.communicate(timeout=STOP_TIMEOUT_S)
-            if process.returncode not in (0, -signal.SIGINT):
-                failures.append(err.decode(errors="replace")[-500:])
-        self._running.clear()
+        failures = []
+        for process, name in zip(running, self.pids, strict=True):
+            try:
+                code = process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+            if code not in (0, -signal.SIGINT):
+                log = self.out_dir / f"{name}.py-spy.log"
+                failures.append(f"{name}: {log.read_text(errors='replace')[-500:]}")
         if failures:
             raise RuntimeError("py-spy failed: " + " | ".join(failures))
+
+    def __enter__(self) -> Spies:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop whatever still runs (an error between start and stop), quietly."""
+        if self._running:
+            with contextlib.suppress(RuntimeError):
+                self.stop()
 
 
 @dataclass(frozen=True)
@@ -136,7 +169,7 @@ def summarize(path: Path, top: int = 15) -> Summary:
 
 def render(title: str, summary: Summary) -> str:
     """The three tables of ``summary`` as text."""
-    lines = [f"{title}: {summary.samples} samples at {RATE_HZ} Hz (CPU only, not idle)"]
+    lines = [f"{title}: {summary.samples} samples at {RATE_HZ} Hz of threads py-spy saw active"]
     for heading, found, name_of in (
         ("on the CPU (self)", summary.self_rows, _short),
         ("under our functions (cumulative)", summary.ours_rows, _short),

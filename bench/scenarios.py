@@ -159,6 +159,9 @@ def agent_paths(policy: GeneratedPolicy, count: int) -> list[str]:
     ]
 
 
+LIST_WARMUP = 10  # unrecorded pages before list_actions_latencies_ms measures
+
+
 async def list_actions_latencies_ms(
     target: str, token: str, workspace: uuid.UUID, targets: int, calls: int, by: str
 ) -> list[float]:
@@ -168,7 +171,7 @@ async def list_actions_latencies_ms(
     async with grpc.aio.insecure_channel(target) as channel:
         stub: Any = actions_pb2_grpc.ActionServiceStub(channel)
         times = []
-        for i in range(calls + 10):
+        for i in range(calls + LIST_WARMUP):
             request = actions_pb2.ListActionsRequest(workspace_id=str(workspace), page_size=50)
             if by == "target":
                 request.target_id = f"agent-{rng.randrange(targets)}"
@@ -176,7 +179,7 @@ async def list_actions_latencies_ms(
                 request.action_type = rng.choice(types)
             begun = time.perf_counter()
             reply = await stub.ListActions(request, metadata=bearer(token))
-            if i >= 10:
+            if i >= LIST_WARMUP:
                 times.append((time.perf_counter() - begun) * 1000)
             if len(reply.actions) != 50:
                 raise RuntimeError(f"a ListActions page had {len(reply.actions)} rows")

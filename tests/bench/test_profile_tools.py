@@ -23,6 +23,7 @@ RAW = "\n".join(
         "_SelectorSocketTransport.write (asyncio/selector_events.py) 6",
         f"{MAIN};Handle._run (asyncio/events.py) 3",
         "Thread._bootstrap (threading.py);Thread.run (threading.py) 1",
+        f"{MAIN};EpollSelector.select (selectors.py) 2",
     ]
 )
 
@@ -31,22 +32,23 @@ def test_summary_shares_add_up_by_self_frame_area_and_our_callers(tmp_path: Path
     profile = tmp_path / "p.txt"
     profile.write_text(RAW)
     summary = pyspy.summarize(profile)
-    assert summary.samples == 10
+    assert summary.samples == 12
     assert summary.self_rows[0] == (
         "_SelectorSocketTransport.write (asyncio/selector_events.py)",
-        0.6,
+        0.5,
     )
     areas = dict(summary.area_rows)
     assert areas == {
-        "socket writes (asyncio transport)": 0.6,
-        "compiled code in event-loop callbacks (grpc)": 0.3,
-        "compiled code in threads": 0.1,
+        "socket writes (asyncio transport)": 6 / 12,
+        "C code under event-loop callbacks (grpc, asyncio)": 3 / 12,
+        "waiting (select, thread waits)": 2 / 12,
+        "C code in threads (grpc's poller)": 1 / 12,
     }
     ours = dict(summary.ours_rows)
-    assert ours["main (services/actions/__main__.py)"] == 0.9
-    assert ours["run (services/actions/lifecycle/one_transaction.py)"] == 0.6
+    assert ours["main (services/actions/__main__.py)"] == 11 / 12
+    assert ours["run (services/actions/lifecycle/one_transaction.py)"] == 6 / 12
     text = pyspy.render("x", summary)
-    assert "60.0 %  _SelectorSocketTransport.write (asyncio/selector_events.py)" in text
+    assert "50.0 %  _SelectorSocketTransport.write (asyncio/selector_events.py)" in text
 
 
 def test_per_call_is_the_window_difference_divided_by_completed_calls() -> None:
