@@ -44,12 +44,14 @@ class _LinesAdapter(Adapter):  # type: ignore[misc]
     """
 
     def __init__(self, lines: Iterable[PolicyLine]) -> None:
-        self._lines: Iterable[PolicyLine] = lines
+        self._lines: Iterable[PolicyLine] | None = lines
 
     def load_policy(self, model: Any) -> None:
+        if self._lines is None:  # the lines are gone: a second load would load nothing
+            raise RuntimeError("a policy is loaded once; build a new enforcer to reload")
         for line in self._lines:
             model.model[line.ptype[0]][line.ptype].policy.append(line.fields)
-        self._lines = ()
+        self._lines = None
 
 
 class _QuietModel(Model):  # type: ignore[misc]

@@ -305,11 +305,11 @@ def make_decider(enforcer: Any, lines: Iterable[PolicyLine]) -> CasbinDecider:
     """The indexed decider when the model compiles to an index, else plain ``enforce_ex``."""
     lines = list(lines)
     try:
-        index = DecisionIndex(enforcer, workspace_matches)
+        # The indexed decider numbers its lines from the index: built inside the try too.
+        return IndexedDecider(enforcer, lines, DecisionIndex(enforcer, workspace_matches))
     except Unsupported as exc:
         log.info("deciding with plain pycasbin enforce: %s", exc)
         return CasbinDecider(enforcer, lines)
     except Exception:  # an index bug must never take the service down: fall back
         log.exception("the decision index failed to build; deciding with plain enforce")
         return CasbinDecider(enforcer, lines)
-    return IndexedDecider(enforcer, lines, index)

@@ -155,3 +155,14 @@ def test_validator_accepts_pycasbin_examples_and_reads_lines_like_pycasbin() -> 
                     policy_path.name,
                     ptype,
                 )
+
+
+def test_an_enforcer_loads_its_lines_once() -> None:
+    # The adapter drops the lines after the load; a second load must fail, not quietly
+    # load an empty policy.
+    files = read_policy_dir(POLICIES)
+    result = validate(files)
+    enforcer = build_enforcer(files, result.lines)
+    assert enforcer.get_model().model["p"]["p"].policy
+    with pytest.raises(RuntimeError, match="loaded once"):
+        enforcer.load_policy()
