@@ -39,8 +39,9 @@ from fleetward.policy.v1 import policy_pb2_grpc
 
 from services.policy.server import PolicyServer
 from tests.actions.guarded import Guarded, create_workspace, guarded_policy, statuses
+from tests.actions.policy_proxy import proxied_policy
 from tests.conftest import Secrets
-from tests.servers import running_action_server, running_policy_server_handle
+from tests.servers import running_action_server
 
 Hook = Callable[[], Awaitable[None]]
 Tamper = Callable[[Any], Any]
@@ -100,22 +101,11 @@ async def raced(
     """Real policy service → hooked proxy → real action service."""
     policy_dir = guarded_policy(tmp_path_factory.mktemp("raced"))
     async with contextlib.AsyncExitStack() as stack:
-        real = await stack.enter_async_context(
-            running_policy_server_handle(policy_dir, dev_secrets)
+        real, hooked, proxy_target = await proxied_policy(
+            stack, policy_dir, dev_secrets, HookedPolicy
         )
-        channel = await stack.enter_async_context(
-            grpc.aio.insecure_channel(f"127.0.0.1:{real.port}")
-        )
-        hooked = HookedPolicy(policy_pb2_grpc.PolicyServiceStub(channel))
-        proxy = grpc.aio.server()
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(hooked, proxy)
-        port = proxy.add_insecure_port("127.0.0.1:0")
-        await proxy.start()
-        stack.push_async_callback(proxy.stop, 0)
         target = await stack.enter_async_context(
-            running_action_server(
-                database_dsn, f"127.0.0.1:{port}", dev_secrets, policy_timeout_ms=5000
-            )
+            running_action_server(database_dsn, proxy_target, dev_secrets, policy_timeout_ms=5000)
         )
         yield Raced(
             Guarded(target, f"127.0.0.1:{real.port}", dev_secrets), hooked, real, policy_dir
