@@ -125,10 +125,16 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
     with procs.service("policy", "services.policy", policy_env, work) as policy:
         actions_env = procs.actions_env(service_secret, jwt_secret, dsn, policy.target)
         with procs.service("actions", "services.actions", actions_env, work) as actions:
-            pids = {"actions": actions.pid, "policy": policy.pid}
-            token = mint_user_token(jwt_secret, USER)
-            report += _profile_execute(out, seconds, actions.target, token, dsn, server, pids)
-            report += await _profile_list(out, actions.target, token, dsn, server, pids)
+            run = Profiled(
+                out,
+                actions.target,
+                mint_user_token(jwt_secret, USER),
+                dsn,
+                server,
+                {"actions": actions.pid, "policy": policy.pid},
+            )
+            report += _profile_execute(run, seconds)
+            report += await _profile_list(run)
         items = scenarios.check_items(small, 5000, seed=1)
         service_token = mint_service_token(service_secret, "bench")
         meter = procs.CpuMeter({"policy": policy.pid}, server)
@@ -140,23 +146,33 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
     return report
 
 
-def _profile_execute(
-    out: Path,
-    seconds: float,
-    target: str,
-    token: str,
-    dsn: str,
-    server: procs.PostgresServer,
-    pids: dict[str, int],
-) -> list[str]:
+@dataclass(frozen=True)
+class Profiled:
+    """What the action service's profiles need: where they go, the service and its user's
+    token, the database, its server, and the pids to profile by name."""
+
+    out: Path
+    target: str
+    token: str
+    dsn: str
+    server: procs.PostgresServer
+    pids: dict[str, int]
+
+    def window(self, prefix: str) -> tuple[pyspy.Spies, Window]:
+        """py-spy of every pid (files ``<prefix>_<name>``) and the window that drives it."""
+        spies = pyspy.Spies({f"{prefix}_{n}": pid for n, pid in self.pids.items()}, self.out)
+        return spies, Window(procs.CpuMeter(self.pids, self.server), spies, self.dsn)
+
+
+def _profile_execute(run: Profiled, seconds: float) -> list[str]:
     """Execute(pause_agent) at 64 in flight over 16 workspaces, as ``make bench``'s line."""
     spread = [
         (str(w), f"agent-{a}") for w in seed.workspace_ids(WORKSPACES, tag=3) for a in range(AGENTS)
     ]
-    _load("execute", target, token, spread, 2)  # warm-up: plans, pools
-    with pyspy.Spies({f"execute_{name}": pid for name, pid in pids.items()}, out) as spies:
-        window = Window(procs.CpuMeter(pids, server), spies, dsn)
-        load = _load("execute", target, token, spread, seconds, window)
+    _load("execute", run.target, run.token, spread, 2)  # warm-up: plans, pools
+    spies, window = run.window("execute")
+    with spies:
+        load = _load("execute", run.target, run.token, spread, seconds, window)
     return [
         _cpu_lines("Execute(pause_agent) under load", load),
         pgstats.render("Execute", window.statements(load.completed)),
@@ -164,24 +180,17 @@ def _profile_execute(
     ]
 
 
-async def _profile_list(
-    out: Path,
-    target: str,
-    token: str,
-    dsn: str,
-    server: procs.PostgresServer,
-    pids: dict[str, int],
-) -> list[str]:
+async def _profile_list(run: Profiled) -> list[str]:
     """Sequential 50-row ListActions pages by target id (as ``make bench``'s ListActions
     line, over fewer rows) under py-spy and pg_stat_statements."""
     await scenarios.list_actions_latencies_ms(
-        target, token, LIST_WORKSPACE, LIST_TARGETS, 20, "target"
+        run.target, run.token, LIST_WORKSPACE, LIST_TARGETS, 20, "target"
     )
-    with pyspy.Spies({f"list_{name}": pid for name, pid in pids.items()}, out) as spies:
-        window = Window(procs.CpuMeter(pids, server), spies, dsn)
+    spies, window = run.window("list")
+    with spies:
         before, begun = window.sample(), time.perf_counter()
         times = await scenarios.list_actions_latencies_ms(
-            target, token, LIST_WORKSPACE, LIST_TARGETS, LIST_CALLS, "target"
+            run.target, run.token, LIST_WORKSPACE, LIST_TARGETS, LIST_CALLS, "target"
         )
         seconds = time.perf_counter() - begun
         spent = {k: v - before.get(k, 0.0) for k, v in window.sample().items()}
