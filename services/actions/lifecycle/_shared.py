@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from services.actions import idempotency, store
+from services.actions import errors, idempotency, store
 from services.actions.audit import documents
 from services.actions.db import Conn
 from services.actions.metrics import ACTION_OUTCOMES
@@ -84,13 +84,16 @@ def completion(
     return result, [documents.event_for(started), *outcome.events, done_event]
 
 
-async def first_outcome(conn: Conn, new: NewAction, missing: ServiceError) -> ActionRecord:
+async def first_outcome(
+    conn: Conn, new: NewAction, missing: ServiceError | None = None
+) -> ActionRecord:
     """The outcome recorded under ``new``'s key by the request that took it (its row, or
-    its error raised); ``missing`` is raised when no row is recorded under the key.
+    its error raised). When no row is recorded under the key, ``missing`` is raised; by
+    default INTERNAL, for a key that is taken (its row cannot vanish).
     """
     existing = await store.actions.find_by_key(conn, new.workspace_id, new.subject, new.request_id)
     if existing is None:
-        raise missing
+        raise missing or errors.internal("idempotency conflict without a row")
     return await idempotency.replay(conn, existing, new.fingerprint)
 
 

@@ -56,7 +56,7 @@ async def run(
                     raise _KeyTaken
                 await conn.execute("COMMIT")
         except _KeyTaken:
-            return await _first_outcome(conn, new)
+            return await _shared.first_outcome(conn, new)
         except ServiceError as err:
             return await _fail(conn, new, key, created_at, err.message, err)
         except DATABASE_ERRORS:
@@ -128,9 +128,3 @@ async def _record_failed(
     chained.append((documents.event_for(failed), completed_at))
     final = Final(ActionStatus.FAILED, None, completed_at, None, message, details)
     return await store.actions.record(conn, new, created_at, final, (), chained)
-
-
-async def _first_outcome(conn: Conn, new: NewAction) -> ActionRecord:
-    """The outcome recorded under ``new``'s key by the request that took it first."""
-    missing = errors.internal("idempotency conflict without a row")  # a taken key's row stays
-    return await _shared.first_outcome(conn, new, missing)

@@ -49,9 +49,8 @@ async def run_on(conn: Conn, new: NewAction, effect: Effect, lock_timeout_ms: in
     unlocked = False
     try:
         pending = await store.actions.claim(conn, key, new, datetime.now(UTC))
-        if pending is None:  # the key is taken (the conflicting row cannot vanish)
-            missing = errors.internal("idempotency conflict without a row")
-            return await _shared.first_outcome(conn, new, missing)
+        if pending is None:  # the key is taken
+            return await _shared.first_outcome(conn, new)
         done = await _finish(conn, new, pending, effect, lock_timeout_ms, key)
         unlocked = True  # _finish returns only after COMMIT_AND_UNLOCK
         return done
