@@ -156,11 +156,11 @@ class CasbinDecider:
 
     def _enforce(
         self, subject: str, domain: str, resource: str, action: str
-    ) -> tuple[bool, list[str], int]:
-        """(allowed, the explaining p line's fields ([]: none), its number (0: none))."""
+    ) -> tuple[bool, Sequence[str], int]:
+        """(allowed, the explaining p line's fields (empty: none), its number (0: none))."""
         allowed, found = self._enforcer.enforce_ex(subject, domain, resource, action)
-        rule = [str(v) for v in found]
-        return bool(allowed), rule, self._line_numbers.get(tuple(rule), 0)
+        rule = tuple(str(v) for v in found)
+        return bool(allowed), rule, self._line_numbers.get(rule, 0)
 
     def decide(
         self, subject: str, workspace: str, action: str, resource: str, *, explain: bool
@@ -186,7 +186,13 @@ class CasbinDecider:
         return self._decision(allowed, rule, number, self.roles(subject, domain), explain=explain)
 
     def _decision(
-        self, allowed: bool, rule: list[str], number: int, roles: tuple[str, ...], *, explain: bool
+        self,
+        allowed: bool,
+        rule: Sequence[str],
+        number: int,
+        roles: tuple[str, ...],
+        *,
+        explain: bool,
     ) -> Decision:
         """The Decision for what ``_enforce`` returned."""
         if allowed:
@@ -198,7 +204,7 @@ class CasbinDecider:
         else:
             reason = Reason.NO_MATCHING_RULE
         if reason is Reason.NO_MATCHING_RULE or reason is Reason.UNKNOWN_WORKSPACE:
-            rule = []  # an indeterminate match (never for validated files) decided nothing
+            rule = ()  # an indeterminate match (never for validated files) decided nothing
         if not explain or not rule:
             return Decision(allowed, reason, roles)
         return Decision(allowed, reason, roles, ", ".join(["p", *rule]), number)
@@ -267,12 +273,14 @@ class IndexedDecider(CasbinDecider):
 
     def _enforce(
         self, subject: str, domain: str, resource: str, action: str
-    ) -> tuple[bool, list[str], int]:
-        """(allowed, the explaining p line's fields ([]: none), its number (0: none))."""
+    ) -> tuple[bool, Sequence[str], int]:
+        """(allowed, the explaining p line's fields (empty: none), its number (0: none)):
+        the line pycasbin's model holds, not a copy of it per decision.
+        """
         allowed, position = self._index.explain(subject, domain, resource, action)
         if position < 0:
-            return allowed, [], 0
-        return allowed, self._index.rule(position), self._numbers[position]
+            return allowed, (), 0
+        return allowed, self._index.policy[position], self._numbers[position]
 
     def roles(self, subject: str, workspace: str) -> tuple[str, ...]:
         """The subject's roles in the workspace (direct, inherited and ``*``), sorted."""
