@@ -198,6 +198,29 @@ async def test_the_callers_deadline_holds_across_the_calls(slowed: Slowed) -> No
     assert max(seen.deadline for seen in slowed.proxy.calls) <= begun + 1.0 + 0.25
 
 
+@contextlib.asynccontextmanager
+async def _policy_versions(slowed: Slowed) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A function that gives the real policy service a new version (a new comment line,
+    reloaded); afterwards the proxy's hook is cleared and the file and version restored.
+    """
+    policy_csv = slowed.policy_dir / "policy.csv"
+    original = policy_csv.read_text()
+    versions = 0
+
+    async def new_version() -> None:
+        nonlocal versions
+        versions += 1
+        policy_csv.write_text(original + f"# version {versions}\n")
+        assert await slowed.real.reloader.reload()
+
+    try:
+        yield new_version
+    finally:
+        slowed.proxy.after_answer = None
+        policy_csv.write_text(original)
+        assert await slowed.real.reloader.reload()
+
+
 @pytest.mark.parametrize(
     ("after", "calls"),
     [
@@ -210,29 +233,21 @@ async def test_the_callers_deadline_holds_across_the_calls(slowed: Slowed) -> No
 async def test_a_reload_between_the_calls_asks_the_whole_question_again(
     slowed: Slowed, after: int, calls: list[int]
 ) -> None:
-    policy_csv = slowed.policy_dir / "policy.csv"
-    original = policy_csv.read_text()
     answered = 0
+    async with _policy_versions(slowed) as new_version:
 
-    async def reload_once() -> None:
-        nonlocal answered
-        answered += 1
-        if answered < after:
-            return
-        slowed.proxy.after_answer = None
-        policy_csv.write_text(original + "# a comment changes the version\n")
-        assert await slowed.real.reloader.reload()
+        async def reload_once() -> None:
+            nonlocal answered
+            answered += 1
+            if answered == after:
+                await new_version()
 
-    slowed.proxy.after_answer = reload_once  # right after answer number ``after``
-    try:
+        slowed.proxy.after_answer = reload_once  # right after answer number ``after``
         async with _gateway(slowed) as gateway:
             decision = await gateway.check_resources(
                 "alice", str(uuid.uuid4()), "actions:pause_agent", _paths(12_001), None
             )
         reloaded = slowed.real.reloader.state.snapshot
-    finally:
-        policy_csv.write_text(original)
-        assert await slowed.real.reloader.reload()
     assert reloaded is not None
     assert decision.policy_version == reloaded.version
     assert decision.denied == {}
@@ -241,26 +256,12 @@ async def test_a_reload_between_the_calls_asks_the_whole_question_again(
 
 
 async def test_a_reload_after_every_call_fails_closed(slowed: Slowed) -> None:
-    policy_csv = slowed.policy_dir / "policy.csv"
-    original = policy_csv.read_text()
-    reloads = 0
-
-    async def reload() -> None:
-        nonlocal reloads
-        reloads += 1
-        policy_csv.write_text(original + f"# version {reloads}\n")
-        assert await slowed.real.reloader.reload()
-
-    slowed.proxy.after_answer = reload
-    try:
+    async with _policy_versions(slowed) as new_version:
+        slowed.proxy.after_answer = new_version
         async with _gateway(slowed) as gateway:
             with pytest.raises(ServiceError) as err:
                 await gateway.check_resources(
                     "alice", str(uuid.uuid4()), "actions:pause_agent", _paths(12_001), None
                 )
-    finally:
-        slowed.proxy.after_answer = None
-        policy_csv.write_text(original)
-        assert await slowed.real.reloader.reload()
     assert (err.value.code, err.value.reason) == (grpc.StatusCode.UNAVAILABLE, "POLICY_UNAVAILABLE")
     assert [seen.paths for seen in slowed.proxy.calls] == [5000, 5000, 5000, 5000]
