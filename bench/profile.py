@@ -135,21 +135,22 @@ async def _profile_services(out: Path, seconds: float, work: Path, dsn: str) -> 
             )
             report += _profile_execute(run, seconds)
             report += await _profile_list(run)
-        items = scenarios.check_items(small, 5000, seed=1)
-        service_token = mint_service_token(service_secret, "bench")
-        meter = procs.CpuMeter({"policy": policy.pid}, server)
-        with pyspy.Spies({"check_policy": policy.pid}, out) as spies:
-            window = Window(meter, spies, dsn)
-            load = _load("check", policy.target, service_token, items, seconds, window)
-        report.append(_cpu_lines("Check under load", load))
-        report += [pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()]
+        checks = Profiled(
+            out,
+            policy.target,
+            mint_service_token(service_secret, "bench"),
+            dsn,
+            server,
+            {"policy": policy.pid},
+        )
+        report += _profile_check(checks, seconds, scenarios.check_items(small, 5000, seed=1))
     return report
 
 
 @dataclass(frozen=True)
 class Profiled:
-    """What the action service's profiles need: where they go, the service and its user's
-    token, the database, its server, and the pids to profile by name."""
+    """What a profile needs: where it goes, the service called and the caller's token, the
+    database, its server, and the pids to profile by name."""
 
     out: Path
     target: str
@@ -176,6 +177,17 @@ def _profile_execute(run: Profiled, seconds: float) -> list[str]:
     return [
         _cpu_lines("Execute(pause_agent) under load", load),
         pgstats.render("Execute", window.statements(load.completed)),
+        *(pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()),
+    ]
+
+
+def _profile_check(run: Profiled, seconds: float, items: Sequence[tuple[str, ...]]) -> list[str]:
+    """Check at 64 in flight on the 50-line policy, as ``make bench``'s throughput line."""
+    spies, window = run.window("check")
+    with spies:
+        load = _load("check", run.target, run.token, items, seconds, window)
+    return [
+        _cpu_lines("Check under load", load),
         *(pyspy.render(n, pyspy.summarize(p)) for n, p in spies.files().items()),
     ]
 
